@@ -1,0 +1,192 @@
+"""What every bound returns, and the registry that lists methods with their validity domain."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..spec import PADDING_MODES, ConvSpec, Layer
+
+KINDS = ("exact", "upper", "lower", "estimate")
+"""``exact``: the norm up to float64 rounding; ``upper``/``lower``: guaranteed one-sided (a
+``lower`` carries its witness input); ``estimate``: no guarantee (e.g. an unconverged power
+iteration, or a quantity that bounds a different operator)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A number about ``||A||_2`` that says what it is.
+
+    Attributes
+    ----------
+    value : float
+        The number.
+    kind : {"exact", "upper", "lower", "estimate"}
+    method : str
+        Registry name of the method that produced it.
+    iterations : int or None
+        Iteration count, where the method iterates.
+    witness : numpy.ndarray or None
+        For ``kind="lower"``: an input ``x`` (shape ``(c_in, H, W)``, unit norm) with
+        ``||A x|| >= value``.
+    probability : float or None
+        For a probabilistic upper bound (``kind="estimate"``): it holds with at least this
+        probability over the method's random start.
+    details : dict
+        Method-specific extras (e.g. the frequency or size that attains the value).
+    """
+
+    value: float
+    kind: str
+    method: str
+    iterations: int | None = None
+    witness: np.ndarray | None = None
+    probability: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if math.isnan(self.value):
+            raise ValueError(f"method {self.method!r} produced NaN")
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "kind": self.kind,
+            "method": self.method,
+            "iterations": self.iterations,
+            "probability": self.probability,
+            "details": {k: _jsonable(v) for k, v in self.details.items()},
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+# input-size requirement of a method
+SIZE_GIVEN, SIZE_NONE, SIZE_ANY = "given", "every", "either"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method and the layers for which its label holds.
+
+    Attributes
+    ----------
+    name, reference, kind, cost : str
+    paddings : tuple of str
+        Padding modes for which the guarantee holds.
+    input_size : {"given", "every", "either"}
+        ``"given"``: needs a finite input size; ``"every"``: bounds every input size and takes
+        ``input_size=None`` (it also accepts a given size, being valid for it); ``"either"``.
+    stride, dilation, groups : bool
+        Whether strides > 1, dilations > 1 and groups > 1 are within the guarantee.
+    differentiable : bool
+        Available through :func:`specbound.spectral_norm`.
+    check : callable, optional
+        Extra domain test ``check(layer)`` raising ``ValueError`` with a message.
+    """
+
+    name: str
+    func: Callable[..., Bound]
+    kind: str
+    reference: str
+    paddings: tuple[str, ...] = PADDING_MODES
+    input_size: str = SIZE_ANY
+    stride: bool = True
+    dilation: bool = True
+    groups: bool = True
+    differentiable: bool = False
+    cost: str = ""
+    check: Callable[[Layer], None] | None = None
+
+    def validate(self, kernel: Any, spec: ConvSpec) -> Layer:
+        """Validate the kernel and refuse a layer outside this method's guarantee."""
+        layer = spec.layer(kernel, need_size=self.input_size == SIZE_GIVEN)
+        where = f"method {self.name!r}"
+        if spec.padding not in self.paddings:
+            raise ValueError(
+                f"{where} is valid only for padding in {self.paddings}, got padding="
+                f"{spec.padding!r}; see specbound.methods() for methods that cover it"
+            )
+        if not self.stride and spec.stride != (1, 1):
+            raise ValueError(f"{where} does not support stride > 1, got stride={spec.stride}")
+        if not self.dilation and spec.dilation != (1, 1):
+            raise ValueError(
+                f"{where} does not support dilation > 1, got dilation={spec.dilation}"
+            )
+        if not self.groups and spec.groups != 1:
+            raise ValueError(f"{where} does not support groups > 1, got groups={spec.groups}")
+        if self.check is not None:
+            self.check(layer)
+        return layer
+
+    def __call__(self, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
+        layer = self.validate(kernel, spec)
+        return self.func(layer, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "reference": self.reference,
+            "paddings": list(self.paddings),
+            "input_size": self.input_size,
+            "stride": self.stride,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "differentiable": self.differentiable,
+            "cost": self.cost,
+        }
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(**info: Any) -> Callable[[Callable[..., Bound]], Callable[..., Bound]]:
+    """Decorator: register ``func(layer: Layer, **options) -> Bound`` as a method.
+
+    The registered :class:`Method` validates ``(kernel, spec)`` against the domain and then
+    calls ``func`` with the resolved :class:`~specbound.spec.Layer`.
+    """
+
+    def wrap(func: Callable[..., Bound]) -> Callable[..., Bound]:
+        method = Method(func=func, **info)
+        if method.name in REGISTRY:
+            raise RuntimeError(f"method {method.name!r} registered twice")
+        REGISTRY[method.name] = method
+        return func
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
+    """Run the registered ``method`` on ``(kernel, spec)``; refuses layers outside its domain."""
+    return get_method(method)(kernel, spec, **options)
+
+
+def methods() -> list[Method]:
+    """Every registered method, in registration order."""
+    return list(REGISTRY.values())

@@ -1,0 +1,140 @@
+"""Exact singular values of circular (block-circulant) layers from per-frequency matrices.
+
+A circular layer with ``dilation*(k-1)`` padded in total per axis is a block-circulant operator
+on the torus ``Z_H x Z_W``; the 2-D DFT block-diagonalises it (Sedghi, Gupta & Long,
+"The Singular Values of Convolutional Layers", ICLR 2019, Thm. 6), so its singular values are
+the union over frequencies of those of the ``c_out x c_in`` frequency matrices.
+
+* The kernel is **wrapped** modulo the input size (taps at ``d*a`` and ``d*a + H`` land on the
+  same pixel), not cropped: cropping, as published code does for ``H < k``, is another
+  operator and under-reports the norm.
+* Stride ``s`` dividing the size: the polyphase reshape (Senderovich et al., NeurIPS 2022,
+  Sec. 3) writes input pixel ``s*u + r`` as pixel ``u`` of channel ``(c, r)``, turning the
+  layer into a stride-1 circular layer on the ``(H/s) x (W/s)`` grid with ``c_in*s_h*s_w``
+  input channels. The reshape is a permutation, so singular values are unchanged.
+* Dilation places tap ``a`` at ``d*a``; groups make the channel matrix block diagonal, and
+  the spectrum is the union over groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..spec import ConvSpec, Layer
+
+
+def require_circulant(layer: Layer) -> None:
+    """Raise a ``ValueError`` saying what works if ``layer`` is not block-circulant."""
+    if layer.is_circulant:
+        return
+    spec = layer.spec
+    if spec.padding != "circular":
+        raise ValueError(
+            f"the circulant route needs padding='circular', got padding={spec.padding!r}; "
+            "use exact_norm (dense route) or conv_matrix for this layer"
+        )
+    layer.input_size  # raises the clear "input_size=None" message
+    top, bottom, left, right = layer.pads
+    (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, spec.stride
+    if top + bottom != eh - 1 or left + right != ew - 1:
+        raise ValueError(
+            f"the circulant route needs dilation*(k-1) padded in total per axis "
+            f"({eh - 1}, {ew - 1}), e.g. pad='same'; got (top, bottom, left, right)="
+            f"{layer.pads}; other pads select or repeat rows of a circulant, so use exact_norm"
+        )
+    raise ValueError(
+        f"the circulant route needs a stride that divides the input size on each axis; got "
+        f"stride={(sh, sw)} with input_size={(h, w)}; use an input size that is a multiple of "
+        f"the stride, or exact_norm (dense route)"
+    )
+
+
+def _axis_polyphase(k: int, n: int, lo: int, stride: int, dilation: int):
+    """Per tap: (phase r, position q mod n/s) of input offset ``d*a - lo = s*q + r``."""
+    offset = dilation * np.arange(k) - lo
+    phase = np.mod(offset, stride)
+    return phase, np.mod((offset - phase) // stride, n // stride)
+
+
+def polyphase_kernel(layer: Layer) -> np.ndarray:
+    """Kernel of the equivalent stride-1 circular layer, wrapped on the ``(H/s, W/s)`` grid.
+
+    Returns an array of shape ``(c_out, c_in_g * s_h * s_w, H/s_h, W/s_w)`` (``c_in_g`` is the
+    number of input channels per group; channel index is ``(c, r_h, r_w)`` in C order).
+    The operator reads ``y[i] = sum_q K'[:, :, q] x'[(i + q) mod (n/s)]``.
+    """
+    require_circulant(layer)
+    (h, w), (sh, sw), (dh, dw) = layer.input_size, layer.spec.stride, layer.spec.dilation
+    top, _, left, _ = layer.pads
+    kh, kw = layer.kernel_size
+    ph, qh = _axis_polyphase(kh, h, top, sh, dh)
+    pw, qw = _axis_polyphase(kw, w, left, sw, dw)
+    c_out, c_in_g = layer.kernel.shape[:2]
+    wrapped = np.zeros((c_out, c_in_g, sh, sw, h // sh, w // sw))
+    for a in range(kh):
+        for b in range(kw):
+            wrapped[:, :, ph[a], pw[b], qh[a], qw[b]] += layer.kernel[:, :, a, b]
+    return wrapped.reshape(c_out, c_in_g * sh * sw, h // sh, w // sw)
+
+
+def frequency_matrices(
+    layer: Layer, *, half: bool = False, chunk: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the per-frequency matrices, shape ``(groups, F, c_out_g, c_in_g*s_h*s_w)``.
+
+    With ``half=True`` only the ``rfft2`` half-spectrum is produced: for a real kernel the
+    matrix at ``-w`` is the conjugate of the one at ``w``, with the same singular values, so
+    maxima over the half equal maxima over the full grid. ``chunk`` bounds the number of
+    frequencies per yielded array (memory control for wide layers).
+    """
+    kp = polyphase_kernel(layer)
+    g = layer.groups
+    fft = np.fft.rfft2 if half else np.fft.fft2
+    spectrum = fft(kp, axes=(2, 3))  # (c_out, c_in', U, V)
+    c_out, c_in_p = spectrum.shape[:2]
+    spectrum = spectrum.reshape(g, c_out // g, c_in_p, -1)
+    n_freq = spectrum.shape[-1]
+    step = n_freq if chunk is None else max(1, chunk)
+    for start in range(0, n_freq, step):
+        yield np.moveaxis(spectrum[..., start : start + step], -1, 1)
+
+
+def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
+    """Every singular value of a circular layer, sorted in decreasing order.
+
+    Parameters
+    ----------
+    kernel : array_like or torch.Tensor
+        ``(c_out, c_in // groups, kh, kw)``; any size relative to the input (wrapped).
+    spec : ConvSpec
+        ``padding="circular"``, ``dilation*(k-1)`` padded in total per axis (``pad="same"``
+        or any split of it), a finite ``input_size`` divisible by the stride.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``min(c_out*OH*OW, c_in*H*W)`` values: the multiset union over frequencies (and
+        groups) of the singular values of the frequency matrices.
+    """
+    layer = spec.layer(kernel, need_size=True)
+    parts = [
+        np.linalg.svd(block, compute_uv=False).ravel() for block in frequency_matrices(layer)
+    ]
+    return np.sort(np.concatenate(parts))[::-1]
+
+
+def circulant_norm(layer: Layer, *, chunk: int = 4096) -> float:
+    """Largest singular value of a circulant layer via the largest eigenvalue of the smaller
+    Gram matrix per frequency (Hermitian eigensolver; much cheaper than batched SVD)."""
+    top = 0.0
+    for block in frequency_matrices(layer, half=True, chunk=chunk):
+        gram = (
+            block @ block.conj().swapaxes(-1, -2)
+            if block.shape[-2] <= block.shape[-1]
+            else block.conj().swapaxes(-1, -2) @ block
+        )
+        top = max(top, float(np.linalg.eigvalsh(gram)[..., -1].max()))
+    return float(np.sqrt(max(top, 0.0)))

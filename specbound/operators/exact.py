@@ -1,0 +1,58 @@
+"""Exact float64 spectral norms through the cheapest exact route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..spec import ConvSpec, Layer, check_dense_size
+from .circulant import circulant_norm
+from .dense import conv_matrix
+
+ROUTES = ("circulant", "dense")
+
+
+def exact_route(kernel: Any, spec: ConvSpec) -> str:
+    """Name of the route :func:`exact_norm` takes: ``"circulant"`` or ``"dense"``."""
+    return _route(spec.layer(kernel, need_size=True))
+
+
+def _route(layer: Layer) -> str:
+    return "circulant" if layer.is_circulant else "dense"
+
+
+def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> float:
+    """The spectral norm :math:`\\|A\\|_2` of the layer, exact up to float64 rounding.
+
+    Routes, cheapest first:
+
+    * ``"circulant"`` (circular padding, ``d*(k-1)`` padded per axis, stride dividing the
+      size): the largest eigenvalue of the smaller Gram matrix of each frequency matrix of
+      the wrapped (polyphase) kernel (Sedghi et al. 2019), over the ``rfft2`` half-spectrum.
+    * ``"dense"``: the largest eigenvalue of the smaller Gram matrix ``A A^T`` or ``A^T A``
+      of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
+      ``max_bytes``.
+
+    Raises
+    ------
+    ValueError
+        for ``input_size=None`` (the norm over every size is the symbol supremum ``S(K)``,
+        which no finite computation gives exactly: use ``certify`` for a rigorous bracket).
+    TooLargeError
+        when the dense route does not fit in ``max_bytes``.
+    """
+    if spec.input_size is None:
+        raise ValueError(
+            "exact_norm needs a finite input_size: with input_size=None the norm over every "
+            "input size is the symbol supremum S(K), which is only bracketed (use certify)"
+        )
+    layer = spec.layer(kernel, need_size=True)
+    if _route(layer) == "circulant":
+        return circulant_norm(layer)
+    small = min(layer.in_dim, layer.out_dim)
+    check_dense_size((layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram",
+                     max_bytes)
+    a = conv_matrix(layer.kernel, spec, max_bytes=max_bytes)
+    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0)))

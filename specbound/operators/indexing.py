@@ -1,0 +1,62 @@
+"""Index maps of the padding modes, per spatial axis.
+
+Every padding mode used by PyTorch acts separably on the two spatial axes: the padded image is
+``x[r(t), r'(u)]`` for per-axis index maps ``r`` and ``r'`` (zeros padding maps outside the
+image to "no pixel", written ``-1`` here). All exact operators are built from these maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def padded_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """Source index of each position of an axis of length ``n`` padded by ``(lo, hi)``.
+
+    Returns an int array of length ``lo + n + hi`` whose entry ``t`` is the input index that
+    padded position ``t`` copies, or ``-1`` for a zero (``mode="zeros"``).
+
+    ``"circular"`` takes indices modulo ``n`` (any pad); ``"reflect"`` mirrors without
+    repeating the edge (pad < n, checked by :class:`~specbound.spec.ConvSpec`);
+    ``"replicate"`` repeats the edge value.
+    """
+    p = np.arange(-lo, n + hi)
+    if mode == "zeros":
+        return np.where((p >= 0) & (p < n), p, -1)
+    if mode == "circular":
+        return np.mod(p, n)
+    if mode == "replicate":
+        return np.clip(p, 0, n - 1)
+    if mode == "reflect":
+        if n == 1:
+            return np.zeros_like(p)
+        period = 2 * (n - 1)
+        q = np.mod(p, period)
+        return np.where(q < n, q, period - q)
+    raise ValueError(f"unknown padding mode {mode!r}")
+
+
+def axis_index(
+    n: int, k: int, lo: int, hi: int, stride: int, dilation: int, mode: str
+) -> np.ndarray:
+    """Input index read by output ``i`` at tap ``a`` along one axis: an ``(n_out, k)`` array.
+
+    Entry ``[i, a]`` is the source index of padded position ``stride*i + dilation*a`` or
+    ``-1`` where that position is a zero of zeros padding.
+    """
+    source = padded_index(n, lo, hi, mode)
+    n_out = (n + lo + hi - dilation * (k - 1) - 1) // stride + 1
+    t = stride * np.arange(n_out)[:, None] + dilation * np.arange(k)[None, :]
+    return source[t]
+
+
+def layer_axis_indices(layer) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(OH, kh)`` and ``(OW, kw)`` index maps of a :class:`~specbound.spec.Layer`."""
+    (h, w), (kh, kw) = layer.input_size, layer.kernel_size
+    top, bottom, left, right = layer.pads
+    (sh, sw), (dh, dw) = layer.spec.stride, layer.spec.dilation
+    mode = layer.spec.padding
+    return (
+        axis_index(h, kh, top, bottom, sh, dh, mode),
+        axis_index(w, kw, left, right, sw, dw, mode),
+    )

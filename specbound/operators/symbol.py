@@ -1,0 +1,55 @@
+"""The symbol of a convolution: the matrix-valued trigonometric polynomial of its kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..spec import ConvSpec, _pair, as_kernel
+
+
+def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """The ``c_out x c_in`` matrix :math:`\\hat K(\\omega) = \\sum_{a,b} K_{ab}\\,
+    e^{-i(\\omega_1 d_h a + \\omega_2 d_w b)}` (block diagonal over groups).
+
+    Its largest singular value, maximised over the torus, is
+    :math:`S(K) = \\sup_\\omega \\sigma_{\\max}(\\hat K(\\omega))`, the norm of the convolution
+    on :math:`\\ell^2(\\mathbb Z^2)` and an upper bound on every zero-padded layer of the kernel
+    (Delattre et al. 2024, arXiv 2402.00240; see ``docs`` for the gap relations).
+
+    Parameters
+    ----------
+    omega : array_like, shape ``(..., 2)``
+        Frequencies ``(omega_h, omega_w)`` in radians.
+
+    Returns
+    -------
+    numpy.ndarray
+        complex128, shape ``(..., c_out, c_in)``.
+    """
+    k = ConvSpec(groups=groups).layer(kernel).dense_channel_taps()
+    dh, dw = _pair(dilation, "dilation", 1)
+    w = np.asarray(omega, dtype=np.float64)
+    if w.shape[-1:] != (2,):
+        raise ValueError(f"omega must have shape (..., 2), got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("omega must be finite")
+    kh, kw = k.shape[2:]
+    ph = np.exp(-1j * w[..., 0, None] * dh * np.arange(kh))  # (..., kh)
+    pw = np.exp(-1j * w[..., 1, None] * dw * np.arange(kw))  # (..., kw)
+    return np.einsum("ocab,...a,...b->...oc", k, ph, pw)
+
+
+def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int = 1) -> float:
+    """:math:`\\max_{u, v} \\sigma_{\\max}(\\hat K(2\\pi u / N_h, 2\\pi v / N_w))` on an
+    ``N_h x N_w`` grid.
+
+    This equals the exact norm of the circular layer on ``N_h x N_w`` inputs (kernel
+    wrapped), hence it is a lower bound on :math:`S(K)`.
+    """
+    from .circulant import circulant_norm
+
+    spec = ConvSpec(padding="circular", pad="same", input_size=grid, dilation=dilation,
+                    groups=groups)
+    return circulant_norm(spec.layer(as_kernel(kernel)))
