@@ -54,7 +54,9 @@ def _pad_amount(pad: Any) -> str | Pads:
     """Normalise ``pad`` to a keyword or ``(top, bottom, left, right)``."""
     if isinstance(pad, str):
         if pad not in PAD_WORDS:
-            raise ValueError(f"pad must be one of {PAD_WORDS}, an int, a pair or a 4-tuple; got {pad!r}")
+            raise ValueError(
+                f"pad must be one of {PAD_WORDS}, an int, a pair or a 4-tuple; got {pad!r}"
+            )
         return pad
     if _is_int(pad):
         p = int(pad)
@@ -161,7 +163,7 @@ class ConvSpec:
 
     # ------------------------------------------------------------------ derived
     def pads(self, kernel_size: Pair) -> Pads:
-        """Resolved ``(top, bottom, left, right)`` pads for a kernel of spatial size ``(kh, kw)``."""
+        """Resolved ``(top, bottom, left, right)`` pads for a kernel of size ``(kh, kw)``."""
         if not isinstance(self._pad, str):
             return self._pad
         (kh, kw), (dh, dw) = kernel_size, self.dilation
@@ -183,7 +185,7 @@ class ConvSpec:
             Raise if ``input_size`` is None (for routes that need a finite size).
         """
         k = as_kernel(kernel)
-        c_out, c_in_g, kh, kw = k.shape
+        c_out = k.shape[0]
         if c_out % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide the output channels c_out={c_out} "

@@ -100,6 +100,11 @@ class Method:
         Available through :func:`specbound.spectral_norm`.
     check : callable, optional
         Extra domain test ``check(layer)`` raising ``ValueError`` with a message.
+    torch_func : callable, optional
+        For differentiable methods: ``torch_func(kernel: torch.Tensor, layer, **options)`` ->
+        0-d tensor, differentiable in ``kernel``, on the kernel's device and dtype. ``layer`` is
+        the validated :class:`~specbound.spec.Layer` (geometry; its ``kernel`` is a float64
+        copy). :func:`specbound.spectral_norm` dispatches to it.
     """
 
     name: str
@@ -114,6 +119,7 @@ class Method:
     differentiable: bool = False
     cost: str = ""
     check: Callable[[Layer], None] | None = None
+    torch_func: Callable[..., Any] | None = None
 
     def validate(self, kernel: Any, spec: ConvSpec) -> Layer:
         """Validate the kernel and refuse a layer outside this method's guarantee."""
@@ -127,9 +133,7 @@ class Method:
         if not self.stride and spec.stride != (1, 1):
             raise ValueError(f"{where} does not support stride > 1, got stride={spec.stride}")
         if not self.dilation and spec.dilation != (1, 1):
-            raise ValueError(
-                f"{where} does not support dilation > 1, got dilation={spec.dilation}"
-            )
+            raise ValueError(f"{where} does not support dilation > 1, got dilation={spec.dilation}")
         if not self.groups and spec.groups != 1:
             raise ValueError(f"{where} does not support groups > 1, got groups={spec.groups}")
         if self.check is not None:

@@ -36,9 +36,9 @@ def require_circulant(layer: Layer) -> None:
             f"the circulant route needs padding='circular', got padding={spec.padding!r}; "
             "use exact_norm (dense route) or conv_matrix for this layer"
         )
-    layer.input_size  # raises the clear "input_size=None" message
+    (h, w) = layer.input_size  # raises the clear "input_size=None" message
     top, bottom, left, right = layer.pads
-    (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, spec.stride
+    (eh, ew), (sh, sw) = layer.extent, spec.stride
     if top + bottom != eh - 1 or left + right != ew - 1:
         raise ValueError(
             f"the circulant route needs dilation*(k-1) padded in total per axis "
@@ -120,9 +120,7 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
         groups) of the singular values of the frequency matrices.
     """
     layer = spec.layer(kernel, need_size=True)
-    parts = [
-        np.linalg.svd(block, compute_uv=False).ravel() for block in frequency_matrices(layer)
-    ]
+    parts = [np.linalg.svd(block, compute_uv=False).ravel() for block in frequency_matrices(layer)]
     return np.sort(np.concatenate(parts))[::-1]
 
 

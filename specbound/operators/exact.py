@@ -51,8 +51,9 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
     if _route(layer) == "circulant":
         return circulant_norm(layer)
     small = min(layer.in_dim, layer.out_dim)
-    check_dense_size((layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram",
-                     max_bytes)
+    check_dense_size(
+        (layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram", max_bytes
+    )
     a = conv_matrix(layer.kernel, spec, max_bytes=max_bytes)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
     return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0)))

@@ -70,8 +70,11 @@ class ConvOperator(LinearOperator):
 
     def _adjoint(self) -> LinearOperator:
         return LinearOperator(
-            dtype=np.float64, shape=(self.shape[1], self.shape[0]),
-            matvec=self._rmatvec, rmatvec=self._matvec, matmat=self._rmatmat,
+            dtype=np.float64,
+            shape=(self.shape[1], self.shape[0]),
+            matvec=self._rmatvec,
+            rmatvec=self._matvec,
+            matmat=self._rmatmat,
             rmatmat=self._matmat,
         )
 

@@ -50,6 +50,7 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
     """
     from .circulant import circulant_norm
 
-    spec = ConvSpec(padding="circular", pad="same", input_size=grid, dilation=dilation,
-                    groups=groups)
+    spec = ConvSpec(
+        padding="circular", pad="same", input_size=grid, dilation=dilation, groups=groups
+    )
     return circulant_norm(spec.layer(as_kernel(kernel)))
