@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..spec import ConvSpec, Layer
 
@@ -59,12 +60,12 @@ def _axis_polyphase(k: int, n: int, lo: int, stride: int, dilation: int):
     return phase, np.mod((offset - phase) // stride, n // stride)
 
 
-def polyphase_kernel(layer: Layer) -> np.ndarray:
-    """Kernel of the equivalent stride-1 circular layer, wrapped on the ``(H/s, W/s)`` grid.
+def polyphase_taps(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each tap lands in the polyphase-wrapped kernel: ``(r_h, q_h, r_w, q_w)``.
 
-    Returns an array of shape ``(c_out, c_in_g * s_h * s_w, H/s_h, W/s_w)`` (``c_in_g`` is the
-    number of input channels per group; channel index is ``(c, r_h, r_w)`` in C order).
-    The operator reads ``y[i] = sum_q K'[:, :, q] x'[(i + q) mod (n/s)]``.
+    Tap ``(a, b)`` of the kernel is added to phase channel ``(r_h[a], r_w[b])`` at position
+    ``(q_h[a], q_w[b])`` of the ``(H/s_h, W/s_w)`` grid. Shared by :func:`polyphase_kernel`
+    (numpy) and :func:`polyphase_kernel_torch`.
     """
     require_circulant(layer)
     (h, w), (sh, sw), (dh, dw) = layer.input_size, layer.spec.stride, layer.spec.dilation
@@ -72,12 +73,56 @@ def polyphase_kernel(layer: Layer) -> np.ndarray:
     kh, kw = layer.kernel_size
     ph, qh = _axis_polyphase(kh, h, top, sh, dh)
     pw, qw = _axis_polyphase(kw, w, left, sw, dw)
+    return ph, qh, pw, qw
+
+
+def polyphase_kernel(layer: Layer) -> np.ndarray:
+    """Kernel of the equivalent stride-1 circular layer, wrapped on the ``(H/s, W/s)`` grid.
+
+    Returns an array of shape ``(c_out, c_in_g * s_h * s_w, H/s_h, W/s_w)`` (``c_in_g`` is the
+    number of input channels per group; channel index is ``(c, r_h, r_w)`` in C order).
+    The operator reads ``y[i] = sum_q K'[:, :, q] x'[(i + q) mod (n/s)]``.
+    """
+    ph, qh, pw, qw = polyphase_taps(layer)
+    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
+    kh, kw = layer.kernel_size
     c_out, c_in_g = layer.kernel.shape[:2]
     wrapped = np.zeros((c_out, c_in_g, sh, sw, h // sh, w // sw))
     for a in range(kh):
         for b in range(kw):
             wrapped[:, :, ph[a], pw[b], qh[a], qw[b]] += layer.kernel[:, :, a, b]
     return wrapped.reshape(c_out, c_in_g * sh * sw, h // sh, w // sw)
+
+
+def polyphase_spatial_first(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """Torch polyphase wrapping, grid axes first: shape ``(H/s_h, W/s_w, ..., c_out, c_in')``.
+
+    ``kernel`` is a real tensor ``(..., c_out, c_in_g, kh, kw)`` (leading dimensions are a
+    batch; ``layer`` supplies the geometry). ``c_in' = c_in_g*s_h*s_w`` with channel index
+    ``(c, r_h, r_w)`` in C order, as :func:`polyphase_kernel`. Taps that wrap onto the same
+    position are summed (``index_put`` with ``accumulate=True``, differentiable). The grid-first
+    layout makes ``torch.fft.rfft2(..., dim=(0, 1))`` return the frequency matrices as a
+    contiguous batch.
+    """
+    ph, qh, pw, qw = polyphase_taps(layer)
+    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
+    hq, wq = h // sh, w // sw
+    target = ((qh[:, None] * wq + qw[None, :]) * sh + ph[:, None]) * sw + pw[None, :]
+    lead = kernel.shape[:-2]  # (..., c_out, c_in_g)
+    values = kernel.flatten(-2).movedim(-1, 0)  # (kh*kw, ..., c_out, c_in_g)
+    index = torch.as_tensor(target.ravel(), dtype=torch.long, device=kernel.device)
+    out = kernel.new_zeros((hq * wq * sh * sw, *lead))
+    out = out.index_put((index,), values, accumulate=True)
+    out = out.reshape(hq, wq, sh, sw, *lead).movedim((2, 3), (-2, -1))
+    return out.reshape(hq, wq, *lead[:-1], lead[-1] * sh * sw)
+
+
+def polyphase_kernel_torch(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """Torch version of :func:`polyphase_kernel`, differentiable and batched.
+
+    ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> ``(..., c_out, c_in_g*s_h*s_w, H/s_h, W/s_w)``.
+    """
+    return polyphase_spatial_first(kernel, layer).movedim((0, 1), (-2, -1))
 
 
 def frequency_matrices(

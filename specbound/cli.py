@@ -1,0 +1,201 @@
+"""Command line: ``specbound exact | methods`` (``certify`` and ``audit`` join as they land).
+
+Every command takes ``--json`` for machine-readable output; errors are printed as
+``specbound <command>: error: <message>`` with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .spec import PAD_WORDS, PADDING_MODES, ConvSpec
+
+EXAMPLE_SPEC = {"padding": "zeros", "pad": "same", "input_size": (12, 12)}
+
+
+def example_kernel() -> np.ndarray:
+    """The bundled example: a fixed 8x8x3x3 Gaussian kernel scaled by 1/sqrt(fan-in)."""
+    return np.random.default_rng(0).standard_normal((8, 8, 3, 3)) / np.sqrt(72.0)
+
+
+def load_kernel(path: str, key: str | None = None) -> np.ndarray:
+    """Load a kernel from ``.npy`` (no pickles) or ``.pt`` (``weights_only=True``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"kernel file {path!r} does not exist")
+    if file.suffix == ".npy":
+        try:
+            return np.load(file, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"cannot read {path!r} as a numeric .npy array: {err}") from None
+    if file.suffix in (".pt", ".pth"):
+        import torch
+
+        try:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for malformed files
+            raise ValueError(f"cannot load {path!r} with weights_only=True: {err}") from None
+        if isinstance(obj, dict):
+            tensors = {k: v for k, v in obj.items() if getattr(v, "ndim", 0) == 4}
+            if key is None and len(tensors) != 1:
+                raise ValueError(
+                    f"{path!r} holds a dict with {len(tensors)} 4-D tensors "
+                    f"({sorted(tensors)[:8]}); choose one with --key"
+                )
+            name = key if key is not None else next(iter(tensors))
+            if name not in obj:
+                raise ValueError(f"--key {name!r} is not in {path!r}; keys: {sorted(obj)[:20]}")
+            obj = obj[name]
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"{path!r} does not hold a tensor (got {type(obj).__name__})")
+        return obj.detach().double().numpy()
+    raise ValueError(f"kernel file must end in .npy, .pt or .pth, got {path!r}")
+
+
+def _pad(text: str) -> Any:
+    if text in PAD_WORDS:
+        return text
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--pad takes {'/'.join(PAD_WORDS)}, an int, 'ph,pw' or 'left,right,top,bottom'; "
+            f"got {text!r}"
+        ) from None
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _pair_arg(values: list[int] | None) -> Any:
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The kernel source and the ConvSpec options shared by the layer commands."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("kernel", nargs="?", help="kernel file: .npy, or .pt/.pth (a tensor or a dict)")
+    src.add_argument("--example", action="store_true", help="use the bundled example kernel")
+    parser.add_argument("--key", help="tensor name inside a .pt dict")
+    parser.add_argument("--padding", choices=PADDING_MODES, help="padding mode (default zeros)")
+    parser.add_argument("--pad", type=_pad, help="same (default), valid, full, P, 'ph,pw' or 'l,r,t,b'")
+    parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
+                        help="H [W]; omit for every input size where the command allows it")
+    parser.add_argument("--stride", type=int, nargs="+", metavar="S", help="S or SH SW")
+    parser.add_argument("--dilation", type=int, nargs="+", metavar="D", help="D or DH DW")
+    parser.add_argument("--groups", type=int, help="groups (default 1)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def layer_from_args(args: argparse.Namespace) -> tuple[np.ndarray, ConvSpec]:
+    kernel = example_kernel() if args.example else load_kernel(args.kernel, args.key)
+    fields = dict(EXAMPLE_SPEC) if args.example else {}
+    for name in ("padding", "pad", "groups"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    for name in ("input_size", "stride", "dilation"):
+        value = getattr(args, name)
+        if value is not None:
+            if len(value) > 2:
+                raise ValueError(f"--{name.replace('_', '-')} takes one or two integers")
+            fields[name] = _pair_arg(value)
+    spec = ConvSpec(**fields)
+    spec.layer(kernel)  # validate now, before any work
+    return kernel, spec
+
+
+def cmd_exact(args: argparse.Namespace) -> dict[str, Any]:
+    from .operators import exact_norm, exact_route
+
+    kernel, spec = layer_from_args(args)
+    start = time.perf_counter()
+    route = exact_route(kernel, spec)
+    value = exact_norm(kernel, spec)
+    elapsed = time.perf_counter() - start
+    return {
+        "norm": value,
+        "kind": "exact",
+        "route": route,
+        "kernel_shape": list(kernel.shape),
+        "spec": spec.to_dict(),
+        "elapsed_s": elapsed,
+    }
+
+
+def format_exact(result: dict[str, Any]) -> str:
+    return "\n".join([
+        f"exact spectral norm  {result['norm']:.15g}",
+        f"route                {result['route']} (float64)",
+        f"kernel               {tuple(result['kernel_shape'])}",
+        f"layer                {_describe(result['spec'])}",
+        f"time                 {result['elapsed_s'] * 1e3:.1f} ms",
+    ])
+
+
+def cmd_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from .bounds import methods
+
+    return [m.to_dict() for m in methods()]
+
+
+def format_methods(rows: list[dict[str, Any]]) -> str:
+    head = f"{'method':22} {'kind':9} {'paddings':36} {'input size':10} {'stride':6} {'diff':4}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['name']:22} {r['kind']:9} {','.join(r['paddings']):36} {r['input_size']:10} "
+            f"{'yes' if r['stride'] else 'no':6} {'yes' if r['differentiable'] else 'no':4}"
+        )
+        lines.append(f"{'':22} {r['reference']}")
+    return "\n".join(lines)
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    size = "every size" if spec["input_size"] is None else "x".join(map(str, spec["input_size"]))
+    return (f"padding={spec['padding']} pad={spec['pad']} input={size} stride={spec['stride']} "
+            f"dilation={spec['dilation']} groups={spec['groups']}")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], Callable[[Any], str]]] = {
+    "exact": (cmd_exact, format_exact),
+    "methods": (cmd_methods, format_methods),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specbound", description="Certified spectral norms of convolutional layers."
+    )
+    parser.add_argument("--version", action="version", version=f"specbound {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    exact = sub.add_parser("exact", help="exact float64 spectral norm of one layer")
+    add_layer_arguments(exact)
+    listing = sub.add_parser("methods", help="list every bound and estimator with its guarantee")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run, fmt = COMMANDS[args.command]
+    try:
+        result = run(args)
+    except (ValueError, TypeError, MemoryError) as err:
+        print(f"specbound {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else fmt(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Hypothesis strategies for layer specs and kernels, including adversarial kernel families.
+
+Every spec drawn is valid (``ConvSpec.layer`` accepts it); invalid combinations are never
+generated rather than filtered, except for the rare empty output which is rejected with
+``assume``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from ..spec import PADDING_MODES, ConvSpec
+
+KERNEL_FAMILIES = (
+    "gaussian",
+    "rank_one",
+    "vanishing_frequency",
+    "zero",
+    "tiny",
+    "huge",
+    "nonnegative",
+    "integer",
+)
+"""Kernel families drawn by :func:`kernels`:
+
+* ``gaussian`` — i.i.d. standard normal entries;
+* ``rank_one`` — ``u v^T ⊗ h w^T`` (outer products in channels and space): every frequency
+  matrix has rank one;
+* ``vanishing_frequency`` — each ``c_out x c_in`` spatial slice sums to zero along both axes, so
+  the symbol vanishes at frequency 0 (and Gram-type methods normalising by it would divide by 0);
+* ``zero`` — all zeros;
+* ``tiny`` / ``huge`` — gaussian times ``1e-150`` / ``1e150``;
+* ``nonnegative`` — non-negative entries (with one channel each side the bounds are tight:
+  the norm equals the entry sum for circular padding);
+* ``integer`` — small integers, exactly representable, with ties and repeated singular values.
+"""
+
+
+@st.composite
+def kernels(
+    draw: st.DrawFn,
+    shape: tuple[int, int, int, int],
+    families: tuple[str, ...] = KERNEL_FAMILIES,
+) -> np.ndarray:
+    """A float64 kernel of ``shape`` from one of the :data:`KERNEL_FAMILIES`."""
+    family = draw(st.sampled_from(families))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    c_out, c_in, kh, kw = shape
+    if family == "zero":
+        return np.zeros(shape)
+    if family == "rank_one":
+        k = np.einsum("o,c,a,b->ocab", *(rng.standard_normal(n) for n in (c_out, c_in, kh, kw)))
+    elif family == "vanishing_frequency":
+        k = rng.standard_normal(shape)
+        k -= k.mean(axis=2, keepdims=True)
+        k -= k.mean(axis=3, keepdims=True)
+    elif family == "nonnegative":
+        k = np.abs(rng.standard_normal(shape))
+    elif family == "integer":
+        k = rng.integers(-2, 3, size=shape).astype(np.float64)
+    else:
+        k = rng.standard_normal(shape)
+    scale = {"tiny": 1e-150, "huge": 1e150}.get(family, 1.0)
+    return k * scale
+
+
+def _pad_choice(kh: int, kw: int, dh: int, dw: int, max_pad: int | None) -> st.SearchStrategy:
+    limit_h = dh * (kh - 1) if max_pad is None else max_pad
+    limit_w = dw * (kw - 1) if max_pad is None else max_pad
+    side_h, side_w = st.integers(0, limit_h), st.integers(0, limit_w)
+    return st.one_of(
+        st.sampled_from(["same", "valid", "full"]),
+        st.integers(0, min(limit_h, limit_w)),
+        st.tuples(side_h, side_w),
+        st.tuples(side_w, side_w, side_h, side_h),
+    )
+
+
+@st.composite
+def conv_specs(
+    draw: st.DrawFn,
+    modes: tuple[str, ...] = PADDING_MODES,
+    *,
+    max_channels: int = 3,
+    max_kernel: int = 4,
+    max_size: int = 8,
+    max_stride: int = 3,
+    max_dilation: int = 3,
+    max_groups: int = 2,
+    max_pad: int | None = None,
+    need_size: bool = True,
+    circulant: bool = False,
+) -> tuple[tuple[int, int, int, int], ConvSpec]:
+    """A valid ``(kernel_shape, ConvSpec)`` pair.
+
+    Parameters
+    ----------
+    modes : padding modes to draw from.
+    max_pad : largest pad per side; default ``dilation*(k-1)`` (the "full" pad).
+    need_size : draw a finite input size; if False, ``input_size`` may be None.
+    circulant : draw only block-circulant circular layers (``pad="same"``, stride dividing
+        the size), the domain of :func:`specbound.operators.circulant_spectrum`.
+    """
+    mode = draw(st.sampled_from(("circular",) if circulant else modes))
+    groups = draw(st.integers(1, max_groups))
+    c_out = groups * draw(st.integers(1, max_channels))
+    c_in_g = draw(st.integers(1, max_channels))
+    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    if circulant:
+        pad: Any = "same"
+        h = sh * draw(st.integers(1, max(1, max_size // sh)))
+        w = sw * draw(st.integers(1, max(1, max_size // sw)))
+    else:
+        pad = draw(_pad_choice(kh, kw, dh, dw, max_pad))
+        h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    size = (h, w) if need_size or draw(st.booleans()) else None
+    spec = ConvSpec(mode, pad, size, (sh, sw), (dh, dw), groups)
+    shape = (c_out, c_in_g, kh, kw)
+    if size is not None:
+        top, bottom, left, right = spec.pads((kh, kw))
+        if mode == "reflect":
+            assume(max(top, bottom) < h and max(left, right) < w)
+        assume(h + top + bottom >= dh * (kh - 1) + 1 and w + left + right >= dw * (kw - 1) + 1)
+    return shape, spec
+
+
+@st.composite
+def layers(
+    draw: st.DrawFn,
+    modes: tuple[str, ...] = PADDING_MODES,
+    families: tuple[str, ...] = KERNEL_FAMILIES,
+    **spec_options: Any,
+) -> tuple[np.ndarray, ConvSpec]:
+    """A valid ``(kernel, spec)`` pair; options as :func:`conv_specs`."""
+    shape, spec = draw(conv_specs(modes, **spec_options))
+    return draw(kernels(shape, families)), spec
