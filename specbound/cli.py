@@ -1,4 +1,4 @@
-"""Command line: ``specbound exact | methods`` (``certify`` and ``audit`` join as they land).
+"""Command line: ``specbound exact | certify | methods``.
 
 Every command takes ``--json`` for machine-readable output; errors are printed as
 ``specbound <command>: error: <message>`` with exit status 2, never as a traceback.
@@ -141,6 +141,31 @@ def format_exact(result: dict[str, Any]) -> str:
     ])
 
 
+def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
+    from .certify import certify
+
+    kernel, spec = layer_from_args(args)
+    cert = certify(kernel, spec.padding, input_size=spec.input_size, pad=spec.pad,
+                   stride=spec.stride, dilation=spec.dilation, groups=spec.groups,
+                   rtol=args.rtol, device=args.device, max_seconds=args.max_seconds)
+    return cert.to_dict()
+
+
+def format_certify(result: dict[str, Any]) -> str:
+    lines = [
+        f"upper      {result['upper']:.15g}   ({result['upper_method']})",
+        f"lower      {result['lower']:.15g}   ({result['lower_method']})",
+        f"rel_gap    {result['rel_gap']:.3g}   (rtol {result['rtol']:g}, "
+        f"{'converged' if result['converged'] else 'NOT converged'})",
+        f"kernel     {tuple(result['kernel_shape'])}",
+        f"layer      {_describe(result['spec'])}",
+        f"device     {result['device']}",
+        f"time       {result['elapsed_s'] * 1e3:.1f} ms",
+    ]
+    lines += [f"note       {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
 def cmd_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .bounds import methods
 
@@ -167,6 +192,7 @@ def _describe(spec: dict[str, Any]) -> str:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], Callable[[Any], str]]] = {
     "exact": (cmd_exact, format_exact),
+    "certify": (cmd_certify, format_certify),
     "methods": (cmd_methods, format_methods),
 }
 
@@ -179,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     exact = sub.add_parser("exact", help="exact float64 spectral norm of one layer")
     add_layer_arguments(exact)
+    cert = sub.add_parser("certify", help="rigorous bracket lower <= ||A||_2 <= upper")
+    add_layer_arguments(cert)
+    cert.add_argument("--rtol", type=float, default=1e-3, help="target relative gap")
+    cert.add_argument("--device", default=None, help="torch device for the heavy work")
+    cert.add_argument("--max-seconds", type=float, default=None, help="time budget")
     listing = sub.add_parser("methods", help="list every bound and estimator with its guarantee")
     listing.add_argument("--json", action="store_true", help="print JSON")
     return parser

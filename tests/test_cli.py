@@ -76,3 +76,21 @@ def test_methods_lists_the_registry():
     rows = json.loads(run("methods", "--json").stdout)
     assert [r["name"] for r in rows] == [m.name for m in sb.bounds.methods()]
     assert all(r["kind"] in sb.bounds.KINDS for r in rows)
+
+
+def test_certify_example_and_json(tmp_path):
+    out = json.loads(run("certify", "--example", "--rtol", "1e-6", "--json").stdout)
+    exact = sb.operators.exact_norm(example_kernel(), sb.ConvSpec("zeros", "same", (12, 12)))
+    assert out["lower"] <= exact <= out["upper"]
+    assert out["converged"] and out["rel_gap"] <= 1e-6
+    text = run("certify", "--example", "--padding", "circular").stdout
+    assert "upper" in text and "converged" in text
+    every = json.loads(run("certify", "--example", "--json", "--input-size", "8",
+                           "--padding", "reflect", "--rtol", "1e-4").stdout)
+    assert every["lower"] <= every["upper"]
+
+
+def test_certify_error_is_clear():
+    proc = run("certify", "--example", "--padding", "reflect", "--input-size", "1",
+               check=False)
+    assert proc.returncode == 2 and "reflect" in proc.stderr

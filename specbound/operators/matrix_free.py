@@ -40,27 +40,35 @@ class ConvOperator(LinearOperator):
         spec = self.layer.spec
         return {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
 
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``A`` on a batch of images ``(m, c_in, H, W)`` (float64 tensor on ``device``)."""
+        xt = F.pad(x, (0, 1, 0, 1))
+        padded = xt.index_select(2, self._src_h).index_select(3, self._src_w)
+        return F.conv2d(padded, self._weight, **self._conv_args())
+
+    def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T`` on a batch of output images ``(m, c_out, OH, OW)``."""
+        layer, m = self.layer, y.shape[0]
+        (h, w), (oh, ow) = layer.input_size, layer.out_size
+        hp, wp = len(self._src_h), len(self._src_w)
+        (sh, sw), (eh, ew) = layer.spec.stride, layer.extent
+        extra = (hp - ((oh - 1) * sh + eh), wp - ((ow - 1) * sw + ew))
+        grad = F.conv_transpose2d(y, self._weight, output_padding=extra, **self._conv_args())
+        rows = grad.new_zeros(m, layer.c_in, h + 1, wp).index_add_(2, self._src_h, grad)
+        out = rows.new_zeros(m, layer.c_in, h + 1, w + 1).index_add_(3, self._src_w, rows)
+        return out[:, :, :h, :w]
+
     def _matmat(self, x: np.ndarray) -> np.ndarray:
         layer, m = self.layer, x.shape[1]
-        (h, w) = layer.input_size
         xt = torch.as_tensor(np.ascontiguousarray(x.T), dtype=torch.float64, device=self.device)
-        xt = F.pad(xt.reshape(m, layer.c_in, h, w), (0, 1, 0, 1))
-        padded = xt.index_select(2, self._src_h).index_select(3, self._src_w)
-        y = F.conv2d(padded, self._weight, **self._conv_args())
+        y = self.apply(xt.reshape(m, layer.c_in, *layer.input_size))
         return y.reshape(m, -1).T.cpu().numpy()
 
     def _rmatmat(self, y: np.ndarray) -> np.ndarray:
         layer, m = self.layer, y.shape[1]
-        (h, w), (oh, ow) = layer.input_size, layer.out_size
-        hp, wp = len(self._src_h), len(self._src_w)
-        (sh, sw), (eh, ew) = layer.spec.stride, layer.extent
         yt = torch.as_tensor(np.ascontiguousarray(y.T), dtype=torch.float64, device=self.device)
-        yt = yt.reshape(m, layer.c_out, oh, ow)
-        extra = (hp - ((oh - 1) * sh + eh), wp - ((ow - 1) * sw + ew))
-        grad = F.conv_transpose2d(yt, self._weight, output_padding=extra, **self._conv_args())
-        rows = grad.new_zeros(m, layer.c_in, h + 1, wp).index_add_(2, self._src_h, grad)
-        out = rows.new_zeros(m, layer.c_in, h + 1, w + 1).index_add_(3, self._src_w, rows)
-        return out[:, :, :h, :w].reshape(m, -1).T.cpu().numpy()
+        x = self.apply_adjoint(yt.reshape(m, layer.c_out, *layer.out_size))
+        return x.reshape(m, -1).T.cpu().numpy()
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(x.reshape(-1, 1)).ravel()

@@ -1,0 +1,315 @@
+"""``certify``: a rigorous bracket ``lower <= ||A||_2 <= upper`` for one convolution layer.
+
+The bracket holds for the real-number operator defined by the kernel's values exactly as
+given, including every rounding error of its own computation (see
+:mod:`specbound.rigorous` and ``docs/certify.md``). The strategy depends on the layer:
+
+==========================================  =================================================
+layer                                       strategy
+==========================================  =================================================
+circular, stride dividing the size          exact per frequency (wrapped polyphase kernel),
+                                            rigorous Gram iteration on the frequencies that
+                                            can still exceed the lower bound; plane-wave
+                                            witness
+small enough for a dense Gram (any mode)    dense matrix, rigorous Gram iteration
+zeros, given size                           circular embedding ``N >= n + P`` (upper) and
+                                            power iteration on the true operator (lower)
+reflect / replicate / other circular        padding-operator norm times the unpadded bound;
+                                            power-iteration witness
+zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein cells refined
+                                            around the maximisers
+==========================================  =================================================
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .rigorous.bracket import relative_gap
+from .rigorous.routes import (
+    Bracket,
+    Context,
+    circulant_route,
+    dense_fits,
+    dense_route,
+    padded_route,
+    symbol_sup_route,
+    zero_given_route,
+)
+from .spec import ConvSpec, Layer, as_kernel
+
+GUARANTEES = ("deterministic", "probabilistic")
+
+
+class VerificationError(AssertionError):
+    """:meth:`Certificate.verify` found a number that does not hold."""
+
+
+@dataclass
+class Certificate:
+    """A rigorous bracket ``lower <= ||A||_2 <= upper`` for one layer.
+
+    Attributes
+    ----------
+    upper, lower : float
+        Rigorous bounds, rounding included. ``float(cert) == cert.upper``.
+    converged : bool
+        Whether ``rel_gap <= rtol`` was reached; ``notes`` say why not.
+    upper_method, lower_method : str
+        The routes that produced each end.
+    witness : dict or None
+        ``{"input": x}`` with ``x`` of shape ``(c_in, H, W)`` and ``||A x|| >= lower ||x||``
+        for a given size; for ``input_size=None`` the symbol witness ``{"frequency",
+        "group", "vector"}`` with ``||M(w) v|| >= lower ||v||``.
+    spec : ConvSpec
+    kernel : numpy.ndarray (float64, as given)
+    """
+
+    upper: float
+    lower: float
+    converged: bool
+    rtol: float
+    upper_method: str
+    lower_method: str
+    witness: dict[str, Any] | None
+    spec: ConvSpec
+    kernel: np.ndarray = field(repr=False)
+    guarantee: str = "deterministic"
+    device: str = "cpu"
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rel_gap(self) -> float:
+        """``(upper - lower) / upper`` (0 when both vanish)."""
+        return relative_gap(self.upper, self.lower)
+
+    def __float__(self) -> float:
+        return float(self.upper)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the witness input is omitted; its shape is given)."""
+        witness = None
+        if self.witness is not None:
+            witness = {k: (list(v.shape) if isinstance(v, np.ndarray) else v)
+                       for k, v in self.witness.items()}
+            if "input" in witness:
+                witness["input_shape"] = witness.pop("input")
+            if "vector" in witness:
+                witness["vector_shape"] = witness.pop("vector")
+        return {
+            "upper": self.upper,
+            "lower": self.lower,
+            "rel_gap": self.rel_gap,
+            "rtol": self.rtol,
+            "converged": self.converged,
+            "upper_method": self.upper_method,
+            "lower_method": self.lower_method,
+            "guarantee": self.guarantee,
+            "kernel_shape": list(self.kernel.shape),
+            "spec": self.spec.to_dict(),
+            "device": self.device,
+            "elapsed_s": self.elapsed_s,
+            "witness": witness,
+            "notes": list(self.notes),
+        }
+
+    def verify(self, *, rtol: float = 1e-9) -> bool:
+        """Re-check the certificate by independent float64 routes.
+
+        * the witness: ``||A x|| / ||x||`` by the matrix-free operator (or ``||M(w) v||`` by
+          :func:`specbound.operators.symbol`) must reach ``lower`` up to ``rtol``;
+        * when an exact route fits (:func:`specbound.operators.exact_norm`), the exact norm
+          must lie in ``[lower, upper]`` up to ``rtol``.
+
+        Returns True, or raises :class:`VerificationError` naming what failed.
+        """
+        from .operators import conv_operator, exact_norm, symbol
+        from .spec import TooLargeError
+
+        if not self.lower <= self.upper:
+            raise VerificationError(f"lower {self.lower} > upper {self.upper}")
+        w = self.witness or {}
+        if "input" in w:
+            x = w["input"].ravel()
+            ratio = np.linalg.norm(conv_operator(self.kernel, self.spec).matvec(x))
+            ratio /= np.linalg.norm(x)
+            if ratio < self.lower * (1 - rtol):
+                raise VerificationError(f"witness gives {ratio}, below lower {self.lower}")
+        elif "frequency" in w:
+            m = symbol(self.kernel, np.array(w["frequency"]), dilation=self.spec.dilation,
+                       groups=self.spec.groups) if self.spec.stride == (1, 1) else None
+            if m is not None:
+                g, c_out = self.spec.groups, self.kernel.shape[0]
+                rows = slice(w["group"] * c_out // g, (w["group"] + 1) * c_out // g)
+                cols = slice(w["group"] * self.kernel.shape[1],
+                             (w["group"] + 1) * self.kernel.shape[1])
+                v = w["vector"]
+                ratio = np.linalg.norm(m[rows, cols] @ v) / np.linalg.norm(v)
+                if ratio < self.lower * (1 - rtol):
+                    raise VerificationError(f"symbol witness gives {ratio} < {self.lower}")
+        if self.spec.input_size is not None:
+            try:
+                exact = exact_norm(self.kernel, self.spec)
+            except TooLargeError:
+                return True
+            if exact > self.upper * (1 + rtol) or exact < self.lower * (1 - rtol):
+                raise VerificationError(
+                    f"exact norm {exact} outside [{self.lower}, {self.upper}]")
+        return True
+
+
+def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[np.ndarray, ConvSpec]:
+    if isinstance(kernel, torch.nn.Conv2d):
+        if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
+            raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
+        spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
+        return as_kernel(kernel.weight), spec
+    return as_kernel(kernel), ConvSpec(**spec_fields)
+
+
+def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """Scale by ``2^j`` so that ``max|K|`` is in ``[1, 2)``: exact unless entries become
+    subnormal, whose rounding (``<= 2^-1075`` each) is returned as a Frobenius bound."""
+    peak = float(np.abs(kernel).max())
+    if peak == 0.0:
+        return kernel, 0, 0.0
+    _, e = math.frexp(peak)  # peak = m 2^e, m in [0.5, 1)
+    j = 1 - e
+    scaled = np.ldexp(kernel, j)
+    tiny = np.abs(scaled) < sys.float_info.min
+    err = math.sqrt(int(tiny.sum())) * 2.0**-1074 if tiny.any() else 0.0
+    return scaled, j, err
+
+
+def _unscale(value: float, j: int, upward: bool) -> float:
+    try:
+        return math.ldexp(value, -j)
+    except OverflowError:
+        return math.inf if upward else sys.float_info.max
+
+
+def _route(layer: Layer, ctx: Context) -> Bracket:
+    spec = layer.spec
+    if spec.input_size is None:
+        if spec.padding not in ("zeros", "circular"):
+            raise ValueError(
+                f"padding={spec.padding!r} with input_size=None cannot be certified: the "
+                "padding operator's norm depends on the size; pass input_size=(H, W)"
+            )
+        if spec.padding == "circular" and spec.stride != (1, 1):
+            # every circular size: rows of stride-1 circulants, norms <= S of the
+            # stride-1 symbol; the strided symbol's sup is attained along sizes s*m
+            up_b = symbol_sup_route(Layer(layer.kernel, spec.replace(stride=1)), ctx)
+            low_b = symbol_sup_route(layer, ctx)
+            return Bracket(up_b.upper, low_b.lower, up_b.upper_method, low_b.lower_method,
+                           low_b.witness, up_b.notes + ["upper from the stride-1 symbol"])
+        return symbol_sup_route(layer, ctx)
+    if spec.padding == "circular" and layer.is_circulant:
+        return circulant_route(layer, ctx)
+    if spec.padding == "zeros":
+        return zero_given_route(layer, ctx)
+    return padded_route(layer, ctx)
+
+
+def certify(
+    kernel: Any,
+    padding: str = "zeros",
+    *,
+    input_size: Any = None,
+    pad: Any = "same",
+    stride: Any = 1,
+    dilation: Any = 1,
+    groups: int = 1,
+    rtol: float = 1e-3,
+    guarantee: str = "deterministic",
+    delta: float = 1e-9,
+    device: str | torch.device | None = None,
+    max_seconds: float | None = None,
+) -> Certificate:
+    """Certify ``lower <= ||A||_2 <= upper`` for a convolution layer.
+
+    Parameters
+    ----------
+    kernel : array_like, torch.Tensor or torch.nn.Conv2d
+        ``(c_out, c_in // groups, kh, kw)``; a ``Conv2d`` supplies padding mode, pad,
+        stride, dilation and groups itself (the other arguments are then ignored, except
+        ``input_size``).
+    padding, pad, input_size, stride, dilation, groups
+        As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
+        (zeros and circular padding).
+    rtol : float
+        Target relative gap ``(upper - lower) / upper``; ``converged`` says if it was met.
+    guarantee : {"deterministic", "probabilistic"}
+        ``"probabilistic"`` is reserved for Lanczos upper bounds holding with probability
+        ``1 - delta``; currently every route is deterministic, so both give the same result.
+    device : str or torch.device, optional
+        Where the heavy float64 work runs (default CPU). TF32 is never used (float64 only).
+    max_seconds : float, optional
+        Stop refining after about this long; the bracket stays rigorous, ``converged`` may be
+        False.
+
+    Returns
+    -------
+    Certificate
+    """
+    start = time.perf_counter()
+    if guarantee not in GUARANTEES:
+        raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    k, spec = _kernel_and_spec(kernel, {"padding": padding, "pad": pad,
+                                        "input_size": input_size, "stride": stride,
+                                        "dilation": dilation, "groups": groups})
+    layer = spec.layer(k)
+    dev = torch.device("cpu" if device is None else device)
+    scaled, j, kerr = _prescale(layer.kernel)
+    ctx = Context(rtol=float(rtol), device=dev,
+                  deadline=None if max_seconds is None else start + max_seconds,
+                  kernel_error=kerr)
+    if not scaled.any():
+        result = Bracket(0.0, 0.0, "zero_kernel", "zero_kernel",
+                         {"input": np.ones((layer.c_in, *spec.input_size)) /
+                          math.sqrt(layer.c_in * math.prod(spec.input_size))}
+                         if spec.input_size else None)
+    else:
+        result = _route(Layer(scaled, spec), ctx)
+    upper = _unscale(result.upper, j, upward=True)
+    lower = min(_unscale(result.lower, j, upward=False), upper)
+    gap = relative_gap(upper, lower)
+    notes = list(result.notes)
+    converged = gap <= rtol
+    if not converged:
+        notes.append(f"rel_gap {gap:.3g} above rtol {rtol:g}: " + _advice(layer))
+    return Certificate(
+        upper=upper, lower=lower, converged=converged, rtol=float(rtol),
+        upper_method=result.upper_method, lower_method=result.lower_method,
+        witness=result.witness, spec=spec, kernel=layer.kernel, guarantee=guarantee,
+        device=str(dev), elapsed_s=time.perf_counter() - start, notes=notes,
+    )
+
+
+def _advice(layer: Layer) -> str:
+    spec = layer.spec
+    if spec.input_size is None:
+        return "raise max_seconds, or certify at the input size the layer really has"
+    if spec.padding == "zeros" and not dense_fits(layer):
+        return ("the circular-embedding bound is loose at this size; a larger rtol, or the "
+                "dense route for smaller layers")
+    if spec.padding in ("reflect", "replicate"):
+        return "the padding-operator factor is loose; the dense route is tight when it fits"
+    return "raise max_seconds"
+
+
+__all__ = ["Certificate", "VerificationError", "certify", "dense_route"]

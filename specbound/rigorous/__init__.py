@@ -1,0 +1,16 @@
+"""Floating-point-sound building blocks for :func:`specbound.certify`.
+
+Every function here returns a number that bounds a real-number quantity (the norm of the
+operator defined by the kernel's float64 values as given) *including* the rounding errors of
+its own computation, under the standard model of IEEE-754 binary64 arithmetic:
+
+* each of ``+ - * / sqrt`` is correctly rounded (unit roundoff ``u = 2^-53``); fused
+  multiply-adds only make errors smaller;
+* a BLAS inner product of length ``n`` in any summation order satisfies
+  ``|fl(x^T y) - x^T y| <= gamma_n |x|^T |y|`` with ``gamma_n = n u / (1 - n u)`` (Higham,
+  *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 and §3.5); this holds
+  for every conventional (non-Strassen) GEMM, on CPU and GPU, in float64;
+* ``cos`` and ``sin`` are accurate to ``LIBM_ULPS`` units in the last place.
+
+The derivations are in ``docs/theory/rounding.md`` and are checked by ``proofs_check``.
+"""

@@ -1,0 +1,297 @@
+"""The certification strategy of each kind of layer (see ``docs/certify.md``).
+
+Each route takes a validated :class:`~specbound.spec.Layer` whose kernel has been scaled by an
+exact power of two, and returns a :class:`Bracket` of rigorous bounds on ``||A||_2``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..operators.dense import conv_matrix
+from ..operators.indexing import padded_index
+from ..operators.sparse import conv_sparse
+from ..spec import ConvSpec, Layer
+from .bracket import bracket_matrices, relative_gap
+from .rounding import U, gamma, up
+from .symbol import PolyphaseSymbol
+from .witness import lanczos_direction, operator_lower, plane_wave
+
+CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
+DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
+
+
+@dataclass
+class Bracket:
+    upper: float
+    lower: float
+    upper_method: str
+    lower_method: str
+    witness: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    rtol: float
+    device: torch.device
+    deadline: float | None
+    kernel_error: float  # Frobenius bound on the error of the (scaled) kernel values
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+
+def _real_direction(v: torch.Tensor) -> np.ndarray:
+    """A real vector from a complex approximate singular vector of a real matrix."""
+    arr = v.detach().to("cpu", torch.complex128).numpy()
+    pivot = arr[np.argmax(np.abs(arr))]
+    out = (arr * np.conj(pivot) / max(abs(pivot), 1e-300)).real
+    return out / max(np.linalg.norm(out), 1e-300)
+
+
+# ---------------------------------------------------------------------------- circulant
+def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Bracket:
+    """Circular layer, block-circulant (stride dividing the size): exact per frequency.
+
+    Frequency matrices of the wrapped polyphase kernel with a rigorous error bound; Frobenius
+    caps prune the frequencies that cannot exceed the running lower bound; rigorous Gram
+    iteration on the rest; the witness is the real plane wave of the best frequency.
+    """
+    rtol = ctx.rtol if rtol is None else rtol
+    sym = PolyphaseSymbol.from_layer(layer, device=ctx.device, kernel_error=ctx.kernel_error)
+    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
+    m1, m2 = h // sh, w // sw
+    g, (p, q) = sym.groups, sym.shape
+    half = m2 // 2 + 1
+    rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, g * half * p * q))
+    upper, lower, best = 0.0, 0.0, None
+    steps = 0
+    for start in range(0, m1, rows_per_chunk):
+        rows = np.arange(start, min(m1, start + rows_per_chunk))
+        mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
+        flat = mats.reshape(-1, p, q)
+        res = bracket_matrices(flat, sym.error_bound, rtol, lower=lower,
+                               deadline=ctx.deadline)
+        steps = max(steps, res.steps)
+        upper = max(upper, float(res.upper.max()))
+        if res.vector is not None and res.lower > lower:
+            gi, rest = divmod(res.argmax, len(rows) * half)
+            ui, vi = divmod(rest, half)
+            lower, best = res.lower, (gi, (int(rows[ui]), vi), res.vector)
+    witness = None
+    if best is not None:
+        gi, freq, vec = best
+        witness = {"input": plane_wave(layer, gi, freq, vec), "frequency": freq, "group": gi}
+    notes = [f"{steps} rigorous Gram steps at most per frequency"]
+    return Bracket(upper, lower, "circulant_gram_rigorous", "plane_wave_witness", witness, notes)
+
+
+# ---------------------------------------------------------------------------- dense
+def dense_route(layer: Layer, ctx: Context) -> Bracket:
+    """Any layer small enough: the dense matrix with a rigorous Gram iteration.
+
+    Entries of the matrix are sums of at most ``kh*kw`` taps (several taps meet one pixel
+    only with reflect/replicate/circular wrapping), so ``||A~ - A||_2 <=
+    gamma_{kh kw} || conv(|K|) ||_F``; the kernel's own error adds ``sqrt(taps)`` times
+    its Frobenius bound.
+    """
+    a = conv_matrix(layer.kernel, layer.spec)
+    kh, kw = layer.kernel_size
+    abs_fro = float(np.sqrt((conv_sparse(np.abs(layer.kernel), layer.spec).data ** 2).sum()))
+    err = up(gamma(kh * kw) * abs_fro * (1 + gamma(a.size)) + ctx.kernel_error * kh * kw)
+    mat = torch.from_numpy(a).to(ctx.device)[None]
+    res = bracket_matrices(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
+    x = _real_direction(res.vector) if res.vector is not None else None
+    if x is not None and a.shape[0] < a.shape[1]:
+        pass  # vector already lives in the input space (right singular vector)
+    witness, lower = None, 0.0
+    if x is not None:
+        x = x.reshape(layer.c_in, *layer.input_size)
+        lower = operator_lower(layer, x, ctx.device)
+        witness = {"input": x}
+    return Bracket(float(res.upper.max()), lower, "dense_gram_rigorous", "dense_witness",
+                   witness, [f"{res.steps} rigorous Gram steps on the {a.shape} matrix"])
+
+
+def dense_fits(layer: Layer) -> bool:
+    return min(layer.in_dim, layer.out_dim) <= DENSE_GRAM_LIMIT and (
+        8 * layer.in_dim * layer.out_dim <= 2**30
+    )
+
+
+# ---------------------------------------------------------------------------- every size
+def _cells(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cells covering ``[0, 2pi) x [0, pi]``: centres ``(F, 2)`` and half-widths ``(F, 2)``."""
+    c1 = 2 * np.pi * (np.arange(n1) + 0.5) / n1
+    c2 = np.pi * (np.arange(n2) + 0.5) / n2
+    centres = np.stack(np.meshgrid(c1, c2, indexing="ij"), -1).reshape(-1, 2)
+    half = np.broadcast_to([np.pi / n1, np.pi / (2 * n2)], centres.shape).copy()
+    return centres, half
+
+
+def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
+    """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
+
+    Bernstein's inequality along a segment: for the top singular pair ``(u, v)`` at a
+    maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
+    degree ``D_i`` per axis, maximal (= ``S^2``) at ``w*``; along a direction ``delta`` its
+    second derivative is at most ``(D_1|delta_1| + D_2|delta_2|)^2 S^2``. So for the cell
+    (half-widths ``h``) that contains ``w*``, its centre ``c`` has
+    ``sigma_1(M(c))^2 >= f(c) >= S^2 (1 - rho^2 / 2)`` with ``rho = D_1 h_1 + D_2 h_2``.
+    Hence ``S <= max_cells sigma_1(M(c)) / sqrt(1 - rho_c^2 / 2)``; cells whose cap exceeds
+    the target are split in four until the gap closes. The half torus suffices because
+    ``M(-w) = conj M(w)`` for a real kernel.
+    """
+    spec = layer.spec
+    if spec.stride == (1, 1) and spec.dilation != (1, 1):
+        # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
+        layer = Layer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
+    sym = PolyphaseSymbol.from_layer(layer, offsets=False, device=ctx.device,
+                                     kernel_error=ctx.kernel_error)
+    d1, d2 = sym.degree
+    n1 = 1 if d1 == 0 else max(4, 8 * d1)
+    n2 = 1 if d2 == 0 else max(2, 4 * d2)
+    centres, half = _cells(n1, n2)
+    target_rtol = ctx.rtol
+    lower, best, settled, evaluated, levels = 0.0, None, 0.0, 0, 0
+    notes: list[str] = []
+    upper = math.inf
+    while centres.shape[0]:
+        levels += 1
+        omega = torch.as_tensor(centres, dtype=torch.float64, device=ctx.device)
+        mats = sym.at_points(omega)  # (g, F, p, q)
+        g, f = mats.shape[:2]
+        res = bracket_matrices(mats.reshape(g * f, *mats.shape[2:]), sym.error_bound,
+                               target_rtol / 4, lower=lower, deadline=ctx.deadline)
+        evaluated += f
+        if res.vector is not None and res.lower > lower:
+            gi, fi = divmod(res.argmax, f)
+            lower, best = res.lower, (gi, centres[fi].copy(), res.vector)
+        sigma = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
+        rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
+        ok = rho**2 < 2 * (1 - 1e-12)
+        caps = np.full(f, np.inf)
+        caps[ok] = sigma[ok] / np.sqrt((1 - rho[ok] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+        target = lower / (1 - ctx.rtol)
+        done = caps <= target
+        if done.any():
+            settled = max(settled, float(caps[done].max()))
+        open_caps = caps[~done]
+        upper = max(settled, float(open_caps.max()) if open_caps.size else 0.0)
+        if not open_caps.size:
+            break
+        if ctx.out_of_time():
+            notes.append(f"stopped by max_seconds after {levels} refinement levels")
+            break
+        if evaluated + 4 * open_caps.size > max_cells:
+            notes.append(f"stopped at {evaluated} symbol evaluations (max_cells={max_cells})")
+            break
+        # split the open cells in four (one axis only when the other has degree 0)
+        c, hw = centres[~done], half[~done]
+        offs = []
+        for s1 in ((-0.5, 0.5) if d1 else (0.0,)):
+            for s2 in ((-0.5, 0.5) if d2 else (0.0,)):
+                offs.append(np.array([s1, s2]))
+        centres = np.concatenate([c + o * hw for o in offs])
+        half = np.concatenate([hw * np.where(np.array([d1, d2]) > 0, 0.5, 1.0)] * len(offs))
+    witness = None
+    if best is not None:
+        gi, w, vec = best
+        witness = {"frequency": [float(w[0]), float(w[1])], "group": gi,
+                   "vector": vec.detach().cpu().numpy()}
+    notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
+    return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness,
+                   notes)
+
+
+# ---------------------------------------------------------------------------- zeros, size
+EMBEDDING_CANDIDATES = 4
+
+
+def embedding_layers(layer: Layer) -> list[Layer]:
+    """Block-circulant layers that contain a zero-padded layer as a submatrix (gram.md G1):
+    sizes ``N >= n + max(P_lo, P_hi)`` per axis, multiples of the stride, same left pads and
+    ``d(k-1)`` padded in total. Empty when a pad exceeds ``d(k-1)``.
+
+    Row ``i`` of the zero-padded layer reads ``s i + d a - P_lo`` in ``[-P_lo, n + P_hi)``;
+    modulo ``N >= n + max(P_lo, P_hi)`` no index outside ``[0, n)`` lands inside it, and the
+    rows ``s i`` are distinct rows of the strided circulant because ``s | N``.
+    """
+    top, bottom, left, right = layer.pads
+    (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, layer.spec.stride
+    if max(top, bottom) > eh - 1 or max(left, right) > ew - 1:
+        return []
+    n1 = -(-(h + max(top, bottom)) // sh) * sh
+    n2 = -(-(w + max(left, right)) // sw) * sw
+    out = []
+    for i in range(EMBEDDING_CANDIDATES):
+        spec = ConvSpec("circular", (left, ew - 1 - left, top, eh - 1 - top),
+                        (n1 + i * sh, n2 + i * sw), layer.spec.stride, layer.spec.dilation,
+                        layer.groups)
+        out.append(Layer(layer.kernel, spec))
+    return out
+
+
+def zero_given_route(layer: Layer, ctx: Context) -> Bracket:
+    """Zero padding at a given size: dense when it fits, else the circular embedding upper
+    bound with a power-iteration witness on the true operator."""
+    if dense_fits(layer):
+        return dense_route(layer, ctx)
+    (h, w) = layer.input_size
+    start, up_b, notes, lower, x = None, None, [], 0.0, None
+    for emb in embedding_layers(layer):
+        b = circulant_route(emb, ctx, rtol=min(ctx.rtol / 10, 1e-6))
+        if up_b is None or b.upper < up_b.upper:
+            up_b = b
+            notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)"]
+        if x is None:  # the witness of the first embedding seeds Lanczos
+            start = b.witness["input"][:, :h, :w] if b.witness else None
+            x = lanczos_direction(layer, start, ctx.device)
+            lower = operator_lower(layer, x, ctx.device)
+        if relative_gap(up_b.upper, lower) <= ctx.rtol or ctx.out_of_time():
+            break
+    if up_b is None:
+        up_b = symbol_sup_route(layer, ctx)
+        notes = ["pads exceed d(k-1): upper from the every-size symbol bound"]
+        x = lanczos_direction(layer, None, ctx.device)
+        lower = operator_lower(layer, x, ctx.device)
+    return Bracket(up_b.upper, lower, up_b.upper_method, "lanczos_witness", {"input": x},
+                   notes + up_b.notes)
+
+
+# ---------------------------------------------------------------------------- other modes
+def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
+    """``||P||_2`` of the 1-D padding map ``R^n -> R^{n+lo+hi}`` (each padded position copies
+    one input, so ``P^T P`` is diagonal with the copy counts): ``sqrt(max count)``."""
+    idx = padded_index(n, lo, hi, mode)
+    counts = np.bincount(idx[idx >= 0], minlength=n)
+    return math.sqrt(int(counts.max()))
+
+
+def padded_route(layer: Layer, ctx: Context) -> Bracket:
+    """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
+    fits; else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding operator
+    (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded by its
+    circular embedding). Lower: power iteration on the true operator."""
+    if dense_fits(layer):
+        return dense_route(layer, ctx)
+    top, bottom, left, right = layer.pads
+    (h, w), mode = layer.input_size, layer.spec.padding
+    p_norm = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
+        w, left, right, mode)
+    valid = Layer(layer.kernel, ConvSpec("zeros", 0, (h + top + bottom, w + left + right),
+                                         layer.spec.stride, layer.spec.dilation, layer.groups))
+    inner = zero_given_route(valid, ctx)
+    upper = up(p_norm * inner.upper, 2)
+    x = lanczos_direction(layer, None, ctx.device)
+    lower = operator_lower(layer, x, ctx.device)
+    notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
+    return Bracket(upper, lower, "padding_norm_times_" + inner.upper_method, "lanczos_witness",
+                   {"input": x}, notes + inner.notes)

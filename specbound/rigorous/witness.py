@@ -1,0 +1,128 @@
+"""Witness inputs and rigorous lower bounds on the true operator.
+
+* :func:`plane_wave` turns a frequency and a vector of a circulant layer's polyphase symbol
+  into a real input image that attains ``||M(w) v|| / ||v||`` exactly.
+* :func:`operator_lower` bounds ``||A x|| / ||x||`` from below for the exact operator by one
+  float64 application (im2col + GEMM: ``|fl(A x) - A x| <= gamma_T |A||x|`` entrywise with
+  ``T = c_in/groups * kh * kw``).
+* :func:`power_refine` improves an input by power iteration on ``A^T A`` (heuristic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from ..operators.matrix_free import ConvOperator
+from ..spec import Layer
+from .rounding import U, frobenius_upper, gamma
+
+
+def plane_wave(layer: Layer, group: int, freq: tuple[int, int], vector: torch.Tensor) -> np.ndarray:
+    """Real input ``x`` (``(c_in, H, W)``, unit norm) with ``||A x|| = ||M(w) v|| ||x|| / ||v||``.
+
+    On the polyphase grid ``m = n / s`` the input ``x'_{(c, r)}[j] = Re(v e^{-i w.j})`` is
+    mapped back by ``x[c, s j + r] = x'_{(c, r)}[j]``. For ``2w != 0`` the real part keeps
+    the ratio exactly (the cross terms sum to zero over the grid); at the four
+    self-conjugate frequencies ``M(w)`` is real and ``v`` is first rotated to be real.
+    """
+    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
+    m1, m2 = h // sh, w // sw
+    c_in_g = layer.kernel.shape[1]
+    v = vector.detach().to("cpu", torch.complex128).numpy().reshape(c_in_g, sh, sw)
+    u1, u2 = freq
+    if (2 * u1) % m1 == 0 and (2 * u2) % m2 == 0:
+        flat = v.ravel()
+        pivot = flat[np.argmax(np.abs(flat))]
+        v = (v * np.conj(pivot) / max(abs(pivot), 1e-300)).real.astype(complex)
+    jj, kk = np.meshgrid(np.arange(m1), np.arange(m2), indexing="ij")
+    wave = np.exp(-2j * np.pi * (u1 * jj / m1 + u2 * kk / m2))
+    xp = (v[:, :, :, None, None] * wave).real  # (c, rh, rw, m1, m2)
+    x = np.zeros((layer.c_in, h, w))
+    block = xp.transpose(0, 3, 1, 4, 2).reshape(c_in_g, h, w)  # index s*j + r
+    x[group * c_in_g : (group + 1) * c_in_g] = block
+    norm = np.linalg.norm(x)
+    return x / norm if norm > 0 else x
+
+
+@contextlib.contextmanager
+def _plain_convolution():
+    """im2col + GEMM convolutions: cuDNN and oneDNN off (their algorithms, e.g. Winograd or
+    FFT, do not obey the inner-product error model)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # oneDNN's TF32 notice when toggling
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(
+            enabled=False
+        ):
+            yield
+
+
+def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> float:
+    """Rigorous lower bound on ``||A x|| / ||x||`` for the exact operator of ``layer``.
+
+    The convolution runs in float64 with cuDNN and oneDNN switched off (im2col + GEMM, whose
+    inner products obey the standard error model); ``|A||x|`` is computed the same way and
+    bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``.
+    """
+    op = ConvOperator(layer, device=device)
+    xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(1, layer.c_in,
+                                                                          *layer.input_size)
+    with _plain_convolution():
+        y = op.apply(xt)
+        abs_op = ConvOperator(Layer(np.abs(layer.kernel), layer.spec), device=op.device)
+        z = abs_op.apply(xt.abs())
+    t = layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
+    g = gamma(t)
+    y_low = math.sqrt(float((y**2).sum()) * (1 - gamma(y.numel() + 2))) * (1 - 2 * U)
+    z_up = float(frobenius_upper(z.reshape(1, -1, 1))) / (1 - g)
+    x_up = float(frobenius_upper(xt.reshape(1, -1, 1)))
+    if x_up == 0:
+        return 0.0
+    value = (y_low - g * z_up * (1 + 4 * U)) / x_up * (1 - 4 * U)
+    return max(0.0, value)
+
+
+def lanczos_direction(layer: Layer, x: np.ndarray | None, device=None, seed: int = 0,
+                      tol: float = 1e-10, maxiter: int = 300) -> np.ndarray:
+    """Top right singular vector of ``A`` by Lanczos (``scipy.sparse.linalg.eigsh`` on
+    ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    op = ConvOperator(layer, device=device)
+    n = op.shape[1]
+    if n < 8:
+        return power_refine(layer, x, 200, device, seed)
+    gram = LinearOperator((n, n), matvec=lambda v: op.rmatvec(op.matvec(v)), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    v0 = rng.standard_normal(n) if x is None else np.asarray(x, dtype=np.float64).ravel()
+    if not np.any(v0):
+        v0 = rng.standard_normal(n)
+    try:
+        _, vec = eigsh(gram, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter)
+        vec = vec[:, 0]
+    except ArpackNoConvergence as err:
+        vec = err.eigenvectors[:, 0] if err.eigenvectors.size else v0
+    return vec.reshape(layer.c_in, *layer.input_size)
+
+
+def power_refine(layer: Layer, x: np.ndarray | None, n_iter: int, device=None,
+                 seed: int = 0) -> np.ndarray:
+    """``n_iter`` steps of power iteration on ``A^T A`` from ``x`` (random if None)."""
+    op = ConvOperator(layer, device=device)
+    shape = (1, layer.c_in, *layer.input_size)
+    if x is None:
+        gen = torch.Generator().manual_seed(seed)
+        xt = torch.randn(shape, generator=gen, dtype=torch.float64).to(op.device)
+    else:
+        xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(shape)
+    for _ in range(n_iter):
+        xt = op.apply_adjoint(op.apply(xt))
+        norm = torch.linalg.vector_norm(xt)
+        if norm == 0:
+            break
+        xt = xt / norm
+    return xt.reshape(shape[1:]).cpu().numpy()

@@ -1,0 +1,144 @@
+"""certify(): lower <= ||A|| <= upper with bare comparisons against exact float64 operators."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import specbound as sb
+from specbound.certify import Certificate, certify
+from specbound.operators import exact_norm
+from specbound.testing import kernels, layers
+
+# slow properties run a quarter of the profile's examples (the thorough profile scales them)
+FEW = settings(max_examples=max(5, settings().max_examples // 4))
+
+
+def spec_kwargs(spec):
+    return {"padding": spec.padding, "pad": spec.pad, "input_size": spec.input_size,
+            "stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
+
+
+def check_bracket(cert: Certificate, exact: float) -> None:
+    assert cert.lower <= exact, (cert.lower, exact)
+    assert exact <= cert.upper, (exact, cert.upper)
+    if cert.converged:
+        assert cert.rel_gap <= cert.rtol
+    assert cert.verify()
+
+
+@given(layers(max_channels=3, max_size=6), st.sampled_from([1e-2, 1e-4, 1e-8]))
+@example((np.arange(50.0).reshape(2, 1, 5, 5) - 20, sb.ConvSpec("circular", "same", (3, 3))),
+         1e-8)  # input smaller than the kernel (wrapped)
+@example((np.ones((1, 1, 3, 3)), sb.ConvSpec("zeros", "same", (4, 4))), 1e-8)
+@example((np.ones((1, 1, 3, 3)), sb.ConvSpec("circular", "same", (4, 4))), 1e-8)  # tight
+@example((np.ones((2, 2, 3, 3)), sb.ConvSpec("replicate", 2, (1, 3), stride=2)), 1e-8)
+def test_bracket_contains_exact_norm(layer, rtol):
+    kernel, spec = layer
+    cert = certify(kernel, **spec_kwargs(spec), rtol=rtol)
+    check_bracket(cert, exact_norm(kernel, spec))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular", "reflect", "replicate"])
+@pytest.mark.parametrize("scale", [1e-150, 1e150])
+def test_extreme_scales(mode, scale):
+    k = np.random.default_rng(1).standard_normal((3, 2, 3, 3)) * scale
+    spec = sb.ConvSpec(mode, "same", (5, 6))
+    cert = certify(k, **spec_kwargs(spec), rtol=1e-6)
+    check_bracket(cert, exact_norm(k, spec))
+    assert cert.converged and np.isfinite(cert.upper) and cert.lower > 0
+
+
+@FEW
+@given(kernels((2, 3, 3, 3), ("rank_one", "vanishing_frequency", "zero", "integer")),
+       st.sampled_from(["zeros", "circular"]))
+def test_adversarial_kernels(kernel, mode):
+    spec = sb.ConvSpec(mode, "same", (6, 6))
+    cert = certify(kernel, **spec_kwargs(spec), rtol=1e-6)
+    check_bracket(cert, exact_norm(kernel, spec))
+
+
+def test_tight_single_channel_nonnegative_is_exact():
+    """c_in = c_out = 1, K >= 0: the circular norm is sum(K) (constant input), a tight case."""
+    k = np.abs(np.random.default_rng(3).standard_normal((1, 1, 3, 3)))
+    cert = certify(k, "circular", input_size=(8, 8), rtol=1e-12)
+    assert cert.lower <= k.sum() <= cert.upper
+    assert cert.rel_gap <= 1e-12
+
+
+@FEW
+@given(kernels((2, 3, 3, 2), ("gaussian", "rank_one", "nonnegative")),
+       st.sampled_from(["zeros", "circular"]), st.sampled_from([1, 2]))
+def test_every_size_bounds_all_sizes(kernel, mode, stride):
+    cert = certify(kernel, mode, input_size=None, stride=stride, rtol=1e-4)
+    assert cert.converged or stride > 1
+    for n in (1, 2, 3, 5, 8, 13):
+        size_spec = sb.ConvSpec(mode, "same", (n, n + 1), stride=stride)
+        try:
+            size_spec.layer(kernel)
+            exact = exact_norm(kernel, size_spec)
+        except ValueError:
+            continue
+        assert exact <= cert.upper
+    # the lower end is below S: below every Bernstein cap sigma_circ(N)/sqrt(1-2pi^2/N^2)
+    if stride == 1:
+        n = 40
+        cap = exact_norm(kernel, sb.ConvSpec("circular", "same", (n, n)))
+        cap /= np.sqrt(1 - 2 * np.pi**2 * 2**2 / n**2)
+        assert cert.lower <= cap
+    assert cert.verify()
+
+
+def test_every_size_dilation_and_groups():
+    k = np.random.default_rng(4).standard_normal((4, 2, 3, 3))
+    cert = certify(k, "zeros", input_size=None, dilation=2, groups=2, rtol=1e-5)
+    assert cert.converged
+    for n in (3, 7, 12):
+        assert exact_norm(k, sb.ConvSpec("zeros", "same", (n, n), dilation=2, groups=2)) \
+            <= cert.upper
+
+
+def test_conv_module_input_and_float():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, stride=2, padding_mode="circular")
+    cert = certify(conv, input_size=(8, 8), rtol=1e-8)
+    spec = sb.ConvSpec.from_module(conv, input_size=(8, 8))
+    check_bracket(cert, exact_norm(conv.weight, spec))
+    assert float(cert) == cert.upper
+    assert cert.spec == spec
+    d = json.loads(json.dumps(cert.to_dict()))
+    assert d["converged"] and d["witness"]["input_shape"] == [3, 8, 8]
+
+
+def test_not_converged_says_why():
+    k = np.random.default_rng(5).standard_normal((24, 24, 3, 3))
+    spec = sb.ConvSpec("zeros", "same", (10, 10))  # Gram 2400 > the dense route's limit
+    cert = certify(k, **spec_kwargs(spec), rtol=1e-9)
+    assert cert.upper_method == "circulant_gram_rigorous"
+    assert not cert.converged
+    assert cert.rel_gap > 1e-9 and any("rtol" in n for n in cert.notes)
+    check_bracket(cert, exact_norm(k, spec))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"guarantee": "sure"}, "guarantee must be one of"),
+        ({"rtol": 0}, "rtol must be"),
+        ({"rtol": 1.5}, "rtol must be"),
+        ({"delta": 0}, "delta must be"),
+        ({"max_seconds": -1}, "max_seconds"),
+        ({"padding": "reflect", "input_size": None}, "input_size=None cannot be certified"),
+        ({"padding": "mirror"}, "padding must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        certify(np.ones((1, 1, 3, 3)), **kwargs)
+
+
+def test_nan_kernel_refused():
+    with pytest.raises(ValueError, match="finite"):
+        certify(np.full((1, 1, 3, 3), np.nan), input_size=4)
