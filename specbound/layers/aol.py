@@ -1,0 +1,111 @@
+"""AOL: Almost-Orthogonal Lipschitz layers (Prach & Lampert, ECCV 2022, arXiv 2208.03160).
+
+Theorem 1: for any matrix ``P`` and ``D_jj = (sum_k |(P^T P)_jk|)^{-1/2}`` (0 for a zero
+column), ``||P D|| <= 1``. Lemma 2 (convolutions): the same with the kernel self-correlation
+``G[i, j, delta] = sum_{o, a} P[o, i, a] P[o, j, a + delta]`` and
+``d_i = (sum_{j, delta} |G[i, j, delta]|)^{-1/2}`` scaling input channel ``i``.
+
+This is spectral rescaling with one self-correlation applied to the adjoint
+(:func:`specbound.layers.rescaling.rescale` with ``n_iter=1, side="input"``); the guarantee, its
+proof and its domain (zero padding of any amount, circular padding up to ``dilation*(k-1)``,
+any input size, stride, dilation, groups; reflect/replicate compensated) are in
+:mod:`specbound.layers.rescaling`. ``side="output"`` gives the dual variant (Theorem 1 applied
+to ``J^T``), also 1-Lipschitz.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .rescaling import RescaledLinear, _RescaledConv2d
+
+
+class AOLConv2d(_RescaledConv2d):
+    """Conv layer with AOL rescaling (Prach & Lampert 2022, Lemma 2): ``||J|| <= 1``.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As :class:`torch.nn.Conv2d` (default ``padding="same"``; ``"same"`` is accepted with a
+        stride; also ``"full"`` and ``(left, right, top, bottom)``).
+    side : {"input", "output"}
+        ``"input"`` (default): the published form, input channels rescaled; ``"output"``: the
+        dual form.
+    eps : float
+        Lower clamp of the factors (``>= 0``).
+    min_input_size : (H, W), optional
+        Reflect/replicate only: tightens the padding compensation; enforced in ``forward``.
+
+    Notes
+    -----
+    Initialised with an orthogonal central tap (the paper's "orthogonal center"
+    initialisation), where the rescaling is the identity when ``c_out >= c_in``.
+    ``self.weight`` is the rescaled kernel, cached in eval mode; the free kernel is
+    ``self.parametrizations.weight.original``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = "same",
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        side: str = "input",
+        eps: float = 0.0,
+        min_input_size: Any = None,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            n_iter=1,
+            side=side,
+            eps=eps,
+            min_input_size=min_input_size,
+            device=device,
+            dtype=dtype,
+        )
+
+
+class AOLLinear(RescaledLinear):
+    """Linear layer with AOL rescaling (Prach & Lampert 2022, Thm. 1 / Lemma 1):
+    ``y = x (P D)^T + b`` with ``||P D|| <= 1``; ``side="input"`` (default) rescales the
+    columns as published, ``"output"`` the rows."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        side: str = "input",
+        eps: float = 0.0,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_features,
+            out_features,
+            bias,
+            n_iter=1,
+            side=side,
+            eps=eps,
+            device=device,
+            dtype=dtype,
+        )

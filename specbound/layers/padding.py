@@ -1,0 +1,175 @@
+"""Padding operators of PyTorch's padding modes: application, adjoint and exact norm.
+
+A padding mode maps an axis of length ``n`` to an axis of length ``lo + n + hi``. For every mode
+PyTorch offers, each padded position either copies exactly one input pixel or is a zero, so the
+per-axis operator ``P`` has at most one ``1`` per row and
+
+.. math::
+
+    P^\\top P = \\operatorname{diag}(m_0, \\dots, m_{n-1}),\\qquad
+    \\|P\\|_2 = \\sqrt{\\max_j m_j},
+
+where :math:`m_j` is the number of padded positions that copy input pixel ``j`` (its
+*multiplicity*). In 2-D the padding acts separably and identically on each channel,
+``P_2d = I_c (x) P_h (x) P_w``, so :math:`\\|P_{2d}\\| = \\|P_h\\|\\,\\|P_w\\|`.
+
+Multiplicities, per axis (derivation: count the positions ``t in [-lo, n + hi)`` mapped to ``j``):
+
+* ``"zeros"``: 1 (an isometric embedding).
+* ``"circular"``: ``#{t : t = j mod n}``; at most ``ceil((n + lo + hi) / n)``.
+* ``"replicate"``: ``n >= 2``: ``1 + lo`` at ``j = 0``, ``1 + hi`` at ``j = n - 1``;
+  ``n = 1``: ``1 + lo + hi``.
+* ``"reflect"`` (PyTorch needs ``lo, hi < n``): ``1 + [1 <= j <= lo] + [n-1-hi <= j <= n-2]``,
+  so 3 where the two mirrored ranges overlap (``lo + hi >= n - 1``), else at most 2.
+
+For ``n >= lo + hi + 2`` every one of these multiplicity patterns is independent of ``n``
+(the mirrored ranges no longer overlap, the circular wrap covers each index at most twice, the
+replicated edges are distinct), so :func:`padding_norm_bound` takes the supremum over all
+sizes ``n >= min_size`` by enumerating ``n`` up to ``max(min_size, lo + hi + 2)``.
+
+A layer ``x -> conv(pad(x))`` equals ``V P x`` with ``V`` the unpadded ("valid") convolution
+on the padded grid, a row selection of the convolution on the plane; hence
+``||conv o pad|| <= ||L(K)|| ||P||``. This is how the 1-Lipschitz layers compensate reflect and
+replicate padding (``specbound.layers``): the kernel is divided by the bound on ``||P||``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("zeros", "circular", "reflect", "replicate")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"padding_mode must be one of {MODES}, got {mode!r}")
+
+
+@lru_cache(maxsize=512)
+def axis_source_index(n: int, lo: int, hi: int, mode: str) -> tuple[int, ...]:
+    """Input index copied by each padded position of one axis (``-1`` for a zero).
+
+    ``"reflect"`` mirrors without repeating the edge and needs ``lo, hi < n`` (PyTorch's
+    rule); ``"circular"`` takes indices modulo ``n`` for any pad (wrapping several times).
+    """
+    _check_mode(mode)
+    if n < 1 or lo < 0 or hi < 0:
+        raise ValueError(f"need n >= 1 and non-negative pads, got n={n}, pads=({lo}, {hi})")
+    out = []
+    for t in range(-lo, n + hi):
+        if mode == "zeros":
+            out.append(t if 0 <= t < n else -1)
+        elif mode == "circular":
+            out.append(t % n)
+        elif mode == "replicate":
+            out.append(min(max(t, 0), n - 1))
+        else:  # reflect
+            if max(lo, hi) >= n:
+                raise ValueError(
+                    f"padding_mode='reflect' needs each pad smaller than the input size: "
+                    f"pads ({lo}, {hi}) with size {n}"
+                )
+            out.append(-t if t < 0 else (2 * (n - 1) - t if t >= n else t))
+    return tuple(out)
+
+
+def axis_multiplicity(n: int, lo: int, hi: int, mode: str) -> int:
+    """``max_j m_j``: the largest number of padded positions that copy one input pixel."""
+    counts = [0] * n
+    for j in axis_source_index(n, lo, hi, mode):
+        if j >= 0:
+            counts[j] += 1
+    return max(counts)
+
+
+def padding_norm(size: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> float:
+    """Exact spectral norm of the 2-D padding operator for one input size.
+
+    Parameters
+    ----------
+    size : (H, W)
+    pads : (top, bottom, left, right)
+    mode : {"zeros", "circular", "reflect", "replicate"}
+    """
+    top, bottom, left, right = pads
+    m_h = axis_multiplicity(size[0], top, bottom, mode)
+    m_w = axis_multiplicity(size[1], left, right, mode)
+    return math.sqrt(m_h * m_w)
+
+
+def min_valid_size(lo: int, hi: int, mode: str) -> int:
+    """Smallest axis length the mode accepts (``reflect``: each pad below the size)."""
+    return max(lo, hi) + 1 if mode == "reflect" else 1
+
+
+def padding_norm_bound(
+    pads: tuple[int, int, int, int], mode: str, min_size: tuple[int, int] | None = None
+) -> float:
+    """``sup ||P||`` over every input size ``(H, W) >= min_size`` that the mode accepts.
+
+    Exact (a maximum, attained): the multiplicity pattern is constant for
+    ``n >= lo + hi + 2`` (module docstring), so the supremum is a maximum over finitely many
+    sizes, which are enumerated.
+    """
+    top, bottom, left, right = pads
+    lows = (1, 1) if min_size is None else min_size
+    result = 1.0
+    for n0, lo, hi in ((lows[0], top, bottom), (lows[1], left, right)):
+        start = max(int(n0), min_valid_size(lo, hi, mode))
+        stop = max(start, lo + hi + 2)
+        result *= math.sqrt(max(axis_multiplicity(n, lo, hi, mode) for n in range(start, stop + 1)))
+    return result
+
+
+def _gather_axis(x: torch.Tensor, dim: int, index: tuple[int, ...] | list[int]) -> torch.Tensor:
+    idx = torch.tensor(index, device=x.device, dtype=torch.long)
+    return x.index_select(dim, idx)
+
+
+def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.Tensor:
+    """Pad the last two axes of ``x`` by ``(top, bottom, left, right)`` with ``mode``.
+
+    ``"zeros"``, ``"reflect"`` and ``"replicate"`` use :func:`torch.nn.functional.pad`
+    (PyTorch's semantics). ``"circular"`` is index-based, so that a pad larger than the input
+    wraps around several times (the convolution on the torus), which ``F.pad`` refuses.
+    """
+    _check_mode(mode)
+    top, bottom, left, right = pads
+    if top == bottom == left == right == 0:
+        return x
+    if mode == "zeros":
+        return F.pad(x, (left, right, top, bottom))
+    if mode == "circular":
+        h, w = x.shape[-2:]
+        x = _gather_axis(x, -2, axis_source_index(h, top, bottom, mode))
+        return _gather_axis(x, -1, axis_source_index(w, left, right, mode))
+    if mode == "reflect":
+        h, w = x.shape[-2:]
+        if max(top, bottom) >= h or max(left, right) >= w:
+            raise ValueError(
+                f"padding_mode='reflect' needs each pad smaller than the input: pads "
+                f"(top, bottom, left, right)={pads} with input size {(h, w)}"
+            )
+    return F.pad(x, (left, right, top, bottom), mode=mode)
+
+
+def pad2d_adjoint(
+    y: torch.Tensor, pads: tuple[int, int, int, int], mode: str, size: tuple[int, int]
+) -> torch.Tensor:
+    """Adjoint ``P^T`` of :func:`pad2d`: sum each padded pixel back onto its source pixel."""
+    top, bottom, left, right = pads
+    h, w = size
+    for dim, n, lo, hi in ((-2, h, top, bottom), (-1, w, left, right)):
+        index = axis_source_index(n, lo, hi, mode)
+        keep = [t for t, j in enumerate(index) if j >= 0]
+        src = _gather_axis(y, dim, keep)
+        target = torch.tensor([index[t] for t in keep], device=y.device, dtype=torch.long)
+        shape = list(y.shape)
+        shape[dim] = n
+        out = y.new_zeros(shape)
+        y = out.index_add(dim, target, src)
+    return y

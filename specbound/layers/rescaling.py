@@ -1,0 +1,437 @@
+"""Spectral rescaling (SR) and AOL: diagonal rescalings that make a conv 1-Lipschitz.
+
+Delattre, Barthélemy & Allauzen, "Spectral Norm of Convolutional Layers with Circular and Zero
+Paddings", arXiv 2402.00240 (2024), spectral rescaling; ``n_iter = 1`` is AOL (Prach & Lampert,
+"Almost-Orthogonal Layers for Efficient General-Purpose Lipschitz Networks", ECCV 2022, Thm. 1
+and Lemma 2). The factors come from :func:`specbound.bounds.gram.rescaling_factors`:
+
+.. math::
+
+    t_i = \\Big(\\sum_{j,\\delta} |K_T[i, j, \\delta]|\\Big)^{2^{-T}},\\qquad
+    K_1 = K \\star K,\\ K_{t+1} = K_t \\star K_t ,
+
+the iterated full self-correlation on the output side, and the layer uses
+``K[i] / t_i`` (``side="output"``).
+
+Guarantee (proof)
+-----------------
+On :math:`\\ell^2(\\mathbb Z^2)`, :math:`L(K)L(K)^* = L(K\\star K)` and
+:math:`L(K_T) = (L(K)L(K)^*)^{2^{T-1}}` is PSD. The Schur test gives
+:math:`L(K_T) \\preceq \\mathrm{diag}(t^{2^T})` (``x^* M x <= sum_ij |M_ij| |x_i| |x_j|
+<= sum_i tau_i |x_i|^2``), Löwner–Heinz (``t -> t^{1/m}`` is operator monotone) gives
+:math:`L(K)L(K)^* \\preceq \\mathrm{diag}(t)^2`, i.e. ``||diag(1/t) L(K)|| <= 1``. The per-channel
+diagonal commutes with the spatial structure, so the bound transfers to
+
+* zero padding of **any** amount, any input size, any stride: the layer is a row selection
+  (output window, stride) of ``L(K)`` applied to the zero-extended input (an isometric
+  embedding);
+* circular padding with a total pad ``<= dilation*(k-1)`` per axis, any input size (including
+  ``n < k``): a row selection (distinct rows) of the circulant, whose norm is the maximum of the
+  symbol over the DFT grid, at most its supremum;
+* dilation: the self-correlation of a dilated kernel is the dilated self-correlation, so the
+  factors of the undilated kernel are the factors of the dilated one;
+* groups: the operator is block diagonal, factors per group (``groups=`` of the factor
+  function);
+* reflect / replicate: ``conv(pad(x)) = V P x`` with ``V`` a row selection of ``L(K)``; the
+  layers divide by the exact bound on ``||P||`` (:mod:`specbound.layers.padding`).
+
+``side="input"`` is the same theorem applied to the adjoint (whose kernel is the
+channel-transposed, spatially flipped kernel): ``||L(K) diag(1/t)|| = ||diag(1/t) L(K)^*|| <= 1``
+with the factors of the adjoint kernel, applied to the input channels. This is AOL as published
+(Lemma 2 rescales input channels by the self-correlation ``P^T P * P``). Mixing the two (input
+factors applied to output channels) is not valid (AOL-N2, tested).
+
+A zero channel has ``t_i = 0``; the division is guarded (the channel stays zero), and ``eps``
+replaces ``t_i`` by ``max(t_i, eps)``, which only shrinks the norm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from ..bounds.gram import rescaling_factors, rescaling_factors_dense
+from ._base import (
+    CachedTransform,
+    ConstrainedConv2d,
+    linear_certify,
+    padding_compensation,
+    resolve_geometry,
+)
+
+SIDES = ("input", "output")
+
+
+def _check(n_iter: Any, side: str, eps: float) -> None:
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 1:
+        raise ValueError(f"n_iter must be an int >= 1 (n_iter=1 is AOL), got {n_iter!r}")
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+
+
+def rescaling_factors_for(
+    weight: torch.Tensor, n_iter: int, *, side: str = "output", groups: int = 1
+) -> torch.Tensor:
+    """The factors ``t`` of a conv kernel or a matrix, on the chosen side.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        Conv kernel ``(c_out, c_in // groups, kh, kw)`` or matrix ``(out, in)``.
+    n_iter : int
+        ``T >= 1`` (``T = 1``: AOL).
+    side : {"output", "input"}
+        ``"output"``: one factor per output channel / row; ``"input"``: one per input channel
+        of each group / column, from the adjoint kernel.
+    groups : int
+        Conv groups (kernels only).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(c_out,)`` for ``side="output"``; ``(groups, c_in // groups)`` for a kernel with
+        ``side="input"``; ``(in,)`` for a matrix with ``side="input"``.
+    """
+    _check(n_iter, side, 0.0)
+    if weight.dim() == 2:
+        if groups != 1:
+            raise ValueError(f"a matrix has no groups, got groups={groups}")
+        mat = weight if side == "output" else weight.mT
+        return rescaling_factors_dense(mat, n_iter)
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be a 2-D matrix or a 4-D kernel, got {tuple(weight.shape)}")
+    if side == "output":
+        return rescaling_factors(weight, n_iter, groups=groups)
+    c_out, c_in_g, kh, kw = weight.shape
+    if c_out % groups:
+        raise ValueError(f"groups={groups} must divide c_out={c_out}")
+    adjoint = weight.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
+    return rescaling_factors(adjoint.flip(-2, -1), n_iter)  # (groups, c_in_g)
+
+
+def _safe_divide(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``w / t`` where ``t > 0``; where ``t = 0`` the slice of ``w`` is zero and stays zero."""
+    return w / torch.where(t > 0, t, torch.ones_like(t))
+
+
+def rescale(
+    weight: torch.Tensor,
+    n_iter: int,
+    *,
+    side: str = "output",
+    groups: int = 1,
+    eps: float = 0.0,
+) -> torch.Tensor:
+    """The spectrally rescaled kernel or matrix ``diag(1/t) W`` (or ``W diag(1/t)``).
+
+    Delattre et al. 2024 (arXiv 2402.00240), spectral rescaling; ``n_iter=1`` is AOL (Prach &
+    Lampert 2022, Lemma 1/2). Guarantee and proof in the module docstring. Differentiable.
+    """
+    _check(n_iter, side, eps)
+    t = rescaling_factors_for(weight, n_iter, side=side, groups=groups)
+    if eps > 0:
+        t = t.clamp_min(eps)
+    if weight.dim() == 2:
+        return _safe_divide(weight, t[:, None] if side == "output" else t[None, :])
+    if side == "output":
+        return _safe_divide(weight, t[:, None, None, None])
+    c_out, c_in_g, kh, kw = weight.shape
+    w = weight.reshape(groups, c_out // groups, c_in_g, kh, kw)
+    return _safe_divide(w, t[:, None, :, None, None]).reshape(weight.shape)
+
+
+def aol(weight: torch.Tensor, *, side: str = "input", groups: int = 1, eps: float = 0.0):
+    """AOL rescaling (Prach & Lampert, ECCV 2022, Thm. 1 / Lemma 2): :func:`rescale` with
+    ``n_iter=1``; ``side="input"`` (default) is the published form ``P D``."""
+    return rescale(weight, 1, side=side, groups=groups, eps=eps)
+
+
+class Rescaling(CachedTransform):
+    """Parametrization ``W -> rescale(W, n_iter, side) / padding_norm``, cached in eval mode."""
+
+    def __init__(
+        self,
+        n_iter: int,
+        *,
+        side: str = "output",
+        groups: int = 1,
+        eps: float = 0.0,
+        padding_norm: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check(n_iter, side, eps)
+        self.n_iter, self.side, self.groups, self.eps = n_iter, side, groups, eps
+        self.padding_norm = padding_norm
+
+    def transform(self, original: torch.Tensor) -> torch.Tensor:
+        w = rescale(original, self.n_iter, side=self.side, groups=self.groups, eps=self.eps)
+        return w / self.padding_norm if self.padding_norm != 1.0 else w
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        """Assigning ``module.weight = W`` stores ``W`` as the original (the rescaling is
+        applied on read), as :func:`torch.nn.utils.parametrizations.spectral_norm` does."""
+        return value
+
+    def extra_repr(self) -> str:
+        return f"n_iter={self.n_iter}, side={self.side!r}, groups={self.groups}, eps={self.eps}"
+
+
+def orthogonal_center_(kernel: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Initialise a kernel (in place) as a (semi-)orthogonal matrix per group at the central
+    tap and zeros elsewhere (the AOL paper's initialisation: the rescaling is tight there)."""
+    c_out, c_in_g, kh, kw = kernel.shape
+    with torch.no_grad():
+        kernel.zero_()
+        co = c_out // groups
+        for g in range(groups):
+            block = torch.empty(co, c_in_g, dtype=kernel.dtype, device=kernel.device)
+            nn.init.orthogonal_(block)
+            kernel[g * co : (g + 1) * co, :, (kh - 1) // 2, (kw - 1) // 2] = block
+    return kernel
+
+
+class _RescaledConv2d(ConstrainedConv2d):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        groups: int,
+        bias: bool,
+        padding_mode: str,
+        *,
+        n_iter: int,
+        side: str,
+        eps: float,
+        min_input_size: Any,
+        device: Any,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            min_input_size=min_input_size,
+            device=device,
+            dtype=dtype,
+        )
+        weight = torch.empty(
+            out_channels, in_channels // self.groups, *self.kernel_size, device=device, dtype=dtype
+        )
+        self.weight = nn.Parameter(orthogonal_center_(weight, self.groups))
+        parametrize.register_parametrization(
+            self,
+            "weight",
+            Rescaling(
+                n_iter, side=side, groups=self.groups, eps=eps, padding_norm=self.padding_norm
+            ),
+        )
+
+    @property
+    def n_iter(self) -> int:
+        return self.parametrizations.weight[0].n_iter
+
+    @property
+    def side(self) -> str:
+        return self.parametrizations.weight[0].side
+
+
+class SRConv2d(_RescaledConv2d):
+    """Conv layer with spectral rescaling (Delattre et al. 2024, arXiv 2402.00240).
+
+    ``weight = diag(1/t) K`` with the factors of ``n_iter`` self-correlations
+    (:func:`rescale`); ``n_iter=1`` equals AOL on the chosen side, and as ``n_iter`` grows the
+    rescaling tends to spectral normalisation. 1-Lipschitz (float64 allowance
+    :data:`~specbound.layers.ROUNDING_ALLOWANCE`) for zero padding (any pad), circular padding
+    (total pad ``<= dilation*(k-1)``), any input size, stride, dilation and groups; reflect /
+    replicate padding are compensated by the exact bound on the padding operator
+    (``padding_norm``; ``min_input_size`` tightens it and is enforced in ``forward``).
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As :class:`torch.nn.Conv2d` (``padding`` also accepts ``"full"`` and a 4-tuple
+        ``(left, right, top, bottom)``, and ``"same"`` with a stride: ``dilation*(k-1)`` in
+        total, the odd pixel on the right/bottom). Default ``padding="same"``.
+    n_iter : int
+        Number of self-correlations ``T >= 1``. Cost and memory grow with the iterated
+        kernel size ``2^T (k - 1) + 1``.
+    side : {"output", "input"}
+        Rescale output channels (default, as the paper) or input channels (adjoint form).
+    eps : float
+        Lower clamp of the factors (``>= 0``), safe by construction.
+    min_input_size : (H, W), optional
+        Reflect/replicate only.
+
+    The free kernel is ``self.parametrizations.weight.original``; ``self.weight`` is the
+    rescaled kernel (cached in eval mode).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = "same",
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        n_iter: int = 3,
+        side: str = "output",
+        eps: float = 0.0,
+        min_input_size: Any = None,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            n_iter=n_iter,
+            side=side,
+            eps=eps,
+            min_input_size=min_input_size,
+            device=device,
+            dtype=dtype,
+        )
+
+
+class RescaledLinear(nn.Module):
+    """Base of :class:`SRLinear` / :class:`~specbound.layers.AOLLinear`: ``y = x W^T + b``
+    with ``W = rescale(original)`` (cached in eval mode)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        n_iter: int = 3,
+        side: str = "output",
+        eps: float = 0.0,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            nn.init.orthogonal_(torch.empty(out_features, in_features, **factory))
+        )
+        self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None
+        parametrize.register_parametrization(self, "weight", Rescaling(n_iter, side=side, eps=eps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def to_linear(self) -> nn.Linear:
+        """A plain :class:`torch.nn.Linear` with the current rescaled weight."""
+        w = self.weight.detach()
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def certify(self, *, rtol: float = 1e-3) -> Any:
+        """Certified bracket on ``||W||_2`` by :func:`specbound.certify` (a 1x1 conv on a
+        1x1 input)."""
+        return linear_certify(self.weight, rtol)
+
+    def extra_repr(self) -> str:
+        p = self.parametrizations.weight[0]
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, n_iter={p.n_iter}, side={p.side!r}"
+        )
+
+
+class SRLinear(RescaledLinear):
+    """Linear layer with spectral rescaling (Delattre et al. 2024): ``||W||_2 <= 1``.
+
+    ``side="output"`` (default) rescales rows, ``"input"`` columns; ``n_iter=1`` is AOL.
+    """
+
+
+def _attach(module: nn.Module, transform_factory: Any) -> nn.Module:
+    if isinstance(module, nn.Conv2d):
+        pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+        spec, ks, pads = resolve_geometry(
+            module.in_channels,
+            module.out_channels,
+            tuple(module.kernel_size),
+            stride=tuple(module.stride),
+            padding=pad,
+            dilation=tuple(module.dilation),
+            groups=module.groups,
+            padding_mode=module.padding_mode,
+        )
+        transform = transform_factory(module.groups, padding_compensation(spec, ks, pads))
+    elif isinstance(module, nn.Linear):
+        transform = transform_factory(1, 1.0)
+    else:
+        raise TypeError(
+            f"expected a torch.nn.Conv2d or torch.nn.Linear, got {type(module).__name__}"
+        )
+    parametrize.register_parametrization(module, "weight", transform)
+    return module
+
+
+def spectral_rescaling_(
+    module: nn.Module, n_iter: int = 3, *, side: str = "output", eps: float = 0.0
+) -> nn.Module:
+    """Parametrize an existing :class:`torch.nn.Conv2d` or :class:`torch.nn.Linear` with
+    spectral rescaling, in place (like :func:`torch.nn.utils.parametrizations.spectral_norm`).
+
+    The free weight is at ``module.parametrizations.weight.original`` and ``module.weight``
+    becomes ``rescale(original) / padding_norm``. The conv's stride, padding, dilation and
+    groups are read from the module; reflect/replicate padding is compensated for every input
+    size; circular padding above ``dilation*(k-1)`` per axis raises ``ValueError``.
+    """
+    _check(n_iter, side, eps)
+    return _attach(
+        module,
+        lambda groups, norm: Rescaling(
+            n_iter, side=side, groups=groups, eps=eps, padding_norm=norm
+        ),
+    )
+
+
+def aol_(module: nn.Module, *, side: str = "input", eps: float = 0.0) -> nn.Module:
+    """Parametrize an existing conv or linear layer with AOL (Prach & Lampert 2022), in place:
+    :func:`spectral_rescaling_` with ``n_iter=1`` and ``side="input"`` by default."""
+    return spectral_rescaling_(module, 1, side=side, eps=eps)
