@@ -246,7 +246,7 @@ def as_kernel(kernel: Any) -> np.ndarray:
         )
     if 0 in arr.shape:
         raise ValueError(f"kernel must have no empty axis, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    arr = np.array(arr, dtype=np.float64, order="C")  # a fresh copy with standard strides
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     return arr
