@@ -142,3 +142,22 @@ def test_bad_arguments(kwargs, match):
 def test_nan_kernel_refused():
     with pytest.raises(ValueError, match="finite"):
         certify(np.full((1, 1, 3, 3), np.nan), input_size=4)
+
+
+def test_probabilistic_guarantee_is_labelled_and_contains_exact():
+    wide = np.random.default_rng(6).standard_normal((20, 20, 3, 3))
+    wide_spec = sb.ConvSpec("reflect", "same", (9, 9))  # Gram 1620: above the dense route
+    det = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3)
+    prob = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3, guarantee="probabilistic",
+                   delta=1e-6)
+    exact = exact_norm(wide, wide_spec)
+    assert det.lower <= exact <= det.upper  # deterministic: always
+    assert prob.lower <= exact and prob.guarantee == "probabilistic"
+    assert prob.upper < det.upper and prob.upper_method.startswith("lanczos_probabilistic")
+    assert any("probability" in n for n in prob.notes)
+    # holds with probability >= 1 - 1e-6: a failure here would be a 1-in-a-million event
+    assert exact <= prob.upper
+    small = np.random.default_rng(7).standard_normal((4, 4, 3, 3))
+    converged = certify(small, "reflect", input_size=(6, 6), rtol=1e-3,
+                        guarantee="probabilistic")
+    assert converged.upper_method == "dense_gram_rigorous"  # deterministic already enough
