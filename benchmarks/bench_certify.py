@@ -60,8 +60,9 @@ def run_case(c, n, padding, rtol, device, repeat, max_seconds):
     def once():
         sync(device)
         start = time.perf_counter()
-        cert = sb.certify(kernel, padding, input_size=size, rtol=rtol, device=device,
-                          max_seconds=max_seconds)
+        cert = sb.certify(
+            kernel, padding, input_size=size, rtol=rtol, device=device, max_seconds=max_seconds
+        )
         sync(device)
         return time.perf_counter() - start, cert
 
@@ -69,10 +70,17 @@ def run_case(c, n, padding, rtol, device, repeat, max_seconds):
     runs = [once() for _ in range(repeat)]
     cert = runs[-1][1]
     return {
-        "channels": c, "input": n, "padding": padding, "rtol": rtol,
-        "median_s": statistics.median(t for t, _ in runs), "runs": [t for t, _ in runs],
-        "upper": cert.upper, "lower": cert.lower, "rel_gap": cert.rel_gap,
-        "converged": cert.converged, "upper_method": cert.upper_method,
+        "channels": c,
+        "input": n,
+        "padding": padding,
+        "rtol": rtol,
+        "median_s": statistics.median(t for t, _ in runs),
+        "runs": [t for t, _ in runs],
+        "upper": cert.upper,
+        "lower": cert.lower,
+        "rel_gap": cert.rel_gap,
+        "converged": cert.converged,
+        "upper_method": cert.upper_method,
     }
 
 
@@ -92,22 +100,31 @@ def main(argv=None) -> int:
         row["case"] = name
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = {"device": device_name(args.device), "torch": torch.__version__,
-            "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "cuda" if args.device.startswith("cuda") else "cpu"
     (out / f"certify_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# certify benchmark ({meta['device']})", "",
-             f"Command: `{meta['command']}` — torch {meta['torch']}, {meta['date']}. "
-             f"Median of {args.repeat} warm runs.", "",
-             "| case | channels | input | rtol | median time | rel_gap | converged | upper route |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# certify benchmark ({meta['device']})",
+        "",
+        f"Command: `{meta['command']}` — torch {meta['torch']}, {meta['date']}. "
+        f"Median of {args.repeat} warm runs.",
+        "",
+        "| case | channels | input | rtol | median time | rel_gap | converged | upper route |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['channels']} | {r['input'] or 'every'} | {r['rtol']:g} | "
             f"{r['median_s'] * 1e3:.1f} ms | {r['rel_gap']:.2e} | {r['converged']} | "
-            f"{r['upper_method']} |")
+            f"{r['upper_method']} |"
+        )
     (out / f"certify_{tag}.md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -35,21 +35,40 @@ def main(argv=None) -> int:
     out = Path(args.out)
 
     def dump(done: bool) -> None:
-        out.write_text(json.dumps({
-            "cases_checked": state["cases"], "failures": state["failures"][:20],
-            "n_failures": len(state["failures"]), "converged": state["converged"],
-            "elapsed_s": time.time() - state["start"], "finished": done,
-            "command": f"python benchmarks/soak_certify.py --cases {args.cases}",
-        }, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "cases_checked": state["cases"],
+                    "failures": state["failures"][:20],
+                    "n_failures": len(state["failures"]),
+                    "converged": state["converged"],
+                    "elapsed_s": time.time() - state["start"],
+                    "finished": done,
+                    "command": f"python benchmarks/soak_certify.py --cases {args.cases}",
+                },
+                indent=2,
+            )
+        )
 
-    @settings(max_examples=args.cases, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=args.cases,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(layers(max_channels=3, max_size=7), st.sampled_from([1e-2, 1e-4, 1e-8]))
     def check(layer, rtol):
         kernel, spec = layer
-        cert = sb.certify(kernel, spec.padding, input_size=spec.input_size, pad=spec.pad,
-                          stride=spec.stride, dilation=spec.dilation, groups=spec.groups,
-                          rtol=rtol)
+        cert = sb.certify(
+            kernel,
+            spec.padding,
+            input_size=spec.input_size,
+            pad=spec.pad,
+            stride=spec.stride,
+            dilation=spec.dilation,
+            groups=spec.groups,
+            rtol=rtol,
+        )
         exact = exact_norm(kernel, spec)
         ok = cert.lower <= exact <= cert.upper and (not cert.converged or cert.rel_gap <= rtol)
         try:
@@ -59,8 +78,15 @@ def main(argv=None) -> int:
         state["cases"] += 1
         state["converged"] += cert.converged
         if not ok:
-            state["failures"].append({"spec": spec.to_dict(), "kernel": kernel.tolist(),
-                                      "lower": cert.lower, "upper": cert.upper, "exact": exact})
+            state["failures"].append(
+                {
+                    "spec": spec.to_dict(),
+                    "kernel": kernel.tolist(),
+                    "lower": cert.lower,
+                    "upper": cert.upper,
+                    "exact": exact,
+                }
+            )
         if state["cases"] % 1000 == 0:
             dump(False)
 

@@ -98,8 +98,10 @@ class Certificate:
         """JSON-ready summary (the witness input is omitted; its shape is given)."""
         witness = None
         if self.witness is not None:
-            witness = {k: (list(v.shape) if isinstance(v, np.ndarray) else v)
-                       for k, v in self.witness.items()}
+            witness = {
+                k: (list(v.shape) if isinstance(v, np.ndarray) else v)
+                for k, v in self.witness.items()
+            }
             if "input" in witness:
                 witness["input_shape"] = witness.pop("input")
             if "vector" in witness:
@@ -147,13 +149,22 @@ class Certificate:
             if ratio < self.lower * (1 - rtol):
                 raise VerificationError(f"witness gives {ratio}, below lower {self.lower}")
         elif "frequency" in w:
-            m = symbol(self.kernel, np.array(w["frequency"]), dilation=self.spec.dilation,
-                       groups=self.spec.groups) if self.spec.stride == (1, 1) else None
+            m = (
+                symbol(
+                    self.kernel,
+                    np.array(w["frequency"]),
+                    dilation=self.spec.dilation,
+                    groups=self.spec.groups,
+                )
+                if self.spec.stride == (1, 1)
+                else None
+            )
             if m is not None:
                 g, c_out = self.spec.groups, self.kernel.shape[0]
                 rows = slice(w["group"] * c_out // g, (w["group"] + 1) * c_out // g)
-                cols = slice(w["group"] * self.kernel.shape[1],
-                             (w["group"] + 1) * self.kernel.shape[1])
+                cols = slice(
+                    w["group"] * self.kernel.shape[1], (w["group"] + 1) * self.kernel.shape[1]
+                )
                 v = w["vector"]
                 v_norm = np.linalg.norm(v)
                 ratio = np.linalg.norm(m[rows, cols] @ v) / v_norm if v_norm > 0 else 0.0
@@ -165,8 +176,7 @@ class Certificate:
             except TooLargeError:
                 return True
             if exact > self.upper * (1 + rtol) or exact < self.lower * (1 - rtol):
-                raise VerificationError(
-                    f"exact norm {exact} outside [{self.lower}, {self.upper}]")
+                raise VerificationError(f"exact norm {exact} outside [{self.lower}, {self.upper}]")
         return True
 
 
@@ -213,8 +223,14 @@ def _route(layer: Layer, ctx: Context) -> Bracket:
             # stride-1 symbol; the strided symbol's sup is attained along sizes s*m
             up_b = symbol_sup_route(Layer(layer.kernel, spec.replace(stride=1)), ctx)
             low_b = symbol_sup_route(layer, ctx)
-            return Bracket(up_b.upper, low_b.lower, up_b.upper_method, low_b.lower_method,
-                           low_b.witness, up_b.notes + ["upper from the stride-1 symbol"])
+            return Bracket(
+                up_b.upper,
+                low_b.lower,
+                up_b.upper_method,
+                low_b.lower_method,
+                low_b.witness,
+                up_b.notes + ["upper from the stride-1 symbol"],
+            )
         return symbol_sup_route(layer, ctx)
     if spec.padding == "circular" and layer.is_circulant:
         return circulant_route(layer, ctx)
@@ -278,46 +294,84 @@ def certify(
         raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
-    k, spec = _kernel_and_spec(kernel, {"padding": padding, "pad": pad,
-                                        "input_size": input_size, "stride": stride,
-                                        "dilation": dilation, "groups": groups})
+    k, spec = _kernel_and_spec(
+        kernel,
+        {
+            "padding": padding,
+            "pad": pad,
+            "input_size": input_size,
+            "stride": stride,
+            "dilation": dilation,
+            "groups": groups,
+        },
+    )
     layer = spec.layer(k)
     dev = torch.device("cpu" if device is None else device)
     scaled, j, kerr = _prescale(layer.kernel)
-    ctx = Context(rtol=float(rtol), device=dev,
-                  deadline=None if max_seconds is None else start + max_seconds,
-                  kernel_error=kerr)
+    ctx = Context(
+        rtol=float(rtol),
+        device=dev,
+        deadline=None if max_seconds is None else start + max_seconds,
+        kernel_error=kerr,
+    )
     if not scaled.any():
-        result = Bracket(0.0, 0.0, "zero_kernel", "zero_kernel",
-                         {"input": np.ones((layer.c_in, *spec.input_size)) /
-                          math.sqrt(layer.c_in * math.prod(spec.input_size))}
-                         if spec.input_size else None)
+        result = Bracket(
+            0.0,
+            0.0,
+            "zero_kernel",
+            "zero_kernel",
+            {
+                "input": np.ones((layer.c_in, *spec.input_size))
+                / math.sqrt(layer.c_in * math.prod(spec.input_size))
+            }
+            if spec.input_size
+            else None,
+        )
     else:
         result = _route(Layer(scaled, spec), ctx)
     upper = _unscale(result.upper, j, upward=True)
     lower = min(_unscale(result.lower, j, upward=False), upper)
     notes = list(result.notes)
     upper_method = result.upper_method
-    if guarantee == "probabilistic" and spec.input_size is not None and (
-        relative_gap(upper, lower) > rtol
+    if (
+        guarantee == "probabilistic"
+        and spec.input_size is not None
+        and (relative_gap(upper, lower) > rtol)
     ):
-        upper, upper_method = _probabilistic_upper(layer, upper, lower, rtol, delta, dev,
-                                                   upper_method, notes)
+        upper, upper_method = _probabilistic_upper(
+            layer, upper, lower, rtol, delta, dev, upper_method, notes
+        )
     gap = relative_gap(upper, lower)
     converged = gap <= rtol
     if not converged:
         notes.append(f"rel_gap {gap:.3g} above rtol {rtol:g}: " + _advice(layer))
     return Certificate(
-        upper=upper, lower=lower, converged=converged, rtol=float(rtol),
-        upper_method=upper_method, lower_method=result.lower_method,
-        witness=result.witness, spec=spec, kernel=layer.kernel, guarantee=guarantee,
-        device=str(dev), elapsed_s=time.perf_counter() - start, notes=notes,
+        upper=upper,
+        lower=lower,
+        converged=converged,
+        rtol=float(rtol),
+        upper_method=upper_method,
+        lower_method=result.lower_method,
+        witness=result.witness,
+        spec=spec,
+        kernel=layer.kernel,
+        guarantee=guarantee,
+        device=str(dev),
+        elapsed_s=time.perf_counter() - start,
+        notes=notes,
     )
 
 
-def _probabilistic_upper(layer: Layer, upper: float, lower: float, rtol: float, delta: float,
-                         device: torch.device, method: str,
-                         notes: list[str]) -> tuple[float, str]:
+def _probabilistic_upper(
+    layer: Layer,
+    upper: float,
+    lower: float,
+    rtol: float,
+    delta: float,
+    device: torch.device,
+    method: str,
+    notes: list[str],
+) -> tuple[float, str]:
     """Lanczos from a random start with the Kuczynski-Wozniakowski-type inflation
     (:func:`specbound.bounds.power.lanczos_probabilistic`): an upper bound that holds with
     probability ``>= 1 - delta`` over the start. Used only where it beats the deterministic
@@ -327,8 +381,10 @@ def _probabilistic_upper(layer: Layer, upper: float, lower: float, rtol: float, 
     bound = lanczos_probabilistic(layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device)
     value = max(float(bound.value), lower)
     if value < upper:
-        notes.append(f"upper holds with probability >= {1 - delta:g} (random Lanczos start; "
-                     f"deterministic upper was {upper:.10g} by {method})")
+        notes.append(
+            f"upper holds with probability >= {1 - delta:g} (random Lanczos start; "
+            f"deterministic upper was {upper:.10g} by {method})"
+        )
         return value, f"lanczos_probabilistic(delta={delta:g})"
     return upper, method
 
@@ -338,8 +394,10 @@ def _advice(layer: Layer) -> str:
     if spec.input_size is None:
         return "raise max_seconds, or certify at the input size the layer really has"
     if spec.padding == "zeros" and not dense_fits(layer):
-        return ("the circular-embedding bound is loose at this size; a larger rtol, or the "
-                "dense route for smaller layers")
+        return (
+            "the circular-embedding bound is loose at this size; a larger rtol, or the "
+            "dense route for smaller layers"
+        )
     if spec.padding in ("reflect", "replicate"):
         return "the padding-operator factor is loose; the dense route is tight when it fits"
     return "raise max_seconds"

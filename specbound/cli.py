@@ -1,4 +1,4 @@
-"""Command line: ``specbound exact | certify | methods``.
+"""Command line: ``specbound exact | certify | audit | methods``.
 
 Every command takes ``--json`` for machine-readable output; errors are printed as
 ``specbound <command>: error: <message>`` with exit status 2, never as a traceback.
@@ -83,13 +83,22 @@ def _pair_arg(values: list[int] | None) -> Any:
 def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     """The kernel source and the ConvSpec options shared by the layer commands."""
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("kernel", nargs="?", help="kernel file: .npy, or .pt/.pth (a tensor or a dict)")
+    src.add_argument(
+        "kernel", nargs="?", help="kernel file: .npy, or .pt/.pth (a tensor or a dict)"
+    )
     src.add_argument("--example", action="store_true", help="use the bundled example kernel")
     parser.add_argument("--key", help="tensor name inside a .pt dict")
     parser.add_argument("--padding", choices=PADDING_MODES, help="padding mode (default zeros)")
-    parser.add_argument("--pad", type=_pad, help="same (default), valid, full, P, 'ph,pw' or 'l,r,t,b'")
-    parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
-                        help="H [W]; omit for every input size where the command allows it")
+    parser.add_argument(
+        "--pad", type=_pad, help="same (default), valid, full, P, 'ph,pw' or 'l,r,t,b'"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="H [W]; omit for every input size where the command allows it",
+    )
     parser.add_argument("--stride", type=int, nargs="+", metavar="S", help="S or SH SW")
     parser.add_argument("--dilation", type=int, nargs="+", metavar="D", help="D or DH DW")
     parser.add_argument("--groups", type=int, help="groups (default 1)")
@@ -132,22 +141,33 @@ def cmd_exact(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_exact(result: dict[str, Any]) -> str:
-    return "\n".join([
-        f"exact spectral norm  {result['norm']:.15g}",
-        f"route                {result['route']} (float64)",
-        f"kernel               {tuple(result['kernel_shape'])}",
-        f"layer                {_describe(result['spec'])}",
-        f"time                 {result['elapsed_s'] * 1e3:.1f} ms",
-    ])
+    return "\n".join(
+        [
+            f"exact spectral norm  {result['norm']:.15g}",
+            f"route                {result['route']} (float64)",
+            f"kernel               {tuple(result['kernel_shape'])}",
+            f"layer                {_describe(result['spec'])}",
+            f"time                 {result['elapsed_s'] * 1e3:.1f} ms",
+        ]
+    )
 
 
 def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
     from .certify import certify
 
     kernel, spec = layer_from_args(args)
-    cert = certify(kernel, spec.padding, input_size=spec.input_size, pad=spec.pad,
-                   stride=spec.stride, dilation=spec.dilation, groups=spec.groups,
-                   rtol=args.rtol, device=args.device, max_seconds=args.max_seconds)
+    cert = certify(
+        kernel,
+        spec.padding,
+        input_size=spec.input_size,
+        pad=spec.pad,
+        stride=spec.stride,
+        dilation=spec.dilation,
+        groups=spec.groups,
+        rtol=args.rtol,
+        device=args.device,
+        max_seconds=args.max_seconds,
+    )
     return cert.to_dict()
 
 
@@ -184,15 +204,144 @@ def format_methods(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+AUDIT_DEFAULT = "digits_cnn (bundled trained weights)"
+
+
+def _torch_load_error(err: Exception) -> str:
+    """The informative part of a torch.load / torch.jit.load error message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[-1].strip()
+            detail = rest or (lines[i + 1] if i + 1 < len(lines) else "")
+            return "not a plain tensor archive: " + detail.split(". ")[0]
+    first = lines[0] if lines else type(err).__name__
+    return first.split(". This is an internal miniz error")[0]
+
+
+def load_model(path: str | None, arch: str | None) -> tuple[Any, tuple[int, ...] | None, str]:
+    """The model ``specbound audit`` audits, its default input shape and a description.
+
+    * no path, no ``--arch``: the bundled trained digits CNN;
+    * no path, ``--arch NAME``: that architecture with random weights (``torch.manual_seed(0)``);
+    * ``.safetensors`` + ``--arch``: a state dict read with the ``safetensors`` package;
+    * another file + ``--arch``: a state dict read with ``torch.load(weights_only=True)`` (no
+      pickled code runs; a pickled model object is refused);
+    * another file without ``--arch``: a TorchScript archive (``torch.jit.load``).
+    """
+    import torch
+
+    from . import models
+
+    if path is None:
+        if arch is None:
+            return models.bundled_digits_cnn(), (1, 8, 8), AUDIT_DEFAULT
+        spec = models.architecture(arch)
+        torch.manual_seed(0)
+        return models.build(arch), spec.input_shape, f"{arch} (random weights, seed 0)"
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"model file {path!r} does not exist")
+    if file.suffix == ".safetensors":
+        if arch is None:
+            raise ValueError(
+                f"{path!r} holds weights only: name the architecture with --arch "
+                f"({', '.join(sorted(models.ARCHITECTURES))})"
+            )
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError(
+                "reading .safetensors files needs the safetensors package: pip install safetensors"
+            ) from None
+        try:
+            state = load_file(str(file), device="cpu")
+        except Exception as err:  # malformed headers raise several types
+            raise ValueError(f"cannot read {path!r} as .safetensors: {err}") from None
+        return (
+            models.build(arch, state),
+            models.architecture(arch).input_shape,
+            f"{file.name} as {arch}",
+        )
+    if arch is not None:
+        models.architecture(arch)  # an unknown name fails before reading the file
+        try:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for malformed/pickled files
+            raise ValueError(
+                f"cannot load {path!r} with torch.load(weights_only=True), which runs no "
+                f"pickled code: {_torch_load_error(err)}. Save model.state_dict() instead of the "
+                "model object, or export TorchScript (torch.jit.script(model).save(path)) and "
+                "omit --arch"
+            ) from None
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            for key in ("state_dict", "model_state_dict", "model"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ValueError(
+                f"{path!r} does not hold a state dict (a dict of tensors); got {type(obj).__name__}"
+            )
+        return (
+            models.build(arch, obj),
+            models.architecture(arch).input_shape,
+            f"{file.name} as {arch}",
+        )
+    try:
+        module = torch.jit.load(str(file), map_location="cpu")
+    except Exception as err:
+        raise ValueError(
+            f"{path!r} is not a TorchScript archive ({_torch_load_error(err)}); for a state "
+            "dict or a .safetensors file pass --arch NAME "
+            f"({', '.join(sorted(models.ARCHITECTURES))})"
+        ) from None
+    return module, None, f"{file.name} (TorchScript)"
+
+
+def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
+    from .audit import audit
+
+    model, default_shape, description = load_model(args.model, args.arch)
+    shape = tuple(args.input_shape) if args.input_shape is not None else default_shape
+    if shape is None:
+        raise ValueError(
+            "--input-shape C H W is required for a TorchScript model "
+            "(one sample's shape, without the batch dimension)"
+        )
+    if min(shape) < 1:
+        raise ValueError(f"--input-shape takes positive integers, got {list(shape)}")
+    report = audit(
+        model,
+        shape,
+        rtol=args.rtol,
+        device=args.device,
+        progress=False if args.no_progress else None,
+        max_seconds_per_layer=args.max_seconds_per_layer,
+    )
+    result = report.to_dict()
+    result["source"] = description
+    return result
+
+
+def format_audit(result: dict[str, Any]) -> str:
+    from .audit import report_markdown
+
+    return f"model source: {result['source']}\n\n" + report_markdown(result)
+
+
 def _describe(spec: dict[str, Any]) -> str:
     size = "every size" if spec["input_size"] is None else "x".join(map(str, spec["input_size"]))
-    return (f"padding={spec['padding']} pad={spec['pad']} input={size} stride={spec['stride']} "
-            f"dilation={spec['dilation']} groups={spec['groups']}")
+    return (
+        f"padding={spec['padding']} pad={spec['pad']} input={size} stride={spec['stride']} "
+        f"dilation={spec['dilation']} groups={spec['groups']}"
+    )
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], Callable[[Any], str]]] = {
     "exact": (cmd_exact, format_exact),
     "certify": (cmd_certify, format_certify),
+    "audit": (cmd_audit, format_audit),
     "methods": (cmd_methods, format_methods),
 }
 
@@ -210,6 +359,40 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--rtol", type=float, default=1e-3, help="target relative gap")
     cert.add_argument("--device", default=None, help="torch device for the heavy work")
     cert.add_argument("--max-seconds", type=float, default=None, help="time budget")
+    aud = sub.add_parser(
+        "audit",
+        help="certify every layer of a network and bound its Lipschitz constant",
+        description="Trace a network, certify each layer at its true input size and bound the "
+        "whole network's L2 Lipschitz constant. Without MODEL: the bundled trained "
+        "digits CNN (or --arch NAME with random weights).",
+    )
+    aud.add_argument(
+        "model",
+        nargs="?",
+        help="TorchScript file; or a state dict (.pt/.pth, read with "
+        "weights_only=True) or .safetensors file together with --arch",
+    )
+    aud.add_argument(
+        "--arch",
+        help="registered architecture of a state dict: digits_cnn, resnet18, resnet18_imagenet",
+    )
+    aud.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="one sample's shape without the batch dimension, e.g. 3 32 32",
+    )
+    aud.add_argument("--rtol", type=float, default=1e-3, help="target relative gap per layer")
+    aud.add_argument("--device", default=None, help="torch device for the certificates")
+    aud.add_argument(
+        "--max-seconds-per-layer",
+        type=float,
+        default=None,
+        help="time budget of each layer's certificate",
+    )
+    aud.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    aud.add_argument("--json", action="store_true", help="print JSON")
     listing = sub.add_parser("methods", help="list every bound and estimator with its guarantee")
     listing.add_argument("--json", action="store_true", help="print JSON")
     return parser

@@ -13,8 +13,9 @@ from specbound.cli import example_kernel
 
 
 def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "specbound", *args], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "specbound", *args], capture_output=True, text=True, timeout=120
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -36,12 +37,22 @@ def test_exact_text_output_names_route_and_time():
 def test_exact_from_npy_and_pt(tmp_path):
     k = np.random.default_rng(0).standard_normal((3, 2, 3, 3))
     np.save(tmp_path / "k.npy", k)
-    torch.save({"conv.weight": torch.from_numpy(k), "conv.bias": torch.zeros(3)},
-               tmp_path / "k.pt")
+    torch.save({"conv.weight": torch.from_numpy(k), "conv.bias": torch.zeros(3)}, tmp_path / "k.pt")
     spec = sb.ConvSpec("reflect", (1, 2), (5, 6), stride=(2, 1))
     expected = sb.operators.exact_norm(k, spec)
-    common = ["--padding", "reflect", "--pad", "1,2", "--input-size", "5", "6", "--stride", "2",
-              "1", "--json"]
+    common = [
+        "--padding",
+        "reflect",
+        "--pad",
+        "1,2",
+        "--input-size",
+        "5",
+        "6",
+        "--stride",
+        "2",
+        "1",
+        "--json",
+    ]
     for path in ("k.npy", "k.pt"):
         out = json.loads(run("exact", str(tmp_path / path), *common).stdout)
         assert out["norm"] == expected
@@ -66,8 +77,7 @@ def test_malformed_files(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     torch.save({"a": torch.ones(2, 2, 3, 3), "b": torch.ones(2, 2, 3, 3)}, tmp_path / "two.pt")
-    for name, message in (("obj.npy", "numeric"), ("bad.pt", "weights_only"),
-                          ("two.pt", "--key")):
+    for name, message in (("obj.npy", "numeric"), ("bad.pt", "weights_only"), ("two.pt", "--key")):
         proc = run("exact", str(tmp_path / name), "--input-size", "4", check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
@@ -85,12 +95,22 @@ def test_certify_example_and_json(tmp_path):
     assert out["converged"] and out["rel_gap"] <= 1e-6
     text = run("certify", "--example", "--padding", "circular").stdout
     assert "upper" in text and "converged" in text
-    every = json.loads(run("certify", "--example", "--json", "--input-size", "8",
-                           "--padding", "reflect", "--rtol", "1e-4").stdout)
+    every = json.loads(
+        run(
+            "certify",
+            "--example",
+            "--json",
+            "--input-size",
+            "8",
+            "--padding",
+            "reflect",
+            "--rtol",
+            "1e-4",
+        ).stdout
+    )
     assert every["lower"] <= every["upper"]
 
 
 def test_certify_error_is_clear():
-    proc = run("certify", "--example", "--padding", "reflect", "--input-size", "1",
-               check=False)
+    proc = run("certify", "--example", "--padding", "reflect", "--input-size", "1", check=False)
     assert proc.returncode == 2 and "reflect" in proc.stderr

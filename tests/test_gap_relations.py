@@ -98,7 +98,9 @@ def test_G5_and_G4_bracket_the_symbol_supremum():
     assert abs(circ(diff, (1, 3)) - np.sqrt(3.0)) <= 1e-15 * 2  # smaller: not monotone in N
     k = np.random.default_rng(11).standard_normal((2, 2, 3, 3))
     values = [circ(k, (n, n)) for n in range(10, 40)]
-    cap = min(v / bernstein_factor((3, 3), (n, n)) for n, v in zip(range(10, 40), values, strict=True))
+    cap = min(
+        v / bernstein_factor((3, 3), (n, n)) for n, v in zip(range(10, 40), values, strict=True)
+    )
     assert max(values) <= cap * (1 + R)
 
 
@@ -160,9 +162,7 @@ def test_invariances_sign_and_channel_permutations(layer):
         assert abs(exact_norm(other, spec) - value) <= 1e-12 * max(value, 1.0)
 
 
-@given(
-    layers(modes=("zeros", "circular"), families=("gaussian",), max_stride=1, max_groups=1)
-)
+@given(layers(modes=("zeros", "circular"), families=("gaussian",), max_stride=1, max_groups=1))
 def test_adjoint_kernel_flip_and_transpose(layer):
     """The adjoint of a stride-1 layer with pads (P_lo, P_hi) is the layer of the flipped,
     channel-transposed kernel with pads (e-1-P_lo, e-1-P_hi) on the output grid: same norm.

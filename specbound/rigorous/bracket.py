@@ -45,6 +45,14 @@ def _refine_vectors(m: torch.Tensor, v: torch.Tensor, n: int = 3) -> torch.Tenso
     return v
 
 
+def _dominant(gram: RigorousGram, mats: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Right-singular-vector estimates from the Gram iterate's dominant columns."""
+    dominant = gram.top_vectors().to(torch.complex128)
+    if m.shape[-2] < m.shape[-1]:  # the Gram was M M^*: map left vectors to right ones
+        dominant = (mats.to(torch.complex128).mH @ dominant[..., None])[..., 0]
+    return dominant
+
+
 def bracket_matrices(
     m: torch.Tensor,
     error: float,
@@ -53,6 +61,7 @@ def bracket_matrices(
     lower: float = 0.0,
     n_candidates: int = 4,
     deadline: float | None = None,
+    threshold: torch.Tensor | None = None,
 ) -> MatrixBracket:
     """Bracket ``sigma_1`` of every exact matrix ``M_i`` with ``||M_i - m_i||_2 <= error``.
 
@@ -67,6 +76,11 @@ def bracket_matrices(
         ``(upper - lower) / upper <= rtol``.
     lower : float
         A lower bound on ``max_i sigma_1(M_i)`` already known.
+    threshold : torch.Tensor, optional
+        Per-matrix targets ``(B,)`` replacing ``lower / (1 - rtol)``: matrix ``i`` is settled
+        once ``upper[i] <= threshold[i]``, and abandoned (left with its current, still valid,
+        bound) once a rigorous lower bound of its own exceeds ``threshold[i]`` (no amount of
+        refinement can settle it; the caller splits it instead).
     """
     b = m.shape[0]
     fro = frobenius_upper(m) + error
@@ -79,7 +93,13 @@ def bracket_matrices(
     res = MatrixBracket(upper, float(lows[best]), int(top[best]), v[best])
     if lower > res.lower:
         res.lower, res.vector = lower, None
-    active = torch.nonzero(fro > res.lower / (1 - rtol)).flatten()
+
+    def targets(idx: torch.Tensor) -> torch.Tensor:
+        if threshold is None:
+            return torch.full_like(fro[idx], res.lower / (1 - rtol))
+        return threshold.to(fro)[idx]
+
+    active = torch.nonzero(fro > targets(torch.arange(b, device=fro.device))).flatten()
     if active.numel() == 0:
         return res
     gram = RigorousGram(m[active])
@@ -93,15 +113,15 @@ def bracket_matrices(
         # improve the lower bound with the dominant directions of the leading candidates
         k = min(n_candidates, active.numel())
         lead = torch.topk(bound, k).indices
-        dominant = gram.top_vectors()[lead].to(torch.complex128)
-        if m.shape[-2] < m.shape[-1]:  # the Gram was M M^*: map left vectors to right ones
-            dominant = (mats[lead].to(torch.complex128).mH @ dominant[..., None])[..., 0]
-        vec = _refine_vectors(mats[lead].to(torch.complex128), dominant)
+        vec = _refine_vectors(mats[lead].to(torch.complex128), _dominant(gram, mats, m)[lead])
         lows = matvec_norm_lower(mats[lead], vec, error)
         j = int(torch.argmax(lows))
         if float(lows[j]) > res.lower:
             res.lower, res.argmax, res.vector = float(lows[j]), int(active[lead[j]]), vec[j]
-        keep = bound > res.lower / (1 - rtol)
+        keep = bound > targets(active)
+        if threshold is not None:  # abandon matrices that provably exceed their own target
+            own = _refine_vectors(mats.to(torch.complex128), _dominant(gram, mats, m), 1)
+            keep &= matvec_norm_lower(mats, own, error) <= targets(active)
         stalled = bound >= previous * (1 - 1e-15)
         if step > 3:
             keep &= ~stalled

@@ -124,8 +124,9 @@ def power_vectors(m: torch.Tensor, n_iter: int = 30, seed: int = 0) -> torch.Ten
     (heuristic, for witnesses; no guarantee attaches to the vectors themselves)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(m.shape[0], m.shape[-1], 2, generator=gen, dtype=torch.float64)
-    v = torch.complex(v[..., 0], v[..., 1]).to(m.device, m.dtype if m.is_complex()
-                                                else torch.complex128)
+    v = torch.complex(v[..., 0], v[..., 1]).to(
+        m.device, m.dtype if m.is_complex() else torch.complex128
+    )
     mc = m.to(v.dtype)
     for _ in range(n_iter):
         v = (mc.mH @ (mc @ v[..., None]))[..., 0]

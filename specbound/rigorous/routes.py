@@ -77,8 +77,7 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
         flat = mats.reshape(-1, p, q)
-        res = bracket_matrices(flat, sym.error_bound, rtol, lower=lower,
-                               deadline=ctx.deadline)
+        res = bracket_matrices(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
         steps = max(steps, res.steps)
         upper = max(upper, float(res.upper.max()))
         if res.vector is not None and res.lower > lower:
@@ -116,8 +115,14 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
         x = x.reshape(layer.c_in, *layer.input_size)
         lower = operator_lower(layer, x, ctx.device)
         witness = {"input": x}
-    return Bracket(float(res.upper.max()), lower, "dense_gram_rigorous", "dense_witness",
-                   witness, [f"{res.steps} rigorous Gram steps on the {a.shape} matrix"])
+    return Bracket(
+        float(res.upper.max()),
+        lower,
+        "dense_gram_rigorous",
+        "dense_witness",
+        witness,
+        [f"{res.steps} rigorous Gram steps on the {a.shape} matrix"],
+    )
 
 
 def dense_fits(layer: Layer) -> bool:
@@ -153,8 +158,9 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
     if spec.stride == (1, 1) and spec.dilation != (1, 1):
         # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
         layer = Layer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
-    sym = PolyphaseSymbol.from_layer(layer, offsets=False, device=ctx.device,
-                                     kernel_error=ctx.kernel_error)
+    sym = PolyphaseSymbol.from_layer(
+        layer, offsets=False, device=ctx.device, kernel_error=ctx.kernel_error
+    )
     d1, d2 = sym.degree
     n1 = 1 if d1 == 0 else max(4, 8 * d1)
     n2 = 1 if d2 == 0 else max(2, 4 * d2)
@@ -168,15 +174,36 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         omega = torch.as_tensor(centres, dtype=torch.float64, device=ctx.device)
         mats = sym.at_points(omega)  # (g, F, p, q)
         g, f = mats.shape[:2]
-        res = bracket_matrices(mats.reshape(g * f, *mats.shape[2:]), sym.error_bound,
-                               target_rtol / 4, lower=lower, deadline=ctx.deadline)
+        rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
+        ok = rho**2 < 2 * (1 - 1e-12)
+        shrink = np.where(ok, np.sqrt(np.clip((1 - rho**2 / 2) * (1 - 4 * U), 0, 1)), 0.0)
+        if lower == 0.0:  # seed the lower bound from the coarsest level's best cells
+            seed_b = bracket_matrices(
+                mats.reshape(g * f, *mats.shape[2:]),
+                sym.error_bound,
+                target_rtol,
+                n_candidates=8,
+                deadline=ctx.deadline,
+            )
+            if seed_b.vector is not None:
+                gi, fi = divmod(seed_b.argmax, f)
+                lower, best = seed_b.lower, (gi, centres[fi].copy(), seed_b.vector)
+        cell_target = torch.as_tensor(
+            np.tile(shrink * lower / (1 - target_rtol) * (1 - 4 * U), g), device=ctx.device
+        )
+        res = bracket_matrices(
+            mats.reshape(g * f, *mats.shape[2:]),
+            sym.error_bound,
+            target_rtol / 4,
+            lower=lower,
+            deadline=ctx.deadline,
+            threshold=cell_target,
+        )
         evaluated += f
         if res.vector is not None and res.lower > lower:
             gi, fi = divmod(res.argmax, f)
             lower, best = res.lower, (gi, centres[fi].copy(), res.vector)
         sigma = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
-        rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
-        ok = rho**2 < 2 * (1 - 1e-12)
         caps = np.full(f, np.inf)
         caps[ok] = sigma[ok] / np.sqrt((1 - rho[ok] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
         target = lower / (1 - ctx.rtol)
@@ -196,19 +223,21 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         # split the open cells in four (one axis only when the other has degree 0)
         c, hw = centres[~done], half[~done]
         offs = []
-        for s1 in ((-0.5, 0.5) if d1 else (0.0,)):
-            for s2 in ((-0.5, 0.5) if d2 else (0.0,)):
+        for s1 in (-0.5, 0.5) if d1 else (0.0,):
+            for s2 in (-0.5, 0.5) if d2 else (0.0,):
                 offs.append(np.array([s1, s2]))
         centres = np.concatenate([c + o * hw for o in offs])
         half = np.concatenate([hw * np.where(np.array([d1, d2]) > 0, 0.5, 1.0)] * len(offs))
     witness = None
     if best is not None:
         gi, w, vec = best
-        witness = {"frequency": [float(w[0]), float(w[1])], "group": gi,
-                   "vector": vec.detach().cpu().numpy()}
+        witness = {
+            "frequency": [float(w[0]), float(w[1])],
+            "group": gi,
+            "vector": vec.detach().cpu().numpy(),
+        }
     notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
-    return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness,
-                   notes)
+    return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness, notes)
 
 
 # ---------------------------------------------------------------------------- zeros, size
@@ -232,9 +261,14 @@ def embedding_layers(layer: Layer) -> list[Layer]:
     n2 = -(-(w + max(left, right)) // sw) * sw
     out = []
     for i in range(EMBEDDING_CANDIDATES):
-        spec = ConvSpec("circular", (left, ew - 1 - left, top, eh - 1 - top),
-                        (n1 + i * sh, n2 + i * sw), layer.spec.stride, layer.spec.dilation,
-                        layer.groups)
+        spec = ConvSpec(
+            "circular",
+            (left, ew - 1 - left, top, eh - 1 - top),
+            (n1 + i * sh, n2 + i * sw),
+            layer.spec.stride,
+            layer.spec.dilation,
+            layer.groups,
+        )
         out.append(Layer(layer.kernel, spec))
     return out
 
@@ -262,8 +296,9 @@ def zero_given_route(layer: Layer, ctx: Context) -> Bracket:
         notes = ["pads exceed d(k-1): upper from the every-size symbol bound"]
         x = lanczos_direction(layer, None, ctx.device)
         lower = operator_lower(layer, x, ctx.device)
-    return Bracket(up_b.upper, lower, up_b.upper_method, "lanczos_witness", {"input": x},
-                   notes + up_b.notes)
+    return Bracket(
+        up_b.upper, lower, up_b.upper_method, "lanczos_witness", {"input": x}, notes + up_b.notes
+    )
 
 
 # ---------------------------------------------------------------------------- other modes
@@ -285,13 +320,29 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
     top, bottom, left, right = layer.pads
     (h, w), mode = layer.input_size, layer.spec.padding
     p_norm = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
-        w, left, right, mode)
-    valid = Layer(layer.kernel, ConvSpec("zeros", 0, (h + top + bottom, w + left + right),
-                                         layer.spec.stride, layer.spec.dilation, layer.groups))
+        w, left, right, mode
+    )
+    valid = Layer(
+        layer.kernel,
+        ConvSpec(
+            "zeros",
+            0,
+            (h + top + bottom, w + left + right),
+            layer.spec.stride,
+            layer.spec.dilation,
+            layer.groups,
+        ),
+    )
     inner = zero_given_route(valid, ctx)
     upper = up(p_norm * inner.upper, 2)
     x = lanczos_direction(layer, None, ctx.device)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
-    return Bracket(upper, lower, "padding_norm_times_" + inner.upper_method, "lanczos_witness",
-                   {"input": x}, notes + inner.notes)
+    return Bracket(
+        upper,
+        lower,
+        "padding_norm_times_" + inner.upper_method,
+        "lanczos_witness",
+        {"input": x},
+        notes + inner.notes,
+    )

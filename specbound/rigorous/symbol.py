@@ -61,7 +61,11 @@ class PolyphaseSymbol:
 
     @classmethod
     def from_layer(
-        cls, layer: Layer, *, offsets: bool = True, device: torch.device | str | None = None,
+        cls,
+        layer: Layer,
+        *,
+        offsets: bool = True,
+        device: torch.device | str | None = None,
         kernel_error: float = 0.0,
     ) -> PolyphaseSymbol:
         """Build from a layer. ``offsets=False`` drops the left pads (irrelevant for the
@@ -123,10 +127,12 @@ class PolyphaseSymbol:
         g, p, c, kh, kw = self.kernel.shape
         (ph, pw), (sh, sw) = self.phases, self.strides
         a = self.kernel.abs()
-        sel_h = torch.as_tensor(ph[:, None] == np.arange(sh)[None, :], dtype=a.dtype,
-                                device=a.device)
-        sel_w = torch.as_tensor(pw[:, None] == np.arange(sw)[None, :], dtype=a.dtype,
-                                device=a.device)
+        sel_h = torch.as_tensor(
+            ph[:, None] == np.arange(sh)[None, :], dtype=a.dtype, device=a.device
+        )
+        sel_w = torch.as_tensor(
+            pw[:, None] == np.arange(sw)[None, :], dtype=a.dtype, device=a.device
+        )
         sums = torch.einsum("gocab,ar,bs->gocrs", a, sel_h, sel_w).reshape(g, p, -1)
         n_terms = kh * kw
         # sums of non-negative terms: exact <= computed / (1 - gamma)
@@ -137,8 +143,9 @@ class PolyphaseSymbol:
         """``(2k, 2 s F)`` real matrix ``[[C, S], [-S, C]]`` (``S = -sin``) with the tap-phase
         selection folded in, for angles ``angle[a, f]`` (shape ``(k, F)``)."""
         phase, s = self.phases[axis], self.strides[axis]
-        sel = torch.as_tensor(phase[:, None] == np.arange(s)[None, :], dtype=torch.float64,
-                              device=angle.device)  # (k, s)
+        sel = torch.as_tensor(
+            phase[:, None] == np.arange(s)[None, :], dtype=torch.float64, device=angle.device
+        )  # (k, s)
         c = (sel[:, :, None] * torch.cos(angle)[:, None, :]).reshape(len(phase), -1)
         sn = (sel[:, :, None] * -torch.sin(angle)[:, None, :]).reshape(len(phase), -1)
         return torch.cat([torch.cat([c, sn], 1), torch.cat([-sn, c], 1)], 0)

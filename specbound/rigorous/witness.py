@@ -55,9 +55,7 @@ def _plain_convolution():
     FFT, do not obey the inner-product error model)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # oneDNN's TF32 notice when toggling
-        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(
-            enabled=False
-        ):
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
             yield
 
 
@@ -69,8 +67,9 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
     bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``.
     """
     op = ConvOperator(layer, device=device)
-    xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(1, layer.c_in,
-                                                                          *layer.input_size)
+    xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(
+        1, layer.c_in, *layer.input_size
+    )
     with _plain_convolution():
         y = op.apply(xt)
         abs_op = ConvOperator(Layer(np.abs(layer.kernel), layer.spec), device=op.device)
@@ -86,8 +85,14 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
     return max(0.0, value)
 
 
-def lanczos_direction(layer: Layer, x: np.ndarray | None, device=None, seed: int = 0,
-                      tol: float = 1e-10, maxiter: int = 300) -> np.ndarray:
+def lanczos_direction(
+    layer: Layer,
+    x: np.ndarray | None,
+    device=None,
+    seed: int = 0,
+    tol: float = 1e-10,
+    maxiter: int = 300,
+) -> np.ndarray:
     """Top right singular vector of ``A`` by Lanczos (``scipy.sparse.linalg.eigsh`` on
     ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
@@ -109,8 +114,9 @@ def lanczos_direction(layer: Layer, x: np.ndarray | None, device=None, seed: int
     return vec.reshape(layer.c_in, *layer.input_size)
 
 
-def power_refine(layer: Layer, x: np.ndarray | None, n_iter: int, device=None,
-                 seed: int = 0) -> np.ndarray:
+def power_refine(
+    layer: Layer, x: np.ndarray | None, n_iter: int, device=None, seed: int = 0
+) -> np.ndarray:
     """``n_iter`` steps of power iteration on ``A^T A`` from ``x`` (random if None)."""
     op = ConvOperator(layer, device=device)
     shape = (1, layer.c_in, *layer.input_size)
