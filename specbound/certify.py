@@ -229,7 +229,7 @@ def _route(layer: Layer, ctx: Context) -> Bracket:
                 up_b.upper_method,
                 low_b.lower_method,
                 low_b.witness,
-                up_b.notes + ["upper from the stride-1 symbol"],
+                [*up_b.notes, "upper from the stride-1 symbol"],
             )
         return symbol_sup_route(layer, ctx)
     if spec.padding == "circular" and layer.is_circulant:

@@ -18,8 +18,14 @@ FEW = settings(max_examples=max(5, settings().max_examples // 4))
 
 
 def spec_kwargs(spec):
-    return {"padding": spec.padding, "pad": spec.pad, "input_size": spec.input_size,
-            "stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
+    return {
+        "padding": spec.padding,
+        "pad": spec.pad,
+        "input_size": spec.input_size,
+        "stride": spec.stride,
+        "dilation": spec.dilation,
+        "groups": spec.groups,
+    }
 
 
 def check_bracket(cert: Certificate, exact: float) -> None:
@@ -31,8 +37,9 @@ def check_bracket(cert: Certificate, exact: float) -> None:
 
 
 @given(layers(max_channels=3, max_size=6), st.sampled_from([1e-2, 1e-4, 1e-8]))
-@example((np.arange(50.0).reshape(2, 1, 5, 5) - 20, sb.ConvSpec("circular", "same", (3, 3))),
-         1e-8)  # input smaller than the kernel (wrapped)
+@example(
+    (np.arange(50.0).reshape(2, 1, 5, 5) - 20, sb.ConvSpec("circular", "same", (3, 3))), 1e-8
+)  # input smaller than the kernel (wrapped)
 @example((np.ones((1, 1, 3, 3)), sb.ConvSpec("zeros", "same", (4, 4))), 1e-8)
 @example((np.ones((1, 1, 3, 3)), sb.ConvSpec("circular", "same", (4, 4))), 1e-8)  # tight
 @example((np.ones((2, 2, 3, 3)), sb.ConvSpec("replicate", 2, (1, 3), stride=2)), 1e-8)
@@ -53,8 +60,10 @@ def test_extreme_scales(mode, scale):
 
 
 @FEW
-@given(kernels((2, 3, 3, 3), ("rank_one", "vanishing_frequency", "zero", "integer")),
-       st.sampled_from(["zeros", "circular"]))
+@given(
+    kernels((2, 3, 3, 3), ("rank_one", "vanishing_frequency", "zero", "integer")),
+    st.sampled_from(["zeros", "circular"]),
+)
 def test_adversarial_kernels(kernel, mode):
     spec = sb.ConvSpec(mode, "same", (6, 6))
     cert = certify(kernel, **spec_kwargs(spec), rtol=1e-6)
@@ -70,8 +79,11 @@ def test_tight_single_channel_nonnegative_is_exact():
 
 
 @FEW
-@given(kernels((2, 3, 3, 2), ("gaussian", "rank_one", "nonnegative")),
-       st.sampled_from(["zeros", "circular"]), st.sampled_from([1, 2]))
+@given(
+    kernels((2, 3, 3, 2), ("gaussian", "rank_one", "nonnegative")),
+    st.sampled_from(["zeros", "circular"]),
+    st.sampled_from([1, 2]),
+)
 def test_every_size_bounds_all_sizes(kernel, mode, stride):
     cert = certify(kernel, mode, input_size=None, stride=stride, rtol=1e-4)
     assert cert.converged or stride > 1
@@ -97,8 +109,9 @@ def test_every_size_dilation_and_groups():
     cert = certify(k, "zeros", input_size=None, dilation=2, groups=2, rtol=1e-5)
     assert cert.converged
     for n in (3, 7, 12):
-        assert exact_norm(k, sb.ConvSpec("zeros", "same", (n, n), dilation=2, groups=2)) \
-            <= cert.upper
+        assert (
+            exact_norm(k, sb.ConvSpec("zeros", "same", (n, n), dilation=2, groups=2)) <= cert.upper
+        )
 
 
 def test_conv_module_input_and_float():
@@ -148,8 +161,7 @@ def test_probabilistic_guarantee_is_labelled_and_contains_exact():
     wide = np.random.default_rng(6).standard_normal((20, 20, 3, 3))
     wide_spec = sb.ConvSpec("reflect", "same", (9, 9))  # Gram 1620: above the dense route
     det = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3)
-    prob = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3, guarantee="probabilistic",
-                   delta=1e-6)
+    prob = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3, guarantee="probabilistic", delta=1e-6)
     exact = exact_norm(wide, wide_spec)
     assert det.lower <= exact <= det.upper  # deterministic: always
     assert prob.lower <= exact and prob.guarantee == "probabilistic"
@@ -158,6 +170,5 @@ def test_probabilistic_guarantee_is_labelled_and_contains_exact():
     # holds with probability >= 1 - 1e-6: a failure here would be a 1-in-a-million event
     assert exact <= prob.upper
     small = np.random.default_rng(7).standard_normal((4, 4, 3, 3))
-    converged = certify(small, "reflect", input_size=(6, 6), rtol=1e-3,
-                        guarantee="probabilistic")
+    converged = certify(small, "reflect", input_size=(6, 6), rtol=1e-3, guarantee="probabilistic")
     assert converged.upper_method == "dense_gram_rigorous"  # deterministic already enough

@@ -92,7 +92,7 @@ class PolyphaseSymbol:
     @property
     def shape(self) -> tuple[int, int]:
         """``(p, q)`` = ``(c_out/groups, c_in/groups * s_h * s_w)``."""
-        g, p, c, kh, kw = self.kernel.shape
+        _g, p, c, _kh, _kw = self.kernel.shape
         return p, c * self.strides[0] * self.strides[1]
 
     @property
@@ -124,7 +124,7 @@ class PolyphaseSymbol:
 
     def abs_frobenius(self) -> float:
         """``max_groups ||A_abs||_F`` with ``A_abs[o,(c,r)] = sum_{taps of phase r} |K|``."""
-        g, p, c, kh, kw = self.kernel.shape
+        g, p, _c, kh, kw = self.kernel.shape
         (ph, pw), (sh, sw) = self.phases, self.strides
         a = self.kernel.abs()
         sel_h = torch.as_tensor(

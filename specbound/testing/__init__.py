@@ -1,5 +1,23 @@
 """Public Hypothesis strategies and assertion helpers for property-testing conv bounds.
 
+Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
+
+* :func:`conv_specs`, :func:`layers`, :func:`kernels` — any layer, kernels from
+  :data:`KERNEL_FAMILIES` (gaussian, rank one, a vanishing frequency, zero, tiny and huge
+  scales, non-negative, integer);
+* :func:`adversarial_kernels`, :func:`adversarial_layers`, :func:`family_kernel` — the same
+  plus exactly tight cases (:data:`ADVERSARIAL_FAMILIES`: constant, orthogonal centre tap,
+  identical filters, a single tap, sparse, checkerboard), also without Hypothesis;
+* :func:`circulant_specs`, :func:`symbol_bounded_specs`, :func:`lipschitz_specs` — the domains
+  of the exact circulant route, of every-size bounds and of the 1-Lipschitz layers;
+* :func:`matrices`, :func:`repeated_top_matrices`, :func:`family_matrix` — dense matrices
+  (rank one, repeated top singular value, graded, orthogonal, tiny/huge, ...).
+
+Assertions (one-sided, against the exact float64 operator, with a rounding allowance):
+:func:`assert_upper_bound`, :func:`assert_lower_bound`, :func:`assert_bracket`,
+:func:`assert_every_size_upper_bound`, :func:`assert_lipschitz_layer` (a module or a kernel),
+and :func:`module_matrix` (the dense Jacobian of an affine module).
+
 Example
 -------
 >>> from hypothesis import given
@@ -9,17 +27,75 @@ Example
 ... def test_my_bound(layer):
 ...     kernel, spec = layer
 ...     assert_upper_bound(my_bound(kernel, spec), kernel, spec)
+
+A bound claimed for every input size, on the adversarial families:
+
+>>> from specbound.testing import adversarial_layers, symbol_bounded_specs
+>>> from specbound.testing import assert_every_size_upper_bound
+>>> @given(adversarial_layers(symbol_bounded_specs(need_size=False)))
+... def test_my_every_size_bound(layer):
+...     kernel, spec = layer
+...     assert_every_size_upper_bound(my_bound(kernel, spec.replace(input_size=None)),
+...                                   kernel, spec)
 """
 
 from .assertions import ROUNDING_RTOL, assert_lower_bound, assert_upper_bound
+from .families import (
+    ADVERSARIAL_FAMILIES,
+    MATRIX_FAMILIES,
+    TIGHT_FAMILIES,
+    adversarial_kernels,
+    adversarial_suite,
+    family_kernel,
+    family_matrix,
+    matrices,
+    repeated_top_matrices,
+    repeated_top_matrix,
+    with_singular_values,
+)
+from .lipschitz import (
+    LIPSCHITZ_RTOL,
+    assert_bracket,
+    assert_every_size_upper_bound,
+    assert_lipschitz_layer,
+    module_matrix,
+)
+from .specs import (
+    adversarial_layers,
+    circulant_specs,
+    lipschitz_specs,
+    symbol_bounded_specs,
+    within_symbol_domain,
+)
 from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers
 
 __all__ = [
+    "ADVERSARIAL_FAMILIES",
     "KERNEL_FAMILIES",
+    "LIPSCHITZ_RTOL",
+    "MATRIX_FAMILIES",
     "ROUNDING_RTOL",
+    "TIGHT_FAMILIES",
+    "adversarial_kernels",
+    "adversarial_layers",
+    "adversarial_suite",
+    "assert_bracket",
+    "assert_every_size_upper_bound",
+    "assert_lipschitz_layer",
     "assert_lower_bound",
     "assert_upper_bound",
+    "circulant_specs",
     "conv_specs",
+    "family_kernel",
+    "family_matrix",
     "kernels",
     "layers",
+    "lipschitz_specs",
+    "matrices",
+    "module_matrix",
+    "repeated_top_matrices",
+    "repeated_top_matrix",
+    "symbol_bounded_specs",
+    "with_singular_values",
+    "within_symbol_domain",
 ]
