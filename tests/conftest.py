@@ -2,7 +2,11 @@
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# The suite is many small problems: one intra-op thread avoids oversubscription on 2 cores.
+torch.set_num_threads(1)
 
 settings.register_profile(
     "default",

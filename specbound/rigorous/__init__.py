@@ -12,5 +12,6 @@ its own computation, under the standard model of IEEE-754 binary64 arithmetic:
   for every conventional (non-Strassen) GEMM, on CPU and GPU, in float64;
 * ``cos`` and ``sin`` are accurate to ``LIBM_ULPS`` units in the last place.
 
-The derivations are in ``docs/theory/rounding.md`` and are checked by ``proofs_check``.
+The derivations are in ``docs/certify.md``; ``proofs_check`` checks each lemma on this code
+(the ``FP-*`` entries of ``docs/proofs.md``).
 """

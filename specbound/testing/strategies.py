@@ -14,30 +14,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from ..spec import PADDING_MODES, ConvSpec
-
-KERNEL_FAMILIES = (
-    "gaussian",
-    "rank_one",
-    "vanishing_frequency",
-    "zero",
-    "tiny",
-    "huge",
-    "nonnegative",
-    "integer",
-)
-"""Kernel families drawn by :func:`kernels`:
-
-* ``gaussian`` — i.i.d. standard normal entries;
-* ``rank_one`` — ``u v^T ⊗ h w^T`` (outer products in channels and space): every frequency
-  matrix has rank one;
-* ``vanishing_frequency`` — each ``c_out x c_in`` spatial slice sums to zero along both axes, so
-  the symbol vanishes at frequency 0 (and Gram-type methods normalising by it would divide by 0);
-* ``zero`` — all zeros;
-* ``tiny`` / ``huge`` — gaussian times ``1e-150`` / ``1e150``;
-* ``nonnegative`` — non-negative entries (with one channel each side the bounds are tight:
-  the norm equals the entry sum for circular padding);
-* ``integer`` — small integers, exactly representable, with ties and repeated singular values.
-"""
+from .families import KERNEL_FAMILIES, family_kernel
 
 
 @st.composite
@@ -46,27 +23,11 @@ def kernels(
     shape: tuple[int, int, int, int],
     families: tuple[str, ...] = KERNEL_FAMILIES,
 ) -> np.ndarray:
-    """A float64 kernel of ``shape`` from one of the :data:`KERNEL_FAMILIES`."""
+    """A float64 kernel of ``shape`` from one of ``families`` (default
+    :data:`KERNEL_FAMILIES`; :data:`~specbound.testing.ADVERSARIAL_FAMILIES` adds the tight
+    ones), built by :func:`~specbound.testing.family_kernel`."""
     family = draw(st.sampled_from(families))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    c_out, c_in, kh, kw = shape
-    if family == "zero":
-        return np.zeros(shape)
-    if family == "rank_one":
-        k = np.einsum("o,c,a,b->ocab", *(rng.standard_normal(n) for n in (c_out, c_in, kh, kw)))
-    elif family == "vanishing_frequency":
-        k = rng.standard_normal(shape)
-        k -= k.mean(axis=2, keepdims=True)
-        k -= k.mean(axis=3, keepdims=True)
-    elif family == "nonnegative":
-        k = np.abs(rng.standard_normal(shape))
-    elif family == "integer":
-        k = rng.integers(-2, 3, size=shape).astype(np.float64)
-    else:
-        k = rng.standard_normal(shape)
-    scale = {"tiny": 1e-150, "huge": 1e150}.get(family, 1.0)
-    return k * scale
+    return family_kernel(family, shape, draw(st.integers(0, 2**32 - 1)))
 
 
 def _pad_choice(kh: int, kw: int, dh: int, dw: int, max_pad: int | None) -> st.SearchStrategy:

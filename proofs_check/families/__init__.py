@@ -1,0 +1,22 @@
+"""The theorem families; importing this package registers every theorem, in report order."""
+
+from importlib import import_module
+
+ORDER = (
+    "dense_gram",
+    "circular_gram",
+    "kernel_gram",
+    "gaps",
+    "structure",
+    "grid",
+    "rescaling",
+    "aol",
+    "bcop",
+    "fantastic_four",
+    "convnorm",
+    "rounding",
+)
+"""Modules in the order of the report (each registers its theorems when imported)."""
+
+for _name in ORDER:
+    import_module(f"{__name__}.{_name}")
