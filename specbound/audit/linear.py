@@ -1,0 +1,408 @@
+"""Lipschitz rules of the linear operators: convolutions, ``Linear``, BatchNorm (alone or
+folded into the convolution or linear layer before it), SLL layers, and their certified rows
+(:func:`specbound.certify`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..certify import certify
+from ..rigorous.rounding import U, frobenius_upper
+from ..rigorous.routes import padding_operator_norm
+from ..spec import ConvSpec
+from .errors import AuditError
+from .graph import _bind, _Op, _tuple
+from .outward import _down, _up
+from .report import LayerBound
+
+FOLD_ULPS = 8
+"""Relative rounding allowance (in units of ``u = 2^-53``) of a BatchNorm-folded kernel entry:
+``s = gamma / sqrt(var + eps)`` takes three roundings and ``W s`` one more, so the exact entry is
+within ``gamma_4 / (1 - gamma_4) < 5u`` of the computed one; 8 leaves a margin."""
+
+
+def _fold_allowance(kernel: np.ndarray, pad_norm: float) -> float:
+    """Upper bound on ``||A_E||_2`` for the error ``E = K_exact - K_computed`` of a folded
+    kernel, ``|E| <= FOLD_ULPS u |K|`` entrywise: the layer is ``sum_taps E_tap S_tap P`` with
+    ``P`` the padding operator and ``S_tap`` a (strided) selection, so ``||A_E|| <= ||P||
+    sum_tap ||E_tap||_F``."""
+    k = torch.from_numpy(kernel.reshape(kernel.shape[0], kernel.shape[1], -1)).permute(2, 0, 1)
+    per_tap = frobenius_upper(k)
+    total = float(per_tap.sum()) * (1 + per_tap.numel() * U)
+    return _up(total * FOLD_ULPS * U * pad_norm, 3)
+
+
+def _conv_geometry(
+    weight: torch.Tensor, mode: str, pad: Any, stride: Any, dilation: Any, groups: int
+) -> dict[str, Any]:
+    one_d = weight.dim() == 3
+    s = _tuple(stride, 1 if one_d else 2)
+    d = _tuple(dilation, 1 if one_d else 2)
+    if one_d:
+        s, d = (1, s[0]), (1, d[0])
+    return {"padding": mode, "pad": pad, "stride": s, "dilation": d, "groups": int(groups)}
+
+
+def _combine(terms: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
+    out = None
+    for v, c in terms:
+        term = v if c == 1.0 else v * c
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def _source_param(node: Any) -> Any:
+    """Follow ``t``/``transpose`` of a constant back to its ``get_attr`` node (for naming)."""
+    while isinstance(node, fx.Node) and node.op == "call_function" and node.args:
+        node = node.args[0]
+    return node
+
+
+class _LinearRules:
+    """Conv / linear / BatchNorm rows of :class:`~specbound.audit.analyser._Analyser` (a
+    mixin), BatchNorm folding and the certified rows."""
+
+    def conv_op(
+        self,
+        node: fx.Node,
+        weight: torch.Tensor,
+        conv: dict[str, Any],
+        lin: Callable,
+        absf: Callable,
+    ) -> _Op:
+        nops = weight.shape[1] * math.prod(weight.shape[2:])  # (c_in / groups) kh kw
+        op = self.unary(node, linear=True, nops=nops, lin=lin, absf=absf, kind="conv")
+        op.weight, op.conv = weight, conv
+        return op
+
+    def linear_op(self, node: fx.Node, weight: torch.Tensor) -> _Op:
+        w = weight.detach()
+        op = self.unary(
+            node,
+            linear=True,
+            nops=w.shape[1],
+            lin=lambda x, *a, **k: F.linear(x, w.to(x)),
+            absf=lambda x, *a, **k: F.linear(x, w.to(x).abs()),
+            kind="linear",
+        )
+        op.weight = w
+        return op
+
+    def bn_op(self, node: fx.Node, weight: Any, running_var: Any, eps: float) -> _Op:
+        var = torch.as_tensor(running_var).detach().double().cpu()
+        if bool((var + eps <= 0).any()):
+            raise AuditError(f"{self.describe(node)} has running_var + eps <= 0")
+        g = (
+            torch.ones_like(var)
+            if weight is None
+            else torch.as_tensor(weight).detach().double().cpu()
+        )
+        scale = g / torch.sqrt(var + float(eps))
+
+        def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return x * scale.to(x).view(1, -1, *([1] * (x.dim() - 2)))
+
+        def absf(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return x * scale.to(x).abs().view(1, -1, *([1] * (x.dim() - 2)))
+
+        op = self.unary(node, linear=True, nops=4, lin=lin, absf=absf, kind="bn")
+        op.scale = scale
+        return op
+
+    def sll_op(self, node: fx.Node, mod: nn.Module) -> _Op:
+        from ..layers import SLLConv2d
+
+        op = self.unary(node, linear=False)
+        name, typ = self.label(node)
+        row = self.row(
+            node,
+            name,
+            typ,
+            None,
+            math.inf,
+            "bound",
+            "max(1, 2u^2-1), u certified",
+            "none",
+            linear=False,
+        )
+        op.row = row
+        size = self.in_shape(node)
+
+        def task() -> None:
+            start = time.perf_counter()
+            if isinstance(mod, SLLConv2d):
+                cert = mod.certify(input_size=tuple(size[-2:]), rtol=self.rtol)
+            else:
+                cert = mod.certify(rtol=self.rtol)
+            excess = _up(2.0 * _up(cert.upper * cert.upper, 1), 1) - 1.0
+            row.upper = 1.0 if excess <= 1.0 else _up(excess, 1)
+            row.certificate, row.converged = cert, cert.converged
+            row.notes.append(
+                f"u = ||T^-1/2 C|| in [{cert.lower:.6g}, {cert.upper:.6g}] "
+                f"({cert.upper_method}); Araujo et al. 2023 Thm. 3: eigenvalues "
+                "of the Jacobian in [1 - 2u^2, 1]"
+            )
+            row.elapsed_s = time.perf_counter() - start
+
+        op.task = task
+        return op
+
+    def functional_conv(self, node: fx.Node, name: str) -> _Op:
+        if name in ("conv1d", "conv2d"):
+            b = _bind(
+                node,
+                ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+                {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
+            )
+            transposed = False
+        else:
+            b = _bind(
+                node,
+                (
+                    "input",
+                    "weight",
+                    "bias",
+                    "stride",
+                    "padding",
+                    "dilation",
+                    "transposed",
+                    "output_padding",
+                    "groups",
+                ),
+            )
+            transposed = bool(self.const(b["transposed"]))
+        if transposed:
+            raise AuditError(f"{self.describe(node)} is a transposed convolution: no rule yet")
+        if self.dep(b["weight"]):
+            raise AuditError(f"{self.describe(node)}: the kernel depends on the input")
+        weight = torch.as_tensor(self.const(b["weight"])).detach()
+        stride, padding = self.const(b["stride"]), self.const(b["padding"])
+        dilation, groups = self.const(b["dilation"]), int(self.const(b["groups"]))
+        one_d = weight.dim() == 3
+        if isinstance(padding, str):
+            pad: Any = padding
+        else:
+            pp = _tuple(padding, 1 if one_d else 2)
+            pad = (0, pp[0]) if one_d else pp
+        conv = _conv_geometry(
+            weight,
+            "zeros",
+            pad,
+            _tuple(stride, 1 if one_d else 2),
+            _tuple(dilation, 1 if one_d else 2),
+            groups,
+        )
+        fn = F.conv1d if one_d else F.conv2d
+        s_, p_, d_ = stride, padding, dilation
+
+        def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x), None, s_, p_, d_, groups)
+
+        def absf(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x).abs(), None, s_, p_, d_, groups)
+
+        op = self.conv_op(node, weight, conv, lin, absf)
+        op.node.meta["specbound_weight"] = b["weight"]
+        return op
+
+    def functional_linear(self, node: fx.Node, name: str) -> _Op:
+        if name == "linear":
+            b = _bind(node, ("input", "weight", "bias"))
+            x, wnode, transpose = b["input"], b["weight"], False
+        elif name == "addmm":
+            b = _bind(node, ("bias", "input", "mat2"))
+            x, wnode, transpose = b["input"], b["mat2"], True
+        else:  # mm, matmul: x @ W
+            x, wnode, transpose = node.args[0], node.args[1], True
+        if not self.dep(x) or self.dep(wnode):
+            raise AuditError(
+                f"{self.describe(node)}: only input-dependent @ constant matrix is supported"
+            )
+        w = torch.as_tensor(self.const(wnode)).detach()
+        if w.dim() != 2:
+            raise AuditError(f"{self.describe(node)}: the constant operand is not a matrix")
+        weight = w.t() if transpose else w
+        op = self.linear_op(node, weight)
+        op.node.meta["specbound_weight"] = _source_param(wnode)
+        return op
+
+    def functional_bn(self, node: fx.Node, name: str) -> _Op:
+        if name == "batch_norm" and node.op == "call_function" and node.target is F.batch_norm:
+            b = _bind(
+                node,
+                (
+                    "input",
+                    "running_mean",
+                    "running_var",
+                    "weight",
+                    "bias",
+                    "training",
+                    "momentum",
+                    "eps",
+                ),
+                {"weight": None, "bias": None, "training": False, "eps": 1e-5},
+            )
+        elif name == "_native_batch_norm_legit_no_training":
+            b = _bind(
+                node, ("input", "weight", "bias", "running_mean", "running_var", "momentum", "eps")
+            )
+            b["training"] = False
+        else:
+            b = _bind(
+                node,
+                (
+                    "input",
+                    "weight",
+                    "bias",
+                    "running_mean",
+                    "running_var",
+                    "training",
+                    "momentum",
+                    "eps",
+                ),
+            )
+        if bool(self.const(b["training"])) or self.const(b["running_var"]) is None:
+            raise AuditError(f"{self.describe(node)} normalises with batch statistics")
+        op = self.bn_op(
+            node, self.const(b["weight"]), self.const(b["running_var"]), float(self.const(b["eps"]))
+        )
+        op.node.meta["specbound_weight"] = b["weight"]
+        return op
+
+    # ---------------------------------------------------------------- folding and tasks
+    def fold_batchnorm(self) -> None:
+        for op in self.ops.values():
+            if op.kind != "bn":
+                continue
+            src = op.inputs[0][0]
+            prev = self.ops.get(src)
+            if prev is None or prev.kind not in ("conv", "linear") or prev.fold is not None:
+                continue
+            if len(src.users) != 1:
+                continue
+            channels = prev.weight.shape[0]
+            if op.scale.numel() != channels:
+                continue
+            prev.fold, op.folded_into = op, prev
+        for node, op in self.ops.items():
+            if op.kind in ("conv", "linear"):
+                self.certified_row(op)
+            elif op.kind == "bn" and op.folded_into is None:
+                s = op.scale.abs()
+                value = float(s.max()) if s.numel() else 0.0
+                name, typ = self.label(node, node.meta.get("specbound_weight"))
+                op.row = self.row(
+                    node,
+                    name,
+                    typ,
+                    _down(value, 4),
+                    _up(value, 4),
+                    "exact",
+                    "max |gamma| / sqrt(var + eps) (diagonal)",
+                    linear=True,
+                )
+
+    def certified_row(self, op: _Op) -> None:
+        node = op.node
+        name, typ = self.label(node, node.meta.get("specbound_weight"))
+        weight = op.weight.detach().to("cpu", torch.float64)
+        notes: list[str] = []
+        if op.fold is not None:
+            bn = op.fold
+            bn_name, bn_typ = self.label(bn.node, bn.node.meta.get("specbound_weight"))
+            shape = (-1,) + (1,) * (weight.dim() - 1)
+            weight = weight * bn.scale.view(shape)
+            name, typ = f"{name}+{bn_name}", f"{typ}+{bn_typ}"
+            notes.append(f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W")
+        kernel = weight.numpy()
+        out_node = op.fold.node if op.fold is not None else node
+        row = LayerBound(
+            name,
+            typ,
+            self.in_shape(node),
+            self.out_shape(out_node),
+            None,
+            math.inf,
+            "certified",
+            "",
+            "",
+            notes=notes,
+        )
+        op.row = row
+        size = self.in_shape(node)
+
+        def task() -> None:
+            start = time.perf_counter()
+            if op.kind == "conv":
+                c = op.conv
+                k4 = kernel[:, :, None, :] if kernel.ndim == 3 else kernel
+                hw = (1, size[-1]) if kernel.ndim == 3 else tuple(size[-2:])
+                spec = ConvSpec(c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"])
+                expected = spec.layer(k4).out_size
+                traced = (
+                    tuple(self.out_shape(node)[-2:])
+                    if kernel.ndim == 4
+                    else (1, self.out_shape(node)[-1])
+                )
+                if expected != traced:
+                    raise AuditError(
+                        f"{self.describe(node)}: specbound's geometry gives output size "
+                        f"{expected}, the forward pass {traced}"
+                    )
+                cert = certify(
+                    k4,
+                    spec.padding,
+                    input_size=hw,
+                    pad=spec.pad,
+                    stride=spec.stride,
+                    dilation=spec.dilation,
+                    groups=spec.groups,
+                    rtol=self.rtol,
+                    device=self.device,
+                    max_seconds=self.max_seconds,
+                )
+                pads = spec.layer(k4).pads
+                pad_norm = 1.0
+                if spec.padding != "zeros":
+                    pad_norm = padding_operator_norm(
+                        hw[0], pads[0], pads[1], spec.padding
+                    ) * padding_operator_norm(hw[1], pads[2], pads[3], spec.padding)
+                row.notes.append(
+                    f"{spec.padding} padding {pads} (top, bottom, left, right), stride "
+                    f"{spec.stride}, dilation {spec.dilation}, groups {spec.groups}, input "
+                    f"{hw[0]}x{hw[1]}"
+                )
+            else:
+                k4 = kernel[:, :, None, None]
+                cert = certify(
+                    k4,
+                    "zeros",
+                    input_size=(1, 1),
+                    pad="valid",
+                    rtol=self.rtol,
+                    device=self.device,
+                    max_seconds=self.max_seconds,
+                )
+                pad_norm = 1.0
+            lower, upper = cert.lower, cert.upper
+            if op.fold is not None:
+                err = _fold_allowance(k4, _up(pad_norm, 2))
+                upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
+                row.notes.append(f"fold rounding allowance {err:.3g} added to the bracket")
+            row.lower, row.upper = lower, upper
+            row.upper_method, row.lower_method = cert.upper_method, cert.lower_method
+            row.converged, row.certificate = cert.converged, cert
+            row.notes += list(cert.notes)
+            row.elapsed_s = time.perf_counter() - start
+
+        op.task = task
