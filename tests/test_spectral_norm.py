@@ -246,15 +246,21 @@ def test_tf32_off_inside_and_restored(monkeypatch):
         name="probe", func=None, kind="upper", reference="test", torch_func=probe_func
     )
     monkeypatch.setitem(base.REGISTRY, "probe", probe)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    kernel = torch.ones(1, 1, 1, 1)
-    spectral_norm(kernel, "probe", n_iter=4)
-    assert seen == [(False, False, 4)]
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    with pytest.raises(RuntimeError, match="boom"):
-        spectral_norm(kernel, "probe", n_iter=99)
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    # the flags are served by a module __getattr__: save and restore them by hand (pytest's
+    # monkeypatch would delattr them on undo, as they are not in the module's __dict__)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        kernel = torch.ones(1, 1, 1, 1)
+        spectral_norm(kernel, "probe", n_iter=4)
+        assert seen == [(False, False, 4)]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with pytest.raises(RuntimeError, match="boom"):
+            spectral_norm(kernel, "probe", n_iter=99)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_n_iter_only_passed_to_methods_that_take_it(monkeypatch):

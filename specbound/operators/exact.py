@@ -34,6 +34,10 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
       of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
       ``max_bytes``.
 
+    Accuracy: float64 rounding, relative to the norm for the dense route; the frequency
+    route's error is absolute, of order ``u * sum|K|``, which matters only when taps cancel
+    (a norm far below ``sum|K|``). :func:`specbound.certify` accounts for both rigorously.
+
     Raises
     ------
     ValueError
