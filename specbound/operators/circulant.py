@@ -169,15 +169,40 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
     return np.sort(np.concatenate(parts))[::-1]
 
 
-def circulant_norm(layer: Layer, *, chunk: int = 4096) -> float:
+def circulant_norm(layer: Layer, *, chunk_bytes: int = 2**28) -> float:
     """Largest singular value of a circulant layer via the largest eigenvalue of the smaller
-    Gram matrix per frequency (Hermitian eigensolver; much cheaper than batched SVD)."""
+    Gram matrix per frequency (Hermitian eigensolver; much cheaper than batched SVD).
+
+    Memory stays ``O(c_out c_in k W)`` plus one chunk: the kernel is wrapped and
+    ``rfft``-transformed along the width only; the height taps (phase ``r_a``, position
+    ``q_a``) are summed with their phases ``e^{-2 pi i u q_a / m}`` for a chunk of rows ``u``
+    at a time (the 2-D DFT of the wrapped kernel, separably). The column order of each
+    frequency matrix differs from :func:`frequency_matrices`, which leaves its singular
+    values unchanged.
+    """
+    ph, qh, pw, qw = polyphase_taps(layer)
+    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
+    m1, m2 = h // sh, w // sw
+    kh, kw = layer.kernel_size
+    c_out, c_in_g = layer.kernel.shape[:2]
+    g = layer.groups
+    width_wrapped = np.zeros((c_out, c_in_g, sw, kh, m2))
+    for b in range(kw):
+        width_wrapped[:, :, pw[b], :, qw[b]] += layer.kernel[:, :, :, b]
+    spectrum_w = np.fft.rfft(width_wrapped, axis=-1)  # (c_out, c_in_g, sw, kh, V)
+    select = (ph[:, None] == np.arange(sh)[None, :]).astype(float)  # (kh, sh)
+    n_v = spectrum_w.shape[-1]
+    rows = max(1, chunk_bytes // max(1, 16 * n_v * c_out * c_in_g * sh * sw))
     top = 0.0
-    for block in frequency_matrices(layer, half=True, chunk=chunk):
+    for start in range(0, m1, rows):
+        u = np.arange(start, min(m1, start + rows))
+        phase = np.exp(-2j * np.pi * np.mod(np.outer(u, qh), m1) / m1)  # (U, kh)
+        mats = np.einsum("ocwav,ua,ar->uvocrw", spectrum_w, phase, select)
+        mats = mats.reshape(len(u) * n_v, g, c_out // g, c_in_g * sh * sw)
         gram = (
-            block @ block.conj().swapaxes(-1, -2)
-            if block.shape[-2] <= block.shape[-1]
-            else block.conj().swapaxes(-1, -2) @ block
+            mats @ mats.conj().swapaxes(-1, -2)
+            if mats.shape[-2] <= mats.shape[-1]
+            else mats.conj().swapaxes(-1, -2) @ mats
         )
         top = max(top, float(np.linalg.eigvalsh(gram)[..., -1].max()))
     return float(np.sqrt(max(top, 0.0)))
