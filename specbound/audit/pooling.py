@@ -131,10 +131,19 @@ class _PoolingRules:
             )
             for i in range(nd)
         ]
+        error = 0.0 if divisor is not None else U
+        scale = 1.0 / float(divisor) if divisor is not None else 1.0
+        return self._separable_average_op(node, mats, math.prod(k) + 1, error, scale, fn)
+
+    def _separable_average_op(
+        self, node: fx.Node, mats: list, nops: int, error: float, scale: float, fn: Callable
+    ) -> _Op:
+        """Averaging ``I_C (x) B_h (x) B_w``: a pending certified row whose task brackets
+        ``scale * prod ||B_i||`` (each ``B_i`` with entrywise rounding ``error``)."""
         op = self.unary(
             node,
             linear=True,
-            nops=math.prod(k) + 1,
+            nops=nops,
             lin=lambda x, *a, **kw: fn(x),
             absf=lambda x, *a, **kw: fn(x),
         )
@@ -153,8 +162,7 @@ class _PoolingRules:
 
         def task() -> None:
             start = time.perf_counter()
-            pairs = [_matrix_bracket(m, 0.0 if divisor is not None else U) for m in mats]
-            scale = 1.0 / float(divisor) if divisor is not None else 1.0
+            pairs = [_matrix_bracket(m, error) for m in mats]
             row.lower, row.upper = _product_bracket(pairs, scale)
             row.elapsed_s = time.perf_counter() - start
 
@@ -182,32 +190,7 @@ class _PoolingRules:
             return op
         mats = [adaptive_avg_axis_matrix(n, o) for n, o in sizes]
         window = math.prod(int((m > 0).sum(1).max()) for m in mats)
-        op = self.unary(
-            node,
-            linear=True,
-            nops=window + 1,
-            lin=lambda x, *a, **kw: fn(x),
-            absf=lambda x, *a, **kw: fn(x),
-        )
-        row = self.row(
-            node,
-            name,
-            typ,
-            None,
-            math.inf,
-            "certified",
-            "exact: ||B_h|| ||B_w|| (separable averaging), rigorous bracket",
-            linear=True,
-        )
-        op.row = row
-
-        def task() -> None:
-            start = time.perf_counter()
-            row.lower, row.upper = _product_bracket(_matrix_bracket(m, U) for m in mats)
-            row.elapsed_s = time.perf_counter() - start
-
-        op.task = task
-        return op
+        return self._separable_average_op(node, mats, window + 1, U, 1.0, fn)
 
     def max_pool_op(self, node: fx.Node, k: Any, s: Any, p: Any, d: Any) -> _Op:
         in_shape, out_shape = self.in_shape(node), self.out_shape(node)

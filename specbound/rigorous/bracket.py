@@ -9,7 +9,6 @@ bound from the Gram iterates' dominant columns. Every returned number is rigorou
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -140,7 +139,3 @@ def relative_gap(upper: float, lower: float) -> float:
     if upper <= 0:
         return 0.0
     return max(0.0, (upper - lower) / upper)
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

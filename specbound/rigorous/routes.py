@@ -108,8 +108,6 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     mat = torch.from_numpy(a).to(ctx.device)[None]
     res = bracket_matrices(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
     x = _real_direction(res.vector) if res.vector is not None else None
-    if x is not None and a.shape[0] < a.shape[1]:
-        pass  # vector already lives in the input space (right singular vector)
     witness, lower = None, 0.0
     if x is not None:
         x = x.reshape(layer.c_in, *layer.input_size)
