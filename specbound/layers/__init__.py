@@ -1,24 +1,18 @@
 """1-Lipschitz layers that verify themselves, and ConvNorm (which is not 1-Lipschitz).
 
-=====================  =====================================  ====================================
-layer / function       reference                              guarantee (float64 allowance
-                                                              :data:`ROUNDING_ALLOWANCE`)
-=====================  =====================================  ====================================
-:class:`AOLConv2d`,    Prach & Lampert, ECCV 2022             ``||J|| <= 1``
-:class:`AOLLinear`,
-:func:`aol_`
-:class:`SRConv2d`,     Delattre et al. 2024, arXiv 2402.00240 ``||J|| <= 1``; ``n_iter=1`` is AOL
-:class:`SRLinear`,
-:func:`spectral_rescaling_`
-:class:`SLLConv2d`,    Araujo et al., ICLR 2023               residual block 1-Lipschitz
-:class:`SLLLinear`
-:class:`BCOPConv2d`,   Li et al., NeurIPS 2019                ``||J|| <= 1`` at every Björck count;
-:func:`bcop_`                                                 orthogonal (circular) when converged
-:class:`ConvNorm2d`    Liu et al., NeurIPS 2021               **not** 1-Lipschitz: channel-wise
-                                                              isometry, norm in
-                                                              ``[1, sqrt(c_out / groups)]``
-:class:`MaxMin`        Anil et al., ICML 2019                 1-Lipschitz activation
-=====================  =====================================  ====================================
+Guarantees hold up to the float64 allowance :data:`ROUNDING_ALLOWANCE`.
+
+* :class:`AOLConv2d`, :class:`AOLLinear`, :func:`aol_` — Prach & Lampert, ECCV 2022:
+  ``||J|| <= 1``.
+* :class:`SRConv2d`, :class:`SRLinear`, :func:`spectral_rescaling_` — Delattre et al., arXiv
+  2402.00240: ``||J|| <= 1``; ``n_iter=1`` is AOL.
+* :class:`SLLConv2d`, :class:`SLLLinear` — Araujo et al., ICLR 2023: the residual block is
+  1-Lipschitz.
+* :class:`BCOPConv2d`, :func:`bcop_` — Li et al., NeurIPS 2019: ``||J|| <= 1`` at every Björck
+  count; orthogonal (circular) when converged.
+* :class:`ConvNorm2d` — Liu et al., NeurIPS 2021: **not** 1-Lipschitz; a channel-wise isometry
+  with norm in ``[1, sqrt(c_out / groups)]``.
+* :class:`MaxMin` — Anil et al., ICML 2019: a 1-Lipschitz activation.
 
 Domain of the conv guarantees: zero padding of any amount; circular padding with a total pad
 ``<= dilation*(k-1)`` per axis (more is refused); reflect/replicate padding with the kernel

@@ -40,13 +40,13 @@ def _gram(h: torch.Tensor) -> torch.Tensor:
 class RigorousGram:
     """State of a batched, rigorously bounded Gram iteration.
 
+    After ``k`` calls of :meth:`step`, :meth:`bound` returns for each matrix a number that is
+    ``>= sigma_1(x)`` in exact arithmetic about the stored floating-point ``x``.
+
     Parameters
     ----------
     x : torch.Tensor
         ``(B, p, q)`` complex128 (or float64) matrices. The Gram is taken on the smaller side.
-
-    After ``k`` calls of :meth:`step`, :meth:`bound` returns for each matrix a number that is
-    ``>= sigma_1(x)`` in exact arithmetic about the stored floating-point ``x``.
     """
 
     def __init__(self, x: torch.Tensor):
