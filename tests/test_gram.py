@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
+from specbound.bounds import gram as gram_module
 from specbound.bounds.gram import (
+    _CircularDFT,
+    _CircularFFT,
     _kernel_gram_log_iterate,
     _self_correlation,
     gram_iteration,
@@ -418,6 +421,92 @@ def test_circular_chunking_does_not_change_the_value(layer, chunk):
     whole = compute("gram_circular", kernel, spec, n_iter=3).value
     parts = compute("gram_circular", kernel, spec, n_iter=3, chunk=chunk).value
     assert close(parts, whole, kernel)
+
+
+@given(layers(**CIRCULANT, max_size=7))
+def test_circular_dft_and_fft_routes_give_the_frequency_matrices(layer):
+    """Both evaluations of the half-spectrum (direct DFT of the taps, rfft2 of the wrapped
+    polyphase kernel) equal operators.frequency_matrices, and their adjoints its conjugate
+    transpose; the power-of-two kernel scale is given back exactly by ``log_scale``."""
+    kernel, spec = layer
+    lay = spec.layer(kernel)
+    (blocks,) = frequency_matrices(lay, half=True)  # (groups, F, m, n)
+    expected = np.moveaxis(blocks, 0, 1)[:, None]  # (F, 1, groups, m, n)
+    for route in (_CircularDFT, _CircularFFT):
+        spectrum = route(t64(kernel)[None], lay)
+        f = spectrum.n_freq
+        assert f == expected.shape[0]
+        scale = 2.0 ** round(float(spectrum.log_scale[0]) / math.log(2.0))  # exact
+        out = torch.empty(expected.shape, dtype=torch.complex128)
+        got = spectrum.matrices(0, f, out).numpy() * scale
+        adj = torch.empty(expected.swapaxes(-1, -2).shape, dtype=torch.complex128)
+        got_adj = spectrum.adjoints(0, f, adj).numpy() * scale
+        assert np.max(np.abs(got - expected), initial=0.0) <= noise(kernel)
+        assert np.max(np.abs(got_adj - expected.conj().swapaxes(-1, -2)), initial=0.0) <= noise(
+            kernel
+        )
+
+
+@given(layers(**CIRCULANT, max_size=6), st.integers(0, 6))
+def test_circular_fft_route_is_the_same_bound(layer, n_iter):
+    """Kernels with more than DIRECT_DFT_MAX_TAPS taps take the rfft2 route: same bound."""
+    kernel, spec = layer
+    direct = compute("gram_circular", kernel, spec, n_iter=n_iter).value
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gram_module, "DIRECT_DFT_MAX_TAPS", 0)
+        fft = compute("gram_circular", kernel, spec, n_iter=n_iter).value
+    assert close(fft, direct, kernel)
+    assert upper(fft, exact_norm(kernel, spec), kernel)
+
+
+@pytest.mark.parametrize("n", [4, 9, 12])
+def test_circular_large_kernel_takes_the_fft_route(n):
+    """A 9 x 9 kernel (81 taps) on grids smaller and larger than the kernel."""
+    kernel = np.random.default_rng(11).standard_normal((2, 3, 9, 9))
+    spec = ConvSpec("circular", "same", n)
+    value = compute("gram_circular", kernel, spec, n_iter=6).value
+    exact = exact_norm(kernel, spec)
+    assert upper(value, exact, kernel)
+    assert value <= 2 ** (2.0**-7) * exact * (1 + ROUNDING) + noise(kernel)
+
+
+@pytest.mark.parametrize("n_iter", [0, 1, 6])
+def test_circular_float32_matches_float64(n_iter):
+    """The float32 core agrees with float64 to float32 rounding (no TF32, no complex128)."""
+    torch_func = get_method("gram_circular").torch_func
+    generator = torch.Generator().manual_seed(3)
+    kernel = torch.randn(8, 5, 3, 3, dtype=torch.float64, generator=generator)
+    for spec in (ConvSpec("circular", "same", 8), ConvSpec("circular", "same", 8, stride=2)):
+        layer = spec.layer(kernel)
+        with torch.no_grad():
+            v64 = float(torch_func(kernel, layer, n_iter=n_iter))
+            v32 = torch_func(kernel.float(), layer, n_iter=n_iter)
+        assert v32.dtype == torch.float32
+        assert abs(float(v32) - v64) <= 1e-5 * v64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flush_of_tiny_parts_keeps_the_schatten_norm(dtype):
+    """Iterates spanning more decades than the exponent range (eigenvalues 1 and 1e-3, so
+    1e-3^(2^t) after t steps) are flushed below sqrt(tiny) before each product: the value is
+    still the Schatten norm, to the dtype's rounding, and no product sees a subnormal."""
+    from specbound.bounds.gram import _flush_tiny
+
+    tiny = torch.finfo(dtype).tiny
+    x = torch.tensor([1.0, -(tiny**0.5), 2 * tiny**0.5, tiny, 0.0], dtype=dtype)
+    out = _flush_tiny(x, out=torch.empty_like(x))
+    assert out.tolist() == [1.0, 0.0, 2 * tiny**0.5, 0.0, 0.0]
+    s = np.array([1.0, 0.5, 1e-3])
+    rng = np.random.default_rng(12)
+    u, _ = np.linalg.qr(rng.standard_normal((3, 3)) + 1j * rng.standard_normal((3, 3)))
+    v, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    w = (u * s) @ v.T
+    complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    for n_iter in (1, 4, 8, 12):
+        value = float(gram_iteration(torch.as_tensor(w, dtype=complex_dtype), n_iter))
+        p = 2.0 ** (n_iter + 1)
+        expected = float(np.sum(s**p) ** (1 / p))
+        assert abs(value - expected) <= (1e-5 if dtype == torch.float32 else 1e-13) * expected
 
 
 def test_circular_refusals_name_the_parameter():
