@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import specbound as sb
 from specbound.certify import Certificate, certify
 from specbound.operators import exact_norm
+from specbound.rigorous import routes
 from specbound.testing import kernels, layers
 
 # slow properties run a quarter of the profile's examples (the thorough profile scales them)
@@ -125,13 +126,32 @@ def test_conv_module_input_and_float():
     assert d["converged"] and d["witness"]["input_shape"] == [3, 8, 8]
 
 
-def test_not_converged_says_why():
+def test_not_converged_says_why(monkeypatch):
     k = np.random.default_rng(5).standard_normal((24, 24, 3, 3))
     spec = sb.ConvSpec("zeros", "same", (10, 10))  # Gram 2400 > the dense route's limit
+    # the verified Cholesky step reaches 1e-9 here; with no memory for it, the embedding stays
+    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
     cert = certify(k, **spec_kwargs(spec), rtol=1e-9)
     assert cert.upper_method == "circulant_gram_rigorous"
     assert not cert.converged
     assert cert.rel_gap > 1e-9 and any("rtol" in n for n in cert.notes)
+    assert any("CHOLESKY_MAX_BYTES" in n for n in cert.notes)
+    check_bracket(cert, exact_norm(k, spec))
+    monkeypatch.undo()
+    closed = certify(k, **spec_kwargs(spec), rtol=1e-9)
+    assert closed.converged and closed.upper_method == "verified_cholesky"
+    assert closed.upper <= cert.upper
+    check_bracket(closed, exact_norm(k, spec))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate"])
+def test_given_size_beyond_the_dense_route_reaches_rtol(mode):
+    """Gram 1600 > 1536: embedding (or padding-operator) bracket, then the verified Cholesky
+    step closes it."""
+    k = np.random.default_rng(13).standard_normal((16, 16, 3, 3))
+    spec = sb.ConvSpec(mode, "same", (10, 10))
+    cert = certify(k, **spec_kwargs(spec), rtol=1e-6)
+    assert cert.converged and cert.upper_method == "verified_cholesky"
     check_bracket(cert, exact_norm(k, spec))
 
 
@@ -157,7 +177,9 @@ def test_nan_kernel_refused():
         certify(np.full((1, 1, 3, 3), np.nan), input_size=4)
 
 
-def test_probabilistic_guarantee_is_labelled_and_contains_exact():
+def test_probabilistic_guarantee_is_labelled_and_contains_exact(monkeypatch):
+    # the deterministic bracket must miss rtol: no memory for the verified Cholesky step
+    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
     wide = np.random.default_rng(6).standard_normal((20, 20, 3, 3))
     wide_spec = sb.ConvSpec("reflect", "same", (9, 9))  # Gram 1620: above the dense route
     det = certify(wide, **spec_kwargs(wide_spec), rtol=1e-3)

@@ -16,6 +16,7 @@ import specbound as sb
 from proofs_check import CheckResult, Mode, Search, Skip, exit_code, get, run, theorems
 from proofs_check.__main__ import main
 from proofs_check.families.aol import aol_uncompensated_search
+from proofs_check.families.cholesky import naive_psd_search, psd_search
 from proofs_check.families.fantastic_four import ff_padded_search
 from proofs_check.families.gaps import G1_COUNTEREXAMPLE, g1_search, g5_search
 from proofs_check.report import format_table, markdown
@@ -103,10 +104,13 @@ def test_registry_covers_the_issue():
         "FP-SYMBOL",
         "FP-MATVEC",
         "FP-CERTIFY",
+        "CHOL-PSD",
+        "CHOL-NORM",
     }
     assert required <= ids
     relied = {t.id for t in theorems() if t.relied_on}
     assert {"G1", "C1", "Z1", "SR1", "G5", "FP-GRAM", "FP-FROB", "FP-CERTIFY"} <= relied
+    assert {"CHOL-PSD", "CHOL-NORM"} <= relied
     assert get("KGI-QUAD").relied_on is False and get("KGI-QUAD").expected == "FAIL"
 
 
@@ -145,6 +149,15 @@ def test_planted_fantastic_four_under_reflect_fails():
     assert run(ff_padded_search("forall"), QUICK).verdict == "FAIL"
 
 
+def test_planted_plain_cholesky_criterion_fails():
+    """'A floating-point Cholesky that completes proves X >= 0' is false (rounding can hide a
+    negative eigenvalue); the verified criterion passes on the same instances."""
+    result = run(naive_psd_search(), QUICK)
+    assert result.verdict == "FAIL" and result.margin < 0 and result.counterexample
+    search, counts = psd_search()
+    assert run(search, QUICK).verdict == "PASS" and counts["accepted"] > 0
+
+
 @pytest.mark.parametrize(
     "theorem_id",
     [
@@ -157,6 +170,8 @@ def test_planted_fantastic_four_under_reflect_fails():
         "FP-MATVEC",
         "AOL-N1",
         "G1-SHARP",
+        "CHOL-PSD",
+        "CHOL-NORM",
     ],
 )
 def test_registered_checks_pass(theorem_id):

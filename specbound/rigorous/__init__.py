@@ -12,6 +12,9 @@ its own computation, under the standard model of IEEE-754 binary64 arithmetic:
   for every conventional (non-Strassen) GEMM, on CPU and GPU, in float64;
 * ``cos`` and ``sin`` are accurate to ``LIBM_ULPS`` units in the last place.
 
-The derivations are in ``docs/certify.md``; ``proofs_check`` checks each lemma on this code
-(the ``FP-*`` entries of ``docs/proofs.md``).
+Upper bounds come from rigorous Gram iterations (:mod:`~specbound.rigorous.gram`) or, for a
+given input size, from a verified block-banded Cholesky test of :math:`\\mu^2 I - A^TA
+\\succeq 0` (:mod:`~specbound.rigorous.cholesky`, which also relies on correctly rounded
+division and square root). The derivations are in ``docs/certify.md``; ``proofs_check``
+checks each lemma on this code (the ``FP-*`` and ``CHOL-*`` entries of ``docs/proofs.md``).
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,12 +19,18 @@ from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec, Layer
 from .bracket import bracket_matrices, relative_gap
+from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
 from .witness import lanczos_direction, operator_lower, plane_wave
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
 DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
+CHOLESKY_MAX_BYTES = 2**33
+"""Largest band (bytes) the verified Cholesky route allocates (8 GiB; read at call time, so
+``specbound.rigorous.routes.CHOLESKY_MAX_BYTES = ...`` changes it)."""
+CHOLESKY_THETA = 0.5  # the first mu is lower * (1 + theta * rtol)
+CHOLESKY_TRIES = 3  # factorizations at most per bracket
 
 
 @dataclass
@@ -271,32 +277,178 @@ def embedding_layers(layer: Layer) -> list[Layer]:
     return out
 
 
-def zero_given_route(layer: Layer, ctx: Context) -> Bracket:
+def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bracket:
     """Zero padding at a given size: dense when it fits, else the circular embedding upper
-    bound with a power-iteration witness on the true operator."""
+    bound with a Lanczos witness on the true operator; when that misses ``rtol`` (and
+    ``tighten``), the verified Cholesky test closes the gap (:func:`cholesky_tighten`).
+
+    With the Cholesky step feasible (memory, time), one embedding size is enough to start
+    from; the other sizes run only if the Cholesky step leaves the gap above ``rtol``."""
     if dense_fits(layer):
         return dense_route(layer, ctx)
-    (h, w) = layer.input_size
-    start, up_b, notes, lower, x = None, None, [], 0.0, None
-    for emb in embedding_layers(layer):
-        b = circulant_route(emb, ctx, rtol=min(ctx.rtol / 10, 1e-6))
-        if up_b is None or b.upper < up_b.upper:
-            up_b = b
-            notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)"]
-        if x is None:  # the witness of the first embedding seeds Lanczos
-            start = b.witness["input"][:, :h, :w] if b.witness else None
-            x = lanczos_direction(layer, start, ctx.device)
-            lower = operator_lower(layer, x, ctx.device)
-        if relative_gap(up_b.upper, lower) <= ctx.rtol or ctx.out_of_time():
-            break
-    if up_b is None:
+    embeddings = embedding_layers(layer)
+    if not embeddings:
         up_b = symbol_sup_route(layer, ctx)
-        notes = ["pads exceed d(k-1): upper from the every-size symbol bound"]
         x = lanczos_direction(layer, None, ctx.device)
-        lower = operator_lower(layer, x, ctx.device)
-    return Bracket(
-        up_b.upper, lower, up_b.upper_method, "lanczos_witness", {"input": x}, notes + up_b.notes
+        result = Bracket(
+            up_b.upper,
+            operator_lower(layer, x, ctx.device),
+            up_b.upper_method,
+            "lanczos_witness",
+            {"input": x},
+            ["pads exceed d(k-1): upper from the every-size symbol bound", *up_b.notes],
+        )
+        return cholesky_tighten(layer, ctx, result) if tighten else result
+    first = len(embeddings)
+    if tighten and cholesky_plan(layer, ctx)[1] is None:
+        first = 1
+    result = _embedding_bracket(layer, ctx, embeddings[:first], None)
+    if not tighten:
+        return result
+    result = cholesky_tighten(layer, ctx, result)
+    if relative_gap(result.upper, result.lower) > ctx.rtol and first < len(embeddings):
+        result = _embedding_bracket(layer, ctx, embeddings[first:], result)
+    return result
+
+
+def _embedding_bracket(
+    layer: Layer, ctx: Context, embeddings: list[Layer], start: Bracket | None
+) -> Bracket:
+    """The best circular-embedding upper bound over ``embeddings`` (gram.md G1), kept only
+    where it beats ``start``; without ``start``, the Lanczos witness is seeded from the first
+    embedding's plane wave."""
+    (h, w) = layer.input_size
+    best = start
+    # notes that stay whichever embedding wins (those of ``start`` but its "upper:" line)
+    base = [] if start is None else [n for n in start.notes if not n.startswith("upper: ")]
+    for emb in embeddings:
+        if best is not None and (
+            relative_gap(best.upper, best.lower) <= ctx.rtol or ctx.out_of_time()
+        ):
+            break
+        b = circulant_route(emb, ctx, rtol=min(ctx.rtol / 10, 1e-6))
+        notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)", *b.notes, *base]
+        if best is None:  # the witness of the first embedding seeds Lanczos
+            seed = b.witness["input"][:, :h, :w] if b.witness else None
+            x = lanczos_direction(layer, seed, ctx.device)
+            lower = operator_lower(layer, x, ctx.device)
+            best = Bracket(b.upper, lower, b.upper_method, "lanczos_witness", {"input": x}, notes)
+        elif b.upper < best.upper:
+            best = replace(best, upper=b.upper, upper_method=b.upper_method, notes=notes)
+    assert best is not None
+    return best
+
+
+# ---------------------------------------------------------------------------- verified Cholesky
+_GEMM_RATE: dict[str, float] = {}
+
+
+def gemm_rate(device: torch.device) -> float:
+    """Measured float64 GEMM rate (flop/s) of ``device``, once per process (a warm-up, then
+    the best of three 1024^3 products): for the time estimate of the verified Cholesky
+    test."""
+    key = str(device)
+    if key not in _GEMM_RATE:
+        a = torch.ones(1024, 1024, dtype=torch.float64, device=device)
+        best = math.inf
+        for i in range(4):
+            t = time.perf_counter()
+            (a @ a).sum().item()
+            if i:
+                best = min(best, time.perf_counter() - t)
+        _GEMM_RATE[key] = 2 * 1024**3 / max(best, 1e-9)
+    return _GEMM_RATE[key]
+
+
+def cholesky_plan(layer: Layer, ctx: Context) -> tuple[BandLayout, str | None]:
+    """The band layout of the verified Cholesky step, and why it cannot run (``None`` when it
+    can): a band above :data:`CHOLESKY_MAX_BYTES`, or an estimated factorization time (flops
+    over :func:`gemm_rate`) beyond what ``max_seconds`` leaves."""
+    layout = choose_layout(layer)
+    if layout.band_bytes > CHOLESKY_MAX_BYTES:
+        return layout, (
+            f"verified Cholesky skipped: its band needs {layout.band_bytes / 2**30:.3g} GiB, "
+            f"above CHOLESKY_MAX_BYTES = {CHOLESKY_MAX_BYTES / 2**30:.3g} GiB"
+        )
+    seconds = layout.flops / gemm_rate(ctx.device)
+    if ctx.deadline is not None and time.perf_counter() + seconds > ctx.deadline:
+        return layout, (
+            f"verified Cholesky skipped: about {seconds:.3g} s per factorization "
+            f"({layout.flops:.3g} flop), more than max_seconds leaves"
+        )
+    return layout, None
+
+
+def _layout_note(layout: BandLayout) -> str:
+    gram = "A^T A" if layout.side == "input" else "A A^T"
+    return (
+        f"verified Cholesky of mu^2 I - {gram} (docs/certify.md L9): order {layout.dim}, "
+        f"{layout.n_blocks} blocks of {layout.block}, block bandwidth {layout.bandwidth}, "
+        f"{layout.band_bytes / 2**30:.3g} GiB, {layout.flops:.3g} flop per factorization"
     )
+
+
+def cholesky_tighten(layer: Layer, ctx: Context, bracket: Bracket) -> Bracket:
+    """Close a given-size bracket with the verified Cholesky test of
+    ``mu^2 I - G >= 0`` (:func:`~specbound.rigorous.cholesky.verified_norm_upper`, L9).
+
+    The first ``mu`` is ``lower (1 + theta rtol)`` with ``theta = 1/2``; if the factorization
+    breaks down, the witness is refined once by a longer Lanczos run (a better ``lower``
+    moves ``mu`` down with it), then ``mu`` moves to the geometric mean of ``mu`` and the
+    current upper bound, up to :data:`CHOLESKY_TRIES` factorizations in all. Skipped, with a
+    note, when the gap is already within ``rtol``, when there is no positive lower bound,
+    when the band exceeds :data:`CHOLESKY_MAX_BYTES`, or when the estimated time exceeds
+    what is left before the deadline.
+    """
+    if relative_gap(bracket.upper, bracket.lower) <= ctx.rtol or ctx.out_of_time():
+        return bracket
+    x = (bracket.witness or {}).get("input")
+    if bracket.lower <= 0 or x is None:
+        return replace(
+            bracket, notes=[*bracket.notes, "verified Cholesky: no positive lower bound"]
+        )
+    layout, skip = cholesky_plan(layer, ctx)
+    if skip is not None:
+        return replace(bracket, notes=[*bracket.notes, skip])
+    lower, upper, method = bracket.lower, bracket.upper, bracket.upper_method
+    mu = lower * (1 + CHOLESKY_THETA * ctx.rtol)
+    tries, refined = [], False
+    while len(tries) < CHOLESKY_TRIES and mu < upper and not ctx.out_of_time():
+        res = verified_norm_upper(
+            layer,
+            mu,
+            lower=lower,
+            kernel_error=ctx.kernel_error,
+            device=ctx.device,
+            deadline=ctx.deadline,
+            layout=layout,
+        )
+        floor = f", rounding bound {res.rounding:.2g} mu^2" if res.accepted else ""
+        tries.append(
+            f"mu = lower*(1 + {mu / lower - 1:.3g}): {res.reason}{floor} ({res.seconds:.3g} s)"
+        )
+        if res.accepted:
+            if res.upper < upper:
+                upper, method = res.upper, "verified_cholesky"
+            break
+        if res.reason in ("time", "memory"):
+            break
+        if res.reason == "breakdown" and not refined:
+            refined = True  # perhaps the witness is poor: one longer Lanczos run
+            x2 = lanczos_direction(layer, x, ctx.device, tol=1e-14, maxiter=3000, ncv=64)
+            low2 = operator_lower(layer, x2, ctx.device)
+            if low2 > lower:  # keep the better witness; retry near it if it moved enough
+                moved = low2 > lower * (1 + CHOLESKY_THETA * ctx.rtol / 4)
+                lower, x = low2, x2
+                if moved:
+                    mu = lower * (1 + CHOLESKY_THETA * ctx.rtol)
+                    continue
+        mu = math.sqrt(mu * upper)
+    notes = [*bracket.notes, _layout_note(layout), *tries]
+    if method == "verified_cholesky":
+        notes[0:0] = ["upper: verified Cholesky test (L9) replaces " + bracket.upper_method]
+    witness = {**(bracket.witness or {}), "input": x}
+    return Bracket(upper, lower, method, bracket.lower_method, witness, notes)
 
 
 # ---------------------------------------------------------------------------- other modes
@@ -312,7 +464,8 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
     """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
     fits; else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding operator
     (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded by its
-    circular embedding). Lower: power iteration on the true operator."""
+    circular embedding), then the verified Cholesky test on the true operator when that
+    misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
     if dense_fits(layer):
         return dense_route(layer, ctx)
     top, bottom, left, right = layer.pads
@@ -331,12 +484,12 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
             layer.groups,
         ),
     )
-    inner = zero_given_route(valid, ctx)
+    inner = zero_given_route(valid, ctx, tighten=False)
     upper = up(p_norm * inner.upper, 2)
     x = lanczos_direction(layer, None, ctx.device)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
-    return Bracket(
+    result = Bracket(
         upper,
         lower,
         "padding_norm_times_" + inner.upper_method,
@@ -344,3 +497,6 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
         {"input": x},
         notes + inner.notes,
     )
+    # the padding-operator factor is loose: the Cholesky test runs on the true operator
+    # (reflect and replicate keep G banded; a wrapping circular pad makes it dense)
+    return cholesky_tighten(layer, ctx, result)

@@ -92,9 +92,13 @@ def lanczos_direction(
     seed: int = 0,
     tol: float = 1e-10,
     maxiter: int = 300,
+    ncv: int | None = None,
 ) -> np.ndarray:
     """Top right singular vector of ``A`` by Lanczos (``scipy.sparse.linalg.eigsh`` on
-    ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses."""
+    ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses.
+
+    ``tol``, ``maxiter`` and ``ncv`` (Lanczos vectors kept between restarts; ARPACK's
+    default when None) are passed to ``eigsh``."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     op = ConvOperator(layer, device=device)
@@ -107,7 +111,9 @@ def lanczos_direction(
     if not np.any(v0):
         v0 = rng.standard_normal(n)
     try:
-        _, vec = eigsh(gram, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter)
+        if ncv is not None:
+            ncv = min(max(ncv, 3), n)
+        _, vec = eigsh(gram, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
         vec = vec[:, 0]
     except ArpackNoConvergence as err:
         vec = err.eigenvectors[:, 0] if err.eigenvectors.size else v0
