@@ -60,6 +60,15 @@ html_title = f"specbound {version}"
 GENERATED = Path(__file__).resolve().parent / "_generated"
 
 
+def write_generated(name: str, lines: list[str]) -> None:
+    """Write ``_generated/<name>`` only when its text changes (no needless rebuilds)."""
+    GENERATED.mkdir(exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    target = GENERATED / name
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -80,11 +89,7 @@ def write_methods_table(_app: object) -> None:
             f"| {yes[bool(m.stride)]} | {yes[bool(m.dilation)]} | {yes[bool(m.groups)]} "
             f"| {yes[bool(m.differentiable)]} | {_cell(m.reference)} |"
         )
-    GENERATED.mkdir(exist_ok=True)
-    text = "\n".join(rows) + "\n"
-    target = GENERATED / "methods.md"
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+    write_generated("methods.md", rows)
 
 
 def _authors(entry: dict) -> str:
@@ -127,11 +132,7 @@ def write_citation(_app: object) -> None:
     ]
     for ref in cff.get("references", []):
         lines.append(f"- {_authors(ref)}. *{ref['title']}*. {_venue(ref)}, {ref.get('year', '')}.")
-    GENERATED.mkdir(exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    target = GENERATED / "citation.md"
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+    write_generated("citation.md", lines)
 
 
 def setup(app: object) -> None:

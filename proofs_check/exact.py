@@ -170,6 +170,17 @@ def mp_norm(kernel: np.ndarray, spec: ConvSpec, dps: int = DPS) -> mpmath.mpf:
         return mpmath.sqrt(max(top, mpmath.mpf(0)))
 
 
+def mp_layer_norm(kernel: np.ndarray, spec: ConvSpec, max_dim: int) -> mpmath.mpf | None:
+    """The layer's norm to :data:`DPS` digits: the circulant route where it applies, else the
+    dense route when the smaller side has at most ``max_dim`` rows (``None`` above)."""
+    layer = spec.layer(kernel)
+    if layer.is_circulant:
+        return mp_circ_norm(kernel, spec)
+    if min(layer.in_dim, layer.out_dim) > max_dim:
+        return None
+    return mp_norm(kernel, spec)
+
+
 def mp_circ_norm(
     kernel: np.ndarray, spec: ConvSpec, dps: int = DPS, screen: float = 1e-8
 ) -> mpmath.mpf:

@@ -41,17 +41,6 @@ def power_of_two_scaled(kernel: np.ndarray) -> np.ndarray:
     return kernel if peak == 0 else np.ldexp(kernel, 1 - math.frexp(peak)[1])
 
 
-def spec_kwargs(spec):
-    return {
-        "padding": spec.padding,
-        "pad": spec.pad,
-        "input_size": spec.input_size,
-        "stride": spec.stride,
-        "dilation": spec.dilation,
-        "groups": spec.groups,
-    }
-
-
 def layout_operator(kernel, spec, layout, group):
     """The dense ``B`` with ``G = B^T B`` of one group, columns in the layout's order."""
     layer = spec.layer(kernel)

@@ -23,6 +23,7 @@ import mpmath
 import numpy as np
 import torch
 
+from specbound import ConvSpec
 from specbound.rigorous.cholesky import (
     band_from_dense,
     band_layouts,
@@ -30,7 +31,7 @@ from specbound.rigorous.cholesky import (
     verified_psd,
 )
 
-from ..exact import DPS, mp_circ_norm, mp_norm, relative_margin
+from ..exact import DPS, mp_layer_norm, relative_margin
 from ..harness import Search, Skip, describe, run
 from ..registry import Mode, Theorem, register
 from .common import describe_layer, random_spec
@@ -245,13 +246,11 @@ register(
 
 
 # --------------------------------------------------------------------------- CHOL-NORM
-def _truth(kernel: np.ndarray, spec) -> mpmath.mpf:
-    layer = spec.layer(kernel)
-    if layer.is_circulant:
-        return mp_circ_norm(kernel, spec)
-    if min(layer.in_dim, layer.out_dim) > 24:
+def _truth(kernel: np.ndarray, spec: ConvSpec) -> mpmath.mpf:
+    exact = mp_layer_norm(kernel, spec, max_dim=24)
+    if exact is None:
         raise Skip
-    return mp_norm(kernel, spec)
+    return exact
 
 
 def _norm_margin(counts: dict[str, int]):

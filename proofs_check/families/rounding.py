@@ -34,8 +34,7 @@ from ..exact import (
     DPS,
     exact_apply,
     fraction_sq_norm,
-    mp_circ_norm,
-    mp_norm,
+    mp_layer_norm,
     mp_sigma_max,
     relative_margin,
     symbol_sup_upper,
@@ -727,13 +726,11 @@ register(
 
 
 # --------------------------------------------------------------------------- FP-CERTIFY
-def _truth(kernel: np.ndarray, spec: ConvSpec):
-    layer = spec.layer(kernel)
-    if layer.is_circulant:
-        return mp_circ_norm(kernel, spec)
-    if min(layer.in_dim, layer.out_dim) > 32:
+def _truth(kernel: np.ndarray, spec: ConvSpec) -> mpmath.mpf:
+    exact = mp_layer_norm(kernel, spec, max_dim=32)
+    if exact is None:
         raise Skip
-    return mp_norm(kernel, spec)
+    return exact
 
 
 def _mp_symbol_sigma(kernel: np.ndarray, omega: np.ndarray, dilation, groups: int):
