@@ -1,6 +1,7 @@
 """certify(): lower <= ||A|| <= upper with bare comparisons against exact float64 operators."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -183,3 +184,27 @@ def test_probabilistic_guarantee_is_labelled_and_contains_exact(monkeypatch):
     small = np.random.default_rng(7).standard_normal((4, 4, 3, 3))
     converged = certify(small, "reflect", input_size=(6, 6), rtol=1e-3, guarantee="probabilistic")
     assert converged.upper_method == "dense_gram_rigorous"  # deterministic already enough
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 5])
+def test_every_size_stopped_inside_a_level_stays_rigorous(monkeypatch, stop_after):
+    """Cells of a refinement level are processed in chunks; when time runs out between
+    chunks, the cells not reached keep their enclosing cell's cap, so the bracket stays an
+    upper bound on S(K)."""
+    from specbound.testing import assert_every_size_upper_bound
+
+    calls = {"n": 0}
+
+    def out_of_time(self):
+        calls["n"] += 1
+        return calls["n"] > stop_after
+
+    monkeypatch.setattr(routes, "CHUNK_ENTRIES", 4 * 9)  # 4 cells of 3x3 matrices per chunk
+    monkeypatch.setattr(routes.Context, "out_of_time", out_of_time)
+    kernel = np.random.default_rng(7).standard_normal((3, 3, 3, 3))
+    cert = sb.certify(kernel, "zeros", input_size=None, rtol=1e-8)
+    assert not cert.converged
+    assert any("max_seconds" in n for n in cert.notes)
+    assert math.isfinite(cert.upper)
+    assert cert.lower <= cert.upper
+    assert_every_size_upper_bound(cert.upper, kernel, sb.ConvSpec("zeros", "same", (8, 8)))

@@ -173,43 +173,61 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
     lower, best, settled, evaluated, levels = 0.0, None, 0.0, 0, 0
     notes: list[str] = []
     upper = math.inf
+    parent_caps = np.full(centres.shape[0], np.inf)  # caps of the enclosing cells
+    cells_per_chunk = max(1, CHUNK_ENTRIES // max(1, sym.groups * sym.shape[0] * sym.shape[1]))
     while centres.shape[0]:
         levels += 1
-        omega = torch.as_tensor(centres, dtype=torch.float64, device=ctx.device)
-        mats = sym.at_points(omega)  # (g, F, p, q)
-        g, f = mats.shape[:2]
+        f_all = centres.shape[0]
         rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
         ok = rho**2 < 2 * (1 - 1e-12)
         shrink = np.where(ok, np.sqrt(np.clip((1 - rho**2 / 2) * (1 - 4 * U), 0, 1)), 0.0)
-        if lower == 0.0:  # seed the lower bound from the coarsest level's best cells
-            seed_b = bracket_matrices(
+        sigma = np.full(f_all, np.inf)
+        processed = f_all
+        # cells in chunks (bounded memory); after the first level the deadline is checked
+        # between chunks, and the cells not reached keep the cap of their enclosing cell
+        for start in range(0, f_all, cells_per_chunk):
+            if start > 0 and levels > 1 and ctx.out_of_time():
+                processed = start
+                break
+            part = slice(start, min(f_all, start + cells_per_chunk))
+            omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
+            mats = sym.at_points(omega)  # (g, F, p, q)
+            g, f = mats.shape[:2]
+            if lower == 0.0:  # seed the lower bound from the coarsest level's best cells
+                seed_b = bracket_matrices(
+                    mats.reshape(g * f, *mats.shape[2:]),
+                    sym.error_bound,
+                    target_rtol,
+                    n_candidates=8,
+                    deadline=ctx.deadline,
+                )
+                if seed_b.vector is not None:
+                    gi, fi = divmod(seed_b.argmax, f)
+                    lower, best = seed_b.lower, (gi, centres[start + fi].copy(), seed_b.vector)
+            cell_target = torch.as_tensor(
+                np.tile(shrink[part] * lower / (1 - target_rtol) * (1 - 4 * U), g),
+                device=ctx.device,
+            )
+            res = bracket_matrices(
                 mats.reshape(g * f, *mats.shape[2:]),
                 sym.error_bound,
-                target_rtol,
-                n_candidates=8,
+                target_rtol / 4,
+                lower=lower,
                 deadline=ctx.deadline,
+                threshold=cell_target,
             )
-            if seed_b.vector is not None:
-                gi, fi = divmod(seed_b.argmax, f)
-                lower, best = seed_b.lower, (gi, centres[fi].copy(), seed_b.vector)
-        cell_target = torch.as_tensor(
-            np.tile(shrink * lower / (1 - target_rtol) * (1 - 4 * U), g), device=ctx.device
+            evaluated += f
+            if res.vector is not None and res.lower > lower:
+                gi, fi = divmod(res.argmax, f)
+                lower, best = res.lower, (gi, centres[start + fi].copy(), res.vector)
+            sigma[part] = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
+        caps = np.full(f_all, np.inf)
+        reached = ok.copy()
+        reached[processed:] = False
+        caps[reached] = (
+            sigma[reached] / np.sqrt((1 - rho[reached] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
         )
-        res = bracket_matrices(
-            mats.reshape(g * f, *mats.shape[2:]),
-            sym.error_bound,
-            target_rtol / 4,
-            lower=lower,
-            deadline=ctx.deadline,
-            threshold=cell_target,
-        )
-        evaluated += f
-        if res.vector is not None and res.lower > lower:
-            gi, fi = divmod(res.argmax, f)
-            lower, best = res.lower, (gi, centres[fi].copy(), res.vector)
-        sigma = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
-        caps = np.full(f, np.inf)
-        caps[ok] = sigma[ok] / np.sqrt((1 - rho[ok] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+        caps = np.minimum(caps, parent_caps)  # a cell lies inside its enclosing cell
         target = lower / (1 - ctx.rtol)
         done = caps <= target
         if done.any():
@@ -218,7 +236,7 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         upper = max(settled, float(open_caps.max()) if open_caps.size else 0.0)
         if not open_caps.size:
             break
-        if ctx.out_of_time():
+        if processed < f_all or ctx.out_of_time():
             notes.append(f"stopped by max_seconds after {levels} refinement levels")
             break
         if evaluated + 4 * open_caps.size > max_cells:
@@ -231,6 +249,7 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             for s2 in (-0.5, 0.5) if d2 else (0.0,):
                 offs.append(np.array([s1, s2]))
         centres = np.concatenate([c + o * hw for o in offs])
+        parent_caps = np.concatenate([open_caps] * len(offs))
         half = np.concatenate([hw * np.where(np.array([d1, d2]) > 0, 0.5, 1.0)] * len(offs))
     witness = None
     if best is not None:
