@@ -35,6 +35,8 @@ from specbound.operators import exact_norm, frequency_matrices, symbol
 from specbound.operators.circulant import polyphase_taps
 from specbound.operators.indexing import layer_axis_indices
 
+from .harness import Skip
+
 DPS = 40
 """Decimal digits of the mpmath references."""
 
@@ -170,14 +172,15 @@ def mp_norm(kernel: np.ndarray, spec: ConvSpec, dps: int = DPS) -> mpmath.mpf:
         return mpmath.sqrt(max(top, mpmath.mpf(0)))
 
 
-def mp_layer_norm(kernel: np.ndarray, spec: ConvSpec, max_dim: int) -> mpmath.mpf | None:
+def mp_layer_norm(kernel: np.ndarray, spec: ConvSpec, max_dim: int) -> mpmath.mpf:
     """The layer's norm to :data:`DPS` digits: the circulant route where it applies, else the
-    dense route when the smaller side has at most ``max_dim`` rows (``None`` above)."""
+    dense route when the smaller side has at most ``max_dim`` rows; above that the instance
+    is skipped (:class:`~proofs_check.harness.Skip`)."""
     layer = spec.layer(kernel)
     if layer.is_circulant:
         return mp_circ_norm(kernel, spec)
     if min(layer.in_dim, layer.out_dim) > max_dim:
-        return None
+        raise Skip
     return mp_norm(kernel, spec)
 
 

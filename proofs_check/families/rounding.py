@@ -726,13 +726,6 @@ register(
 
 
 # --------------------------------------------------------------------------- FP-CERTIFY
-def _truth(kernel: np.ndarray, spec: ConvSpec) -> mpmath.mpf:
-    exact = mp_layer_norm(kernel, spec, max_dim=32)
-    if exact is None:
-        raise Skip
-    return exact
-
-
 def _mp_symbol_sigma(kernel: np.ndarray, omega: np.ndarray, dilation, groups: int):
     """sigma_1 of the exact symbol at the float64 point ``omega`` (mpmath): a value <= S."""
     lay = ConvSpec(groups=groups, dilation=dilation).layer(kernel)
@@ -780,7 +773,7 @@ def _certify(instance) -> float:
     if not cert.lower <= cert.upper:
         return -1.0
     if spec.input_size is not None:
-        exact = _truth(kernel, spec)
+        exact = mp_layer_norm(kernel, spec, max_dim=32)
         if exact == 0:
             return math.inf if cert.lower == 0.0 else -1.0
         worst = relative_margin(cert.upper, exact)
@@ -800,7 +793,7 @@ def _certify(instance) -> float:
     for j in (0, 1, 2):
         sized = spec.replace(input_size=(eh + j, ew + j))
         try:
-            lows.append(_truth(kernel, sized))
+            lows.append(mp_layer_norm(kernel, sized, max_dim=32))
         except (Skip, ValueError):
             continue
     if spec.stride == (1, 1):
