@@ -173,21 +173,9 @@ class _PoolingRules:
         in_shape, out_shape = self.in_shape(node), self.out_shape(node)
         nd = 1 if len(in_shape) == 2 else 2
         sizes = [(in_shape[-nd + i], out_shape[-nd + i]) for i in range(nd)]
-        name, typ = self.label(node)
         if kind == "max":
             m = max_pool_lipschitz([_adaptive_taps(n, o) for n, o in sizes], [n for n, _ in sizes])
-            op = self.unary(node, linear=False)
-            op.row = self.row(
-                node,
-                name,
-                typ,
-                _down(math.sqrt(m)),
-                _up(math.sqrt(m)),
-                "exact",
-                f"sqrt(max windows per pixel) = sqrt({m})",
-                linear=False,
-            )
-            return op
+            return self._max_pool_row_op(node, m)
         mats = [adaptive_avg_axis_matrix(n, o) for n, o in sizes]
         window = math.prod(int((m > 0).sum(1).max()) for m in mats)
         return self._separable_average_op(node, mats, window + 1, U, 1.0, fn)
@@ -202,6 +190,11 @@ class _PoolingRules:
             for i in range(nd)
         ]
         m = max_pool_lipschitz(taps, [in_shape[-nd + i] for i in range(nd)])
+        return self._max_pool_row_op(node, m)
+
+    def _max_pool_row_op(self, node: fx.Node, m: int) -> _Op:
+        """A max-pooling node whose L2 Lipschitz constant is ``sqrt(m)``, ``m`` the largest
+        number of windows one pixel belongs to (rounded outwards)."""
         op = self.unary(node, linear=False)
         name, typ = self.label(node)
         op.row = self.row(
