@@ -38,6 +38,7 @@ import torch
 
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
+from .rigorous.rounding import scale_back_outward
 from .rigorous.routes import (
     Bracket,
     Context,
@@ -265,25 +266,7 @@ def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
 
 
 def _unscale(value: float, j: int, upward: bool) -> float:
-    """``value * 2^-j`` rounded outward: up for an upper bound, down for a lower one.
-
-    The product is exact unless it overflows (then ``inf`` for an upper bound, the largest
-    float for a lower one) or is subnormal (``math.ldexp`` rounds to nearest there; the
-    result is checked by scaling it back, which is exact, and moved one ulp outward when it
-    landed on the wrong side). A NaN upper bound becomes ``inf``, a NaN lower bound 0.
-    """
-    if math.isnan(value):
-        return math.inf if upward else 0.0
-    try:
-        out = math.ldexp(value, -j)
-    except OverflowError:
-        return math.inf if upward else sys.float_info.max
-    back = math.ldexp(out, j)  # exact: out is a multiple of 2^-1074 and back ~ value
-    if upward and back < value:
-        out = math.nextafter(out, math.inf)
-    elif not upward and back > value:
-        out = math.nextafter(out, 0.0)
-    return out
+    return scale_back_outward(value, j, upward=upward)
 
 
 def _route(layer: Layer, ctx: Context) -> Bracket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -103,6 +104,29 @@ def pow2_scale(values: torch.Tensor) -> torch.Tensor:
     _, exponent = torch.frexp(safe)  # safe = m * 2^e with m in [0.5, 1)
     power = torch.clamp(1 - exponent, max=MAX_EXPONENT).to(safe.dtype)
     return torch.ldexp(torch.ones_like(safe), power)
+
+
+def scale_back_outward(value: float, j: int, *, upward: bool) -> float:
+    """``value * 2^-j`` rounded outward: up for an upper bound, down for a lower one.
+
+    The product is exact unless it overflows (then ``inf`` for an upper bound, the largest
+    float for a lower one) or is subnormal: ``math.ldexp`` rounds to nearest there, so the
+    result is scaled back (exact: a multiple of ``2^-1074`` times a power of two, near
+    ``value``) and moved one ulp outward when it landed on the wrong side of ``value``. A NaN
+    upper bound becomes ``inf``, a NaN lower bound 0.
+    """
+    if math.isnan(value):
+        return math.inf if upward else 0.0
+    try:
+        out = math.ldexp(value, -j)
+    except OverflowError:
+        return math.inf if upward else sys.float_info.max
+    back = math.ldexp(out, j)
+    if upward and back < value:
+        out = math.nextafter(out, math.inf)
+    elif not upward and back > value:
+        out = math.nextafter(out, 0.0)
+    return out
 
 
 def as_float(x: torch.Tensor | np.ndarray | float) -> float:
