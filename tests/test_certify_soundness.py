@@ -212,10 +212,55 @@ def test_flush_to_zero_is_switched_off_and_restored():
     assert any("flush-to-zero" in n for n in cert.notes)
 
 
+def test_refuses_when_flush_to_zero_cannot_be_switched_off(monkeypatch):
+    from specbound.rigorous import fpenv
+
+    monkeypatch.setattr(fpenv, "gradual_underflow", lambda: False)
+    try:
+        with pytest.raises(fpenv.FloatingPointEnvironmentError, match="gradual underflow"):
+            certify(np.ones((1, 1, 3, 3)), "circular", input_size=(4, 4))
+    finally:
+        torch.set_flush_denormal(False)  # the guard restores what it found: flushing
+
+
 def test_guard_is_a_no_op_with_gradual_underflow():
     with gradual_underflow_guard() as switched:
         assert gradual_underflow()
     assert switched is False
+
+
+# --------------------------------------------------------------------------- attacker
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        np.full((1, 2, 3, 3), 1e300),
+        np.full((2, 2, 2, 2), 1e-310),
+        np.ones((2, 1, 3, 3)),  # exactly tight: every tap equal
+        _mixed_groups(),
+    ],
+)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"padding": "zeros", "input_size": (2, 2), "stride": 3, "dilation": 3, "pad": 3},
+        {"padding": "circular", "input_size": (3, 3), "dilation": 2, "pad": "same"},
+        {"padding": "reflect", "input_size": (4, 3), "stride": (2, 3), "pad": 1},
+        {"padding": "zeros", "input_size": (5, 5), "max_seconds": 1e-3},
+    ],
+)
+def test_extreme_kernels_with_stride_dilation_and_tiny_budgets(kernel, kw):
+    groups = 2 if kernel.shape[:2] == (2, 1) else 1
+    spec_kw = {k: v for k, v in kw.items() if k != "max_seconds"}
+    spec = sb.ConvSpec(
+        spec_kw.pop("padding"),
+        spec_kw.pop("pad", "same"),
+        spec_kw.pop("input_size"),
+        groups=groups,
+        **spec_kw,
+    )
+    cert = certify(kernel, **spec.to_dict(), rtol=1e-6, max_seconds=kw.get("max_seconds"))
+    check(cert, truth(kernel, spec))
+    assert cert.verify()
 
 
 # --------------------------------------------------------------------------- class 9
