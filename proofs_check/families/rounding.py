@@ -279,9 +279,11 @@ register(
         "entry in [1, 2)) before squaring",
         relied_on=True,
         check=lambda mode: run(frob_search(False), mode),
-        proof="After the exact power-of-two scaling the exact sum of squares is >= 1, so squares "
-        "that underflow lose < 2^-1074 each, inside the 4u slack of the rounding factor. (Before "
-        "this scaling was added, entries below ~1e-162 gave 0: found by this check.)",
+        proof="After the exact power-of-two scaling (capped at 2^1023) the largest entry is in "
+        "[1, 2), or in [2^-51, 1) for an all-subnormal block; squares that underflow lose < "
+        "2^-1074 each, and n 2^-1074 is added to the sum; a subnormal final division is rounded "
+        "up. (Before this scaling was added, entries below ~1e-162 gave 0: found by this check; "
+        "FP-SUBNORMAL covers all-subnormal blocks.)",
         family=FAMILY,
     )
 )
