@@ -83,7 +83,7 @@ def _search(
 
 
 # --------------------------------------------------------------------------- C1
-def _c1(layer) -> float:
+def c1_margin(layer) -> float:
     kernel, spec = layer
     exact = norm(kernel, spec)
     if negligible(exact, kernel):
@@ -110,7 +110,7 @@ register(
         "size, any dilation and groups, every N >= 1; T in {0, 1, 2, 4, 6}; tolerance 1e-12"
         + FLOOR_NOTE,
         relied_on=True,
-        check=lambda mode: run(_search(_c1, "C1"), mode),
+        check=lambda mode: run(_search(c1_margin, "C1"), mode),
         proof="The DFT block-diagonalises the circulant (Sedghi et al. 2019, Thm. 6; polyphase: "
         "Senderovich et al. 2022), so sigma_circ = max_w sigma_1(K'(w)); apply GI-UB per "
         "frequency.",
@@ -199,7 +199,7 @@ register(
 
 
 # --------------------------------------------------------------------------- C4
-def _c4(layer) -> float:
+def c4_margin(layer) -> float:
     kernel, spec = layer
     dense = np.linalg.svd(conv_matrix(kernel, spec), compute_uv=False)
     if negligible(float(dense.max(initial=0.0)), kernel):
@@ -227,7 +227,7 @@ register(
         "size, any N >= 1 (wrapped, not cropped), dilation, groups; absolute tolerance 1e-12 "
         "sigma_1 on every singular value" + FLOOR_NOTE,
         relied_on=True,
-        check=lambda mode: run(_search(_c4, "C4"), mode),
+        check=lambda mode: run(_search(c4_margin, "C4"), mode),
         proof="The 2-D DFT (times the identity on channels) block-diagonalises a block-circulant "
         "matrix with circulant blocks; taps at positions equal modulo N add up (wrapping).",
         family=FAMILY,
