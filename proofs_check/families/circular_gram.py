@@ -22,6 +22,7 @@ from ..registry import Mode, Theorem, register
 from .common import (
     CIRCULANT_SPECS,
     FLOOR_NOTE,
+    NEGLIGIBLE,
     NON_ZERO_FAMILIES,
     SYMBOL_CIRCULAR_SPECS,
     describe_layer,
@@ -355,8 +356,9 @@ def _c7(layer) -> float:
         v = gram_circular(kernel, spec, t)
         if not math.isfinite(v):
             return -math.inf
-        if exact == 0.0:
-            worst = min(worst, 0.0 if v == 0.0 else -1.0)
+        if exact == 0.0:  # a vanishing operator: v must be 0 up to the rounding floor
+            floor = NEGLIGIBLE * float(np.abs(kernel).sum())
+            worst = min(worst, 0.0 if 0.0 <= v <= floor else -1.0)
         else:
             worst = min(worst, -abs(v / exact - 1.0))
     return worst
