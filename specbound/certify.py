@@ -65,15 +65,18 @@ class Certificate:
     Attributes
     ----------
     upper, lower : float
-        Rigorous bounds, rounding included. ``float(cert) == cert.upper``.
+        Rigorous bounds, rounding included. ``float(cert) == cert.upper``. ``upper`` is
+        ``inf`` when the norm overflows float64 (then ``converged`` is False).
     converged : bool
-        Whether ``rel_gap <= rtol`` was reached; ``notes`` say why not.
+        Whether ``rel_gap <= rtol`` was reached with a finite ``upper``; ``notes`` say why
+        not.
     upper_method, lower_method : str
         The routes that produced each end.
     witness : dict or None
         ``{"input": x}`` with ``x`` of shape ``(c_in, H, W)`` and ``||A x|| >= lower ||x||``
         for a given size; for ``input_size=None`` the symbol witness ``{"frequency",
-        "group", "vector"}`` with ``||M(w) v|| >= lower ||v||``.
+        "group", "vector", "dilation"}`` with ``||M(w) v|| >= lower ||v||`` for the symbol at
+        that dilation (stride 1 evaluates the undilated symbol, which has the same values).
     spec : ConvSpec
     kernel : numpy.ndarray (float64, as given)
     """
