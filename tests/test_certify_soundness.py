@@ -165,6 +165,27 @@ def test_extreme_entries_never_give_a_false_bracket(kernel, mode, groups):
     assert json.dumps(cert.to_dict(), allow_nan=False)
 
 
+@FEW
+@given(
+    hnp.arrays(np.float64, (2, 2, 2, 3), elements=SCALES),
+    st.sampled_from(["zeros", "circular", "reflect", "replicate"]),
+    st.sampled_from([(1, 1), (2, 1)]),
+)
+@example(_mixed_groups().reshape(2, 1, 3, 3)[:, :, :2, :].repeat(2, 1), "zeros", (1, 1))
+def test_extreme_entries_on_the_large_layer_routes(kernel, mode, stride):
+    # the dense route switched off: circulant, embedding + Cholesky, padding-operator routes
+    from specbound.rigorous import routes
+
+    spec = sb.ConvSpec(mode, 1, (4, 5), stride=stride)
+    old = routes.DENSE_GRAM_LIMIT
+    routes.DENSE_GRAM_LIMIT = 0
+    try:
+        cert = certify(kernel, **spec.to_dict(), rtol=1e-4)
+    finally:
+        routes.DENSE_GRAM_LIMIT = old
+    check(cert, truth(kernel, spec))
+
+
 def test_every_size_with_subnormal_frequencies():
     kernel = np.array([1.0, -1.0, 1e-310, 0.0]).reshape(1, 1, 2, 2)
     cert = certify(kernel, "zeros", input_size=None, rtol=1e-6)
