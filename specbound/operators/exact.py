@@ -35,6 +35,10 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
       of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
       ``max_bytes``.
 
+    The kernel is first scaled by a power of two (largest entry in ``[1, 2)``) and the norm
+    scaled back, so kernels at ``1e300`` or ``1e-300`` neither overflow nor underflow (a
+    norm above the largest float is ``inf``).
+
     Accuracy: float64 rounding, relative to the norm for the dense route; the frequency
     route's error is absolute, of order ``u * sum|K|``, which matters only when taps cancel
     (a norm far below ``sum|K|``). :func:`specbound.certify` accounts for both rigorously.
