@@ -135,8 +135,11 @@ def _positive_float(text: str) -> float:
 
 
 def _rtol(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"takes a number in (0, 1), got {text!r}")
     return value
 
@@ -454,17 +457,15 @@ def load_model(path: str | None, arch: str | None) -> tuple[Any, tuple[int, ...]
 
 def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     device = check_device(args.device)
-    if args.model is None and args.input_shape is not None:
+    if args.model is None and args.arch is None and args.input_shape is not None:
         from . import models
 
-        name = args.arch or "digits_cnn"
-        expected = list(models.architecture(name).input_shape)
+        expected = list(models.architecture("digits_cnn").input_shape)
         if list(args.input_shape) != expected:
             raise ValueError(
-                f"--input-shape {' '.join(map(str, args.input_shape))} needs a MODEL file: "
-                f"without one, audit runs the "
-                f"{'bundled ' + name if args.arch is None else name} network, whose input is "
-                f"{' '.join(map(str, expected))}"
+                f"--input-shape {' '.join(map(str, args.input_shape))} needs a MODEL file (or "
+                f"--arch NAME): without them, audit runs the bundled digits_cnn network, whose "
+                f"input is {' '.join(map(str, expected))}"
             )
     from .audit import audit
 
@@ -516,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"specbound {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub.choices  # type: ignore[attr-defined]
     exact = sub.add_parser(
         "exact",
         help="exact float64 spectral norm of one layer",
@@ -605,7 +607,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0, or 2 after a one-line error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand, whose usage says what it accepts
+            parser.commands[args.command].error(  # type: ignore[attr-defined]
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
+    except SystemExit as done:  # --help, --version, or a bad argument (one line printed)
+        return done.code if isinstance(done.code, int) else 2
     run, fmt = COMMANDS[args.command]
     try:
         result = run(args)
