@@ -54,7 +54,8 @@ def summary_lines(outcomes: Sequence[Outcome]) -> list[str]:
     """Counts, the blocking failures, and every statement found false (with counterexample)."""
     relied = [o for o in outcomes if o.theorem.relied_on]
     lines = [
-        f"{len(outcomes)} statements ({len(relied)} relied on, marked without *): "
+        f"{len(outcomes)} statements ({len(relied)} relied on by specbound, the others "
+        "informative): "
         f"{sum(o.verdict == 'PASS' for o in outcomes)} PASS, "
         f"{sum(o.verdict == 'FAIL' for o in outcomes)} FAIL, "
         f"{sum(o.verdict == 'ERROR' for o in outcomes)} ERROR",
