@@ -38,7 +38,7 @@ extensions = [
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "_generated", "tutorials/*.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "tutorials", "Thumbs.db", ".DS_Store"]
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
@@ -63,6 +63,7 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
     "min_reported_time": 1,
+    "write_computation_times": False,  # its page loads a table script from a CDN
 }
 
 plot_include_source = False
