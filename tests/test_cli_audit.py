@@ -91,6 +91,8 @@ def test_default_audits_the_bundled_model_and_matches_the_library():
     out = json.loads(run("--json", "--rtol", "0.3").stdout)
     assert out["model"] == "DigitsCNN" and out["input_shape"] == [1, 8, 8]
     assert "bundled" in out["source"]
+    assert out["versions"]["torch"] == torch.__version__
+    assert out["command"] == ["specbound", "audit", "--json", "--rtol", "0.3", "--no-progress"]
     expected = A.audit(bundled_digits_cnn(), (1, 8, 8), rtol=0.3)
     assert out["upper"] == expected.upper
     assert [row["name"] for row in out["layers"]] == [row.name for row in expected.layers]

@@ -33,6 +33,7 @@ def test_every_page_has_examples():
         assert python_blocks(page), f"{page} has no runnable python example"
 
 
+@pytest.mark.example
 @pytest.mark.parametrize("page", PAGES)
 def test_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
