@@ -99,3 +99,12 @@ def test_built_html_is_offline_and_has_no_raw_math(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert check_html.check(out) == []
     assert (out / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def test_proofs_page_cites_only_what_users_have():
+    """The generated proofs page points to no file of the developers' notes, and its summary
+    does not promise asterisks the Markdown table does not have."""
+    text = (DOCS / "proofs.md").read_text()
+    assert not re.search(r"research/|\b(?:gram|layers)\.md\b", text)
+    assert "marked without *" not in text
+    assert "dev notes" in text.split("## Summary")[0]  # explained once, before it is used
