@@ -17,6 +17,7 @@ command line's ``--help``/``--version`` do not import torch and scipy.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Any
@@ -51,10 +52,13 @@ __all__ = sorted([*_LAZY, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'specbound' has no attribute {name!r}") from None
+    if name not in _LAZY:
+        # any other submodule (specbound.rigorous, specbound.spec, ...), as an eager package
+        # that had imported it would have it
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'specbound' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
     module = importlib.import_module(f".{module_name}", __name__)
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value
@@ -62,7 +66,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
 
 
 class _Package(types.ModuleType):
