@@ -15,6 +15,7 @@ ORDER = (
     "fantastic_four",
     "convnorm",
     "rounding",
+    "scaling",
     "cholesky",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
