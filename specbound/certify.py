@@ -45,7 +45,14 @@ from .rigorous.routes import (
     symbol_sup_route,
     zero_given_route,
 )
-from .spec import ConvSpec, Layer, as_kernel
+from .spec import (
+    ConvSpec,
+    Layer,
+    as_kernel,
+    check_real,
+    check_signal_size,
+    resolve_device,
+)
 
 GUARANTEES = ("deterministic", "probabilistic")
 
@@ -304,14 +311,14 @@ def certify(
     Certificate
     """
     start = time.perf_counter()
-    if guarantee not in GUARANTEES:
+    # argument validation, before any heavy work (issue 12, class 10)
+    if not isinstance(guarantee, str) or guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    rtol = check_real(rtol, "rtol", low=0.0, high=1.0)
+    delta = check_real(delta, "delta", low=0.0, high=1.0)
+    if max_seconds is not None:
+        max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
+    dev = resolve_device(device)
     k, spec = _kernel_and_spec(
         kernel,
         {
@@ -324,7 +331,7 @@ def certify(
         },
     )
     layer = spec.layer(k)
-    dev = torch.device("cpu" if device is None else device)
+    check_signal_size(layer)
     scaled, j, kerr = _prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
