@@ -45,6 +45,7 @@ from .rigorous.routes import (
     symbol_sup_route,
     zero_given_route,
 )
+from .rigorous.witness import time_budget
 from .spec import (
     ConvSpec,
     Layer,
@@ -353,7 +354,8 @@ def certify(
             else None,
         )
     else:
-        result = _route(Layer(scaled, spec), ctx)
+        with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
+            result = _route(Layer(scaled, spec), ctx)
     upper = _unscale(result.upper, j, upward=True)
     lower = min(_unscale(result.lower, j, upward=False), upper)
     notes = list(result.notes)
@@ -364,7 +366,7 @@ def certify(
         and (relative_gap(upper, lower) > rtol)
     ):
         upper, upper_method = _probabilistic_upper(
-            layer, upper, lower, rtol, delta, dev, upper_method, notes
+            layer, upper, lower, rtol, delta, dev, upper_method, notes, ctx.deadline
         )
     gap = relative_gap(upper, lower)
     converged = gap <= rtol
@@ -396,6 +398,7 @@ def _probabilistic_upper(
     device: torch.device,
     method: str,
     notes: list[str],
+    deadline: float | None = None,
 ) -> tuple[float, str]:
     """Lanczos from a random start with the Kuczynski-Wozniakowski-type inflation
     (:func:`specbound.bounds.power.lanczos_probabilistic`): an upper bound that holds with
@@ -403,7 +406,13 @@ def _probabilistic_upper(
     one, and labelled."""
     from .bounds.power import lanczos_probabilistic
 
-    bound = lanczos_probabilistic(layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device)
+    seconds = None if deadline is None else deadline - time.perf_counter()
+    if seconds is not None and seconds <= 0:
+        notes.append("probabilistic upper skipped: max_seconds used up")
+        return upper, method
+    bound = lanczos_probabilistic(
+        layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device, max_seconds=seconds
+    )
     value = max(float(bound.value), lower)
     if value < upper:
         notes.append(

@@ -271,7 +271,8 @@ def _exact_float64(arr: np.ndarray) -> np.ndarray:
         return arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
-    out = arr.astype(np.float64)
+    with np.errstate(over="ignore", under="ignore"):  # checked just below
+        out = arr.astype(np.float64)
     if arr.dtype.itemsize > 8 or arr.dtype == np.longdouble:
         with np.errstate(over="ignore", under="ignore"):
             inexact = out.astype(arr.dtype) != arr
