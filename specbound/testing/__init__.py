@@ -46,6 +46,7 @@ from .families import (
     TIGHT_FAMILIES,
     adversarial_kernels,
     adversarial_suite,
+    drawn_kernel,
     family_kernel,
     family_matrix,
     matrices,
@@ -67,7 +68,7 @@ from .specs import (
     symbol_bounded_specs,
     within_symbol_domain,
 )
-from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers
+from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geometry
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
@@ -86,6 +87,7 @@ __all__ = [
     "assert_upper_bound",
     "circulant_specs",
     "conv_specs",
+    "drawn_kernel",
     "family_kernel",
     "family_matrix",
     "kernels",
@@ -96,6 +98,7 @@ __all__ = [
     "repeated_top_matrices",
     "repeated_top_matrix",
     "symbol_bounded_specs",
+    "valid_geometry",
     "with_singular_values",
     "within_symbol_domain",
 ]
