@@ -479,7 +479,11 @@ def check_dense_size(shape: tuple[int, ...], what: str, max_bytes: int | None) -
     ``max_bytes=None`` uses :data:`DENSE_MAX_BYTES` (read at call time, so it can be changed
     globally as ``specbound.spec.DENSE_MAX_BYTES = ...``).
     """
-    limit = DENSE_MAX_BYTES if max_bytes is None else max_bytes
+    if max_bytes is not None and (
+        isinstance(max_bytes, (bool, np.bool_)) or not isinstance(max_bytes, numbers.Integral)
+    ):
+        raise TypeError(f"max_bytes must be None or an int, got {max_bytes!r}")
+    limit = DENSE_MAX_BYTES if max_bytes is None else int(max_bytes)
     nbytes = 8 * math.prod(shape)
     if nbytes > limit:
         raise TooLargeError(
@@ -563,3 +567,13 @@ def check_signal_size(layer: Layer) -> None:
             f"{layer.in_dim} and its output {layer.out_dim} entries, above the "
             f"{MAX_SIGNAL_ENTRIES} this library handles (specbound.spec.MAX_SIGNAL_ENTRIES)"
         )
+
+
+def check_spec(spec: Any, name: str = "spec") -> ConvSpec:
+    """``spec`` itself if it is a :class:`ConvSpec`; a TypeError naming ``name`` otherwise."""
+    if not isinstance(spec, ConvSpec):
+        raise TypeError(
+            f"{name} must be a specbound.ConvSpec (e.g. ConvSpec('zeros', 'same', (H, W))), "
+            f"got {type(spec).__name__}"
+        )
+    return spec

@@ -281,3 +281,38 @@ def test_lanczos_witness_stops_at_its_deadline(seconds):
     v = lanczos_direction(layer, None, tol=1e-15, maxiter=10**6, deadline=t0 + seconds)
     assert time.perf_counter() - t0 < seconds + 1.0
     assert operator_lower(layer, v) > 0
+
+
+# ---------------------------------------------------------------------------- other entry points
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: sb.operators.conv_matrix(BASE, None), TypeError, "spec must be a specbound"),
+        (
+            lambda: sb.operators.conv_matrix(BASE, ConvSpec(input_size=4), max_bytes="5"),
+            TypeError,
+            "max_bytes must be None or an int",
+        ),
+        (
+            lambda: sb.operators.conv_operator(BASE, ConvSpec(input_size=4), device="banana"),
+            ValueError,
+            "device must be",
+        ),
+        (lambda: sb.bounds.compute("power", BASE, "zeros"), TypeError, "spec must be"),
+        (
+            lambda: sb.bounds.compute(
+                "lanczos_probabilistic", BASE, ConvSpec(input_size=4), max_seconds="1"
+            ),
+            TypeError,
+            "max_seconds must be a real",
+        ),
+        (
+            lambda: sb.operators.conv_matrix(np.ma.masked_array(BASE), ConvSpec(input_size=4)),
+            TypeError,
+            "kernel is a numpy masked array",
+        ),
+    ],
+)
+def test_other_entry_points_name_the_parameter(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

@@ -33,7 +33,7 @@ from scipy.special import betainc
 
 from ..operators.matrix_free import ConvOperator
 from ..rigorous.witness import operator_lower
-from ..spec import Layer
+from ..spec import Layer, check_real
 from .base import SIZE_GIVEN, Bound, register
 from .exact import binary_exponent
 
@@ -438,8 +438,10 @@ def lanczos_probabilistic(
         done), ``n``, ``lower`` (a certified lower bound from the same Ritz vector).
     """
     start = time.perf_counter()
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    if max_seconds is not None:
+        max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise TypeError(f"max_bytes must be None or an int, got {max_bytes!r}")
     scaled = Scaled.of(layer)
     op = ConvOperator(scaled.layer, device=device)
     side = GramSide(op)
