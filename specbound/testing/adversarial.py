@@ -11,7 +11,7 @@ Families (:data:`CASE_FAMILIES`):
 
 * ``tight`` — exactly tight kernels (constant, orthogonal centre tap, single tap,
   checkerboard, identical filters) at the smallest rtol, ``1e-12``;
-* ``scales`` — subnormal (``~1e-310``), ``1e-300`` and ``1e300`` kernels;
+* ``subnormal`` — kernels and norms below ``2^-1022``; ``scales`` — ``1e-300`` and ``1e300``;
 * ``mixed_groups`` — ``groups=2`` with the two groups ``2^e1`` and ``2^e2`` apart (up to
   ``1e200`` against ``1e-110``);
 * ``dtypes`` — float16, bfloat16, float32, float64, longdouble, int, uint, bool; numpy and
@@ -51,6 +51,7 @@ SMALLEST_RTOL = 1e-12
 
 CASE_FAMILIES = (
     "tight",
+    "subnormal",
     "scales",
     "mixed_groups",
     "dtypes",
@@ -198,9 +199,10 @@ EXTREME_EXPONENTS = (-1000, -997, 990, 996, 1000)
 
 @st.composite
 def scale_cases(
-    draw: st.DrawFn, exponents: tuple[int, ...] = SUBNORMAL_EXPONENTS + EXTREME_EXPONENTS
+    draw: st.DrawFn, exponents: tuple[int, ...] = EXTREME_EXPONENTS, family: str = "scales"
 ) -> Case:
-    """A kernel times ``2^e``, ``e`` from ``exponents``: subnormal, ``1e-300`` or ``1e300``."""
+    """A kernel times ``2^e``, ``e`` from ``exponents``: ``1e-300`` or ``1e300`` (default),
+    or subnormal (:data:`SUBNORMAL_EXPONENTS`, family ``"subnormal"``)."""
     shape, spec = draw(_small_spec())
     base = drawn_kernel(draw, draw(st.sampled_from(("gaussian", "integer", "single_tap"))), shape)
     e = draw(st.sampled_from(exponents))
@@ -208,7 +210,8 @@ def scale_cases(
         kernel = np.ldexp(base, e)
     assume(np.isfinite(kernel).all())
     rtol = draw(st.sampled_from([1e-3, 1e-9]))
-    return Case("scales", kernel, {**_spec_options(spec), "rtol": rtol}, kernel, {"exponent": e})
+    options = {**_spec_options(spec), "rtol": rtol}
+    return Case(family, kernel, options, kernel, {"exponent": e})
 
 
 @st.composite
@@ -347,6 +350,7 @@ def probabilistic_cases(draw: st.DrawFn) -> Case:
 
 FAMILY_STRATEGIES = {
     "tight": tight_cases,
+    "subnormal": lambda: scale_cases(SUBNORMAL_EXPONENTS, "subnormal"),
     "scales": scale_cases,
     "mixed_groups": mixed_group_cases,
     "dtypes": dtype_cases,
