@@ -219,8 +219,10 @@ def test_lanczos_witness_from_a_null_space_start(n):
 
 
 def test_certify_with_a_zero_witness_start_on_the_matrix_free_route(monkeypatch):
-    """The same start reached through certify: the dense route disabled, stride 2 with a
-    1x1 kernel leaves every odd input row unread."""
+    """The matrix-free route with input pixels the layer never reads (the dense route off,
+    stride 2 with a 1x1 kernel leaves every odd row unread): the witness still reaches the
+    norm. (A smoke test: the certify-level path to the null-space start was not reproduced;
+    the test above is the regression test of the root cause.)"""
     monkeypatch.setattr(routes, "DENSE_GRAM_LIMIT", 0)
     kernel = np.ones((2, 1, 1, 1))
     cert = certify(kernel, input_size=(6, 6), stride=2, pad=0, rtol=1e-6)
