@@ -15,6 +15,7 @@ import contextvars
 import math
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def time_budget(deadline: float | None):
+def time_budget(deadline: float | None) -> Iterator[None]:
     """Within this block, :func:`lanczos_direction` and :func:`power_refine` stop at
     ``deadline`` (a :func:`time.perf_counter` value; None: no limit) unless given their own,
     returning the best vector found so far."""
