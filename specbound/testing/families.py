@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 KERNEL_FAMILIES = (
     "gaussian",
@@ -155,8 +156,6 @@ ENTRIES = st.one_of(st.just(0.0), st.floats(1e-3, 4.0), st.floats(-4.0, -1e-3))
 
 
 def _entries(draw: st.DrawFn, shape: tuple[int, ...], nonnegative: bool = False) -> np.ndarray:
-    from hypothesis.extra import numpy as hnp
-
     elements = st.one_of(st.just(0.0), st.floats(1e-3, 4.0)) if nonnegative else ENTRIES
     return draw(hnp.arrays(np.float64, shape, elements=elements))
 
@@ -193,8 +192,6 @@ def drawn_kernel(draw: st.DrawFn, family: str, shape: Shape) -> np.ndarray:
             signs = (-1.0) ** np.add.outer(np.arange(kh), np.arange(kw))
             k = _entries(draw, (c_out, c_in, 1, 1), nonnegative=True) * signs
     elif family == "integer":
-        from hypothesis.extra import numpy as hnp
-
         k = draw(hnp.arrays(np.int64, shape, elements=st.integers(-2, 2))).astype(np.float64)
     elif family == "orthogonal_center":
         k = np.zeros(shape)
@@ -208,8 +205,6 @@ def drawn_kernel(draw: st.DrawFn, family: str, shape: Shape) -> np.ndarray:
         k = np.zeros(shape)
         k[tuple(draw(st.integers(0, n - 1)) for n in shape)] = draw(ENTRIES)
     elif family == "sparse":
-        from hypothesis.extra import numpy as hnp
-
         mask = draw(hnp.arrays(np.bool_, shape, elements=st.booleans()))
         k = _entries(draw, shape) * mask
     else:  # gaussian, tiny, huge
