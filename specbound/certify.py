@@ -49,7 +49,15 @@ from .rigorous.routes import (
     symbol_sup_route,
     zero_given_route,
 )
-from .spec import ConvSpec, Layer, as_kernel
+from .rigorous.witness import time_budget
+from .spec import (
+    ConvSpec,
+    Layer,
+    as_kernel,
+    check_real,
+    check_signal_size,
+    resolve_device,
+)
 
 GUARANTEES = ("deterministic", "probabilistic")
 
@@ -275,12 +283,6 @@ def _unscale(value: float, j: int, upward: bool) -> float:
 def _route(layer: Layer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
-        if spec.padding not in ("zeros", "circular"):
-            raise ValueError(
-                f"padding={spec.padding!r} with input_size=None cannot be certified: the "
-                "padding operator's norm depends on the size; pass input_size=(H, W)"
-            )
-        check_every_size_pads(layer)
         if spec.padding == "circular" and spec.stride != (1, 1):
             # every circular size: rows of stride-1 circulants, norms <= S of the
             # stride-1 symbol; the strided symbol's sup is attained along sizes s*m
@@ -369,14 +371,14 @@ def certify(
     Certificate
     """
     start = time.perf_counter()
-    if guarantee not in GUARANTEES:
+    # argument validation, before any heavy work (issue 12, class 10)
+    if not isinstance(guarantee, str) or guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    rtol = check_real(rtol, "rtol", low=0.0, high=1.0)
+    delta = check_real(delta, "delta", low=0.0, high=1.0)
+    if max_seconds is not None:
+        max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
+    dev = resolve_device(device)
     k, spec = _kernel_and_spec(
         kernel,
         {
@@ -389,7 +391,14 @@ def certify(
         },
     )
     layer = spec.layer(k)
-    dev = torch.device("cpu" if device is None else device)
+    check_signal_size(layer)
+    if spec.input_size is None:  # refused whatever the kernel's values, zero included
+        if spec.padding not in ("zeros", "circular"):
+            raise ValueError(
+                f"padding={spec.padding!r} with input_size=None cannot be certified: the "
+                "padding operator's norm depends on the size; pass input_size=(H, W)"
+            )
+        check_every_size_pads(layer)
     scaled, j, kerr = _prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
@@ -411,7 +420,8 @@ def certify(
             else None,
         )
     else:
-        result = _route(Layer(scaled, spec), ctx)
+        with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
+            result = _route(Layer(scaled, spec), ctx)
     upper = _unscale(result.upper, j, upward=True)
     lower = _unscale(result.lower, j, upward=False)
     lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
@@ -423,7 +433,7 @@ def certify(
         and (relative_gap(upper, lower) > rtol)
     ):
         upper, upper_method = _probabilistic_upper(
-            layer, upper, lower, rtol, delta, dev, upper_method, notes
+            layer, upper, lower, rtol, delta, dev, upper_method, notes, ctx.deadline
         )
     gap = relative_gap(upper, lower)
     converged = gap <= rtol and math.isfinite(upper)
@@ -460,6 +470,7 @@ def _probabilistic_upper(
     device: torch.device,
     method: str,
     notes: list[str],
+    deadline: float | None = None,
 ) -> tuple[float, str]:
     """Lanczos from a random start with the Kuczynski-Wozniakowski-type inflation
     (:func:`specbound.bounds.power.lanczos_probabilistic`): an upper bound that holds with
@@ -467,7 +478,13 @@ def _probabilistic_upper(
     one, and labelled."""
     from .bounds.power import lanczos_probabilistic
 
-    bound = lanczos_probabilistic(layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device)
+    seconds = None if deadline is None else deadline - time.perf_counter()
+    if seconds is not None and seconds <= 0:
+        notes.append("probabilistic upper skipped: max_seconds used up")
+        return upper, method
+    bound = lanczos_probabilistic(
+        layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device, max_seconds=seconds
+    )
     value = max(float(bound.value), lower)
     if value < upper:
         notes.append(

@@ -8,6 +8,12 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
 * :func:`adversarial_kernels`, :func:`adversarial_layers`, :func:`family_kernel` — the same
   plus exactly tight cases (:data:`ADVERSARIAL_FAMILIES`: constant, orthogonal centre tap,
   identical filters, a single tap, sparse, checkerboard), also without Hypothesis;
+* :func:`drawn_kernel`, :func:`valid_geometry` — a family kernel drawn entry by entry (so
+  failures shrink), and the independent predicate for specs ``ConvSpec.layer`` must accept;
+* :mod:`specbound.testing.adversarial` — adversarial ``certify`` calls by family (tight at
+  rtol 1e-12, subnormal, 1e+-300, mixed-scale groups, every dtype, pads beyond ``d(k-1)``,
+  every size, far strides, a millisecond budget, the probabilistic guarantee) with an mpmath
+  truth (issue 12);
 * :func:`circulant_specs`, :func:`symbol_bounded_specs`, :func:`lipschitz_specs` — the domains
   of the exact circulant route, of every-size bounds and of the 1-Lipschitz layers;
 * :func:`matrices`, :func:`repeated_top_matrices`, :func:`family_matrix` — dense matrices
@@ -46,6 +52,7 @@ from .families import (
     TIGHT_FAMILIES,
     adversarial_kernels,
     adversarial_suite,
+    drawn_kernel,
     family_kernel,
     family_matrix,
     matrices,
@@ -67,7 +74,7 @@ from .specs import (
     symbol_bounded_specs,
     within_symbol_domain,
 )
-from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers
+from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geometry
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
@@ -86,6 +93,7 @@ __all__ = [
     "assert_upper_bound",
     "circulant_specs",
     "conv_specs",
+    "drawn_kernel",
     "family_kernel",
     "family_matrix",
     "kernels",
@@ -96,6 +104,7 @@ __all__ = [
     "repeated_top_matrices",
     "repeated_top_matrix",
     "symbol_bounded_specs",
+    "valid_geometry",
     "with_singular_values",
     "within_symbol_domain",
 ]
