@@ -15,15 +15,58 @@ from .activations import _ActivationRules, _function_activation, _module_activat
 from .errors import AuditError
 from .graph import _bind, _Op, _op_name, _type_name
 from .linear import _conv_geometry, _LinearRules
+from .normalization import _NormalizationRules
 from .outward import _down, _up
 from .padding import _pad_module_mode, _PaddingRules
 from .pooling import _PoolingRules
 from .report import LayerBound
+from .resample import _ResampleRules
 from .structural import _STRUCT_FUNCS, _StructuralRules
 from .trace import _Info, _Recorder
 
 
-class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules, _PaddingRules):
+def _module_path(node: fx.Node) -> str:
+    """`` in module 'path' (Type)`` from the innermost entry of the node's module stack (set
+    by torch.fx and torch.export), or the empty string at the top level."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, typ = list(stack.values())[-1]
+    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    typ = typ.rsplit(".", 1)[-1]
+    return f" in module '{path}' ({typ})" if path else ""
+
+
+_NORM_FUNCS = ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "rms_norm")
+
+_ATEN_RESAMPLE = (
+    ("nearest_exact", "nearest-exact"),
+    ("nearest", "nearest"),
+    ("bilinear", "bilinear"),
+    ("trilinear", "trilinear"),
+    ("bicubic", "bicubic"),
+    ("linear", "linear"),
+)
+
+
+def _attention_refusal(where: str) -> str:
+    return (
+        f"{where} is attention (softmax(Q K^T) V multiplies input-dependent tensors): not "
+        "globally Lipschitz (Kim, Papamakarios & Mnih, 'The Lipschitz constant of "
+        "self-attention', ICML 2021), so no bound exists; audit the sub-network before it "
+        "(e.g. the patch embedding), or use a Lipschitz attention (e.g. L2 attention)"
+    )
+
+
+class _Analyser(
+    _StructuralRules,
+    _ActivationRules,
+    _LinearRules,
+    _PoolingRules,
+    _PaddingRules,
+    _NormalizationRules,
+    _ResampleRules,
+):
     def __init__(
         self,
         gm: fx.GraphModule,
@@ -49,7 +92,7 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             mod = self.modules.get(str(node.target))
             return f"module '{node.target}' ({_type_name(mod)})"
         if node.op in ("call_function", "call_method"):
-            return f"node '{node.name}' ({_op_name(node)[0]})"
+            return f"node '{node.name}' ({_op_name(node)[0]}){_module_path(node)}"
         return f"node '{node.name}'"
 
     def info(self, node: Any) -> _Info | None:
@@ -295,6 +338,22 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             if mod.training:
                 raise AuditError(f"{self.describe(node)} is in training mode (random)")
             return self.struct_op(node)
+        if isinstance(
+            mod,
+            (
+                nn.LayerNorm,
+                nn.GroupNorm,
+                nn.RMSNorm,
+                nn.InstanceNorm1d,
+                nn.InstanceNorm2d,
+                nn.InstanceNorm3d,
+            ),
+        ):
+            return self.norm_module_op(node, mod)
+        if isinstance(mod, nn.Upsample):  # also UpsamplingNearest2d / UpsamplingBilinear2d
+            return self.resample_op(node, str(mod.mode), lambda x: mod(x))
+        if isinstance(mod, nn.MultiheadAttention):
+            raise AuditError(_attention_refusal(self.describe(node)))
         act = _module_activation(mod)
         if act is not None:
             return self.activation(node, *act)
@@ -429,6 +488,24 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             "_pad_circular",
         ):
             return self.functional_pad(node, name)
+        if name in _NORM_FUNCS:
+            return self.functional_norm(node, name)
+        if name in ("max", "min", "maximum", "minimum", "amax", "amin", "fmax", "fmin"):
+            return self.minmax_op(node, name)
+        if name in ("expand", "expand_as", "broadcast_to", "repeat", "tile"):
+            return self.expand_op(node)
+        if name in ("sort", "msort", "topk"):  # 1-Lipschitz (AUD-MAX)
+            return self.unary(node, linear=False, kind="sort")
+        if name == "interpolate" or name.startswith(("upsample", "_upsample")):
+            return self.functional_resample(node, name)
+        if name in (
+            "scaled_dot_product_attention",
+            "multi_head_attention_forward",
+            "bmm",
+            "baddbmm",
+        ):
+            if len(self.dep_inputs(node)) > 1:
+                raise AuditError(_attention_refusal(self.describe(node)))
         act = _function_activation(name, node, self)
         if act is not None:
             return self.activation(node, *act)
@@ -436,5 +513,21 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             f"no Lipschitz rule for {self.describe(node)}; an operator without a rule is never "
             "assumed 1-Lipschitz (see specbound.audit's docstring for the supported ones)"
         )
+
+    def functional_resample(self, node: fx.Node, name: str) -> _Op:
+        if name == "interpolate" or name == "upsample":
+            b = _bind(node, ("input", "size", "scale_factor", "mode"), {"mode": "nearest"})
+            mode = str(self.const(b["mode"]))
+        else:
+            mode = next(
+                (m for key, m in _ATEN_RESAMPLE if key in name),
+                name,
+            )
+        fn = node.target
+        extra = [self.const(v) for v in node.args[1:]]
+        kw = {k: self.const(v) for k, v in node.kwargs.items()}
+        if node.op == "call_method":
+            return self.resample_op(node, mode, lambda x: getattr(x, str(fn))(*extra, **kw))
+        return self.resample_op(node, mode, lambda x: fn(x, *extra, **kw))
 
     # ---------------------------------------------------------------- rules

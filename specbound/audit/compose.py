@@ -1,4 +1,8 @@
-"""Composition of the per-operator bounds over the graph into the network's upper bound."""
+"""Composition of the per-operator bounds over the graph into the network's upper bound.
+
+A term that an operation broadcasts (repeats every entry ``r`` times) contributes
+``sqrt(r)`` times its bound: ``||B u|| = sqrt(r) ||u||`` for the repetition ``B``
+(theorem ``AUD-BCAST``)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ def _compose(ops: dict[fx.Node, _Op], output: fx.Node) -> float:
         if op.compose == "input":
             lip[node] = 1.0
             continue
-        vals = [(lip.get(src, 0.0), abs(c)) for src, c in op.inputs]
+        reps = op.repeats or [1] * len(op.inputs)
+        vals = [
+            (lip.get(src, 0.0), abs(c) if r == 1 else _up(abs(c) * math.sqrt(r), 2))
+            for (src, c), r in zip(op.inputs, reps, strict=True)
+        ]
         if all(v == 0.0 for v, _ in vals):  # exactly constant
             lip[node] = 0.0
         elif op.compose == "unary":
@@ -29,7 +37,7 @@ def _compose(ops: dict[fx.Node, _Op], output: fx.Node) -> float:
         elif op.compose == "sum":
             lip[node] = _up(sum(_up(c * v, 1) for v, c in vals), len(vals) + 1)
         else:  # rss
-            total = _up(sum(_up(v * v, 1) for v, _ in vals), len(vals) + 1)
+            total = _up(sum(_up(_up(v * c, 1) ** 2, 1) for v, c in vals), len(vals) + 1)
             lip[node] = _up(math.sqrt(total), 1)
     outs = [a for a in output.all_input_nodes if lip.get(a, 0.0) > 0]
     if not outs:

@@ -66,6 +66,9 @@ class _Op:
     scale: torch.Tensor | None = None
     folded_into: _Op | None = None
     fold: _Op | None = None
+    # how many times each input's entries are repeated by broadcasting (sum and rss nodes):
+    # the term's bound is multiplied by sqrt(repeat); None means 1 for every input
+    repeats: list[int] | None = None
 
 
 def _type_name(mod: Any) -> str:

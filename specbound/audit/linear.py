@@ -224,6 +224,12 @@ class _LinearRules:
             x, wnode, transpose = b["input"], b["mat2"], True
         else:  # mm, matmul: x @ W
             x, wnode, transpose = node.args[0], node.args[1], True
+        if self.dep(x) and self.dep(wnode):
+            raise AuditError(
+                f"{self.describe(node)} multiplies two input-dependent matrices (as attention's "
+                "Q K^T and its product with V do): not globally Lipschitz, so no bound exists; "
+                "audit the sub-network before this node"
+            )
         if not self.dep(x) or self.dep(wnode):
             raise AuditError(
                 f"{self.describe(node)}: only input-dependent @ constant matrix is supported"
