@@ -237,8 +237,8 @@ def _audit(
         frontend, title = "the given torch.fx.GraphModule", type(model).__name__
         title = "GraphModule" if "GraphModule" in title else title
     else:
-        gm = trace(model)
-        frontend, title = "torch.fx.symbolic_trace", type(model).__name__
+        gm = trace(model, example)
+        frontend, title = gm.meta["specbound_frontend"], type(model).__name__
     _set_eval(gm)
     modules = dict(gm.named_modules())
 

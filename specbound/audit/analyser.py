@@ -22,7 +22,7 @@ from .pooling import _PoolingRules
 from .report import LayerBound
 from .resample import _ResampleRules
 from .structural import _STRUCT_FUNCS, _StructuralRules
-from .trace import _Info, _Recorder
+from .trace import _Info, _Recorder, conv_subclass_agrees, is_peer_sorting_activation
 
 
 def _module_path(node: fx.Node) -> str:
@@ -47,6 +47,19 @@ _ATEN_RESAMPLE = (
     ("bicubic", "bicubic"),
     ("linear", "linear"),
 )
+
+
+PEER_LIBRARIES = ("deel.torchlip", "orthogonium")
+"""Libraries whose layers are presented as 1-Lipschitz: the audit reports for each of their
+layers whether that claim is confirmed (``upper <= 1``) or refuted (``lower > 1``)."""
+
+
+def _peer_library(mod: Any) -> str:
+    for cls in type(mod).__mro__ if mod is not None else ():
+        for lib in PEER_LIBRARIES:
+            if cls.__module__.startswith(lib + ".") or cls.__module__ == lib:
+                return lib
+    return ""
 
 
 def _attention_refusal(where: str) -> str:
@@ -239,6 +252,19 @@ class _Analyser(
             op = self.parse(node)
             self.ops[node] = op
         self.fold_batchnorm()
+        self.tag_peer_claims()
+
+    def tag_peer_claims(self) -> None:
+        """Mark the rows of layers from libraries that present them as 1-Lipschitz
+        (:data:`PEER_LIBRARIES`), with the padding mode of convolutions."""
+        for op in self.ops.values():
+            if op.row is None or op.node.op != "call_module":
+                continue
+            mod = self.modules.get(str(op.node.target))
+            lib = _peer_library(mod)
+            if lib:
+                op.row.claim = lib
+                op.row.padding = str(getattr(mod, "padding_mode", "") or "")
 
     def check_inplace(self, node: fx.Node) -> None:
         inplace = False
@@ -280,7 +306,15 @@ class _Analyser(
                 pad = (0, mod.padding[0])
             else:
                 pad = tuple(mod.padding)
-            weight = mod.weight.detach()
+            weight = mod.weight.detach()  # the effective weight of a parametrized conv
+            if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
+                if not conv_subclass_agrees(mod, self.in_shape(node)):
+                    raise AuditError(
+                        f"{self.describe(node)} subclasses a convolution but its forward is not "
+                        "the plain convolution of its weight with its padding, stride, dilation "
+                        "and groups at this input size; export it to a plain torch.nn conv "
+                        "(e.g. the library's vanilla_export) before auditing"
+                    )
             conv = _conv_geometry(
                 weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups
             )
@@ -318,6 +352,15 @@ class _Analyser(
 
             return self.conv_op(node, weight, conv, c_lin, lambda x: c_lin(x, a=True))
         if isinstance(mod, (nn.Linear, RescaledLinear)):
+            if (
+                isinstance(mod, nn.Linear)
+                and type(mod).forward is not nn.Linear.forward
+                and not conv_subclass_agrees(mod, self.in_shape(node))
+            ):
+                raise AuditError(
+                    f"{self.describe(node)} subclasses Linear but its forward is not x W^T + b "
+                    "with its weight; export it to a plain torch.nn.Linear before auditing"
+                )
             return self.linear_op(node, mod.weight.detach())
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if mod.training or mod.running_var is None:
@@ -328,6 +371,10 @@ class _Analyser(
             return self.bn_op(node, mod.weight, mod.running_var, mod.eps)
         if isinstance(mod, (SLLConv2d, SLLLinear)):
             return self.sll_op(node, mod)
+        if is_peer_sorting_activation(mod):
+            return self.act_op(
+                node, 1.0, "sorts disjoint groups of entries (or |x|): 1-Lipschitz (AUD-MAX)"
+            )
         if isinstance(mod, MaxMin):
             return self.act_op(node, 1.0, "MaxMin: permutes each pair (Anil et al. 2019)")
         if isinstance(mod, (nn.Identity, nn.Flatten, nn.Unflatten)):

@@ -44,6 +44,21 @@ class LayerBound:
     linear: bool = True
     notes: list[str] = field(default_factory=list)
     certificate: Certificate | None = field(default=None, repr=False)
+    claim: str = ""
+    padding: str = ""
+
+    @property
+    def claim_status(self) -> str:
+        """For a layer of a library that presents it as 1-Lipschitz (``claim`` names the
+        library): ``"confirmed"`` (certified ``upper <= 1``), ``"refuted"`` (certified
+        ``lower > 1``) or ``"open"``; ``""`` for other layers."""
+        if not self.claim:
+            return ""
+        if self.upper <= 1.0:
+            return "confirmed"
+        if self.lower is not None and self.lower > 1.0:
+            return "refuted"
+        return "open"
 
     @property
     def rel_gap(self) -> float | None:
@@ -67,6 +82,9 @@ class LayerBound:
             "converged": self.converged,
             "linear": self.linear,
             "notes": list(self.notes),
+            "claim": self.claim,
+            "claim_status": self.claim_status,
+            "padding": self.padding,
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
         }
 
@@ -182,6 +200,21 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"concatenations {comp.get('concatenations', 0)} (bound: root-sum-square of the "
         "branch bounds). Traced with " + report["frontend"] + ".",
     ]
+    claims = [row for row in layers if row.get("claim")]
+    if claims:
+        out += ["", "1-Lipschitz claims of peer-library layers (certified):", ""]
+        for row in claims:
+            status = row["claim_status"]
+            low = "—" if row["lower"] is None else f"{row['lower']:.10g}"
+            why = {
+                "confirmed": f"upper {row['upper']:.10g} <= 1",
+                "refuted": f"certified lower {low} > 1",
+                "open": f"lower {low} <= 1 < upper {row['upper']:.10g}: undecided at this rtol",
+            }[status]
+            pad = f", padding '{row['padding']}'" if row.get("padding") else ""
+            out.append(
+                f"- `{row['name']}` ({row['type']}, {row['claim']}{pad}): **{status}** ({why})"
+            )
     if report["notes"]:
         out += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(out) + "\n"
