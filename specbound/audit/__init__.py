@@ -99,9 +99,10 @@ from torch import nn
 
 from .activations import gelu_lipschitz, smooth_activation_bracket
 from .analyser import _Analyser
-from .compose import _compose
+from .compose import _compose, composition_note
 from .errors import AuditError
 from .graph import _op_name, _type_name
+from .local import local_lipschitz_estimate
 from .lower import _linear_lower
 from .pooling import max_pool_lipschitz
 from .progress import _Progress
@@ -284,6 +285,9 @@ def _audit(
     ]
     if n_sums:
         notes.append("sums (residual additions): the bound of u + v is L(u) + L(v)")
+    local = _local_estimate(model, shape)
+    if not linear and upper > 0:
+        notes.append(composition_note(an.ops, output, upper))
     return AuditReport(
         model=title,
         input_shape=shape,
@@ -299,7 +303,17 @@ def _audit(
         elapsed_s=time.perf_counter() - start,
         frontend=frontend,
         notes=notes,
+        local_estimate=local,
     )
+
+
+def _local_estimate(model: nn.Module, shape: tuple[int, ...]) -> float | None:
+    """Largest Jacobian norm at 3 random inputs (:func:`local_lipschitz_estimate`), or None
+    when the model cannot be run in float64 with autograd."""
+    try:
+        return local_lipschitz_estimate(model, shape, n_inputs=3, iters=8)
+    except Exception:
+        return None
 
 
 __all__ = [
@@ -308,6 +322,7 @@ __all__ = [
     "LayerBound",
     "audit",
     "gelu_lipschitz",
+    "local_lipschitz_estimate",
     "max_pool_lipschitz",
     "report_markdown",
     "smooth_activation_bracket",

@@ -462,6 +462,11 @@ class _Analyser(
             if bool(self.const(b.get("training", b.get("train", False)))):
                 raise AuditError(f"{self.describe(node)} is in training mode (random)")
             return self.struct_op(node, identity=True)
+        if name == "stochastic_depth":  # torchvision.ops: the identity in eval
+            b = _bind(node, ("input", "p", "mode", "training"), {"training": True})
+            if bool(self.const(b["training"])) and float(self.const(b["p"])) > 0:
+                raise AuditError(f"{self.describe(node)} is in training mode (random)")
+            return self.struct_op(node, identity=True)
         if name in ("conv1d", "conv2d", "convolution", "_convolution"):
             return self.functional_conv(node, name)
         if name in ("linear", "addmm", "mm", "matmul"):

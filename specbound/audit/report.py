@@ -103,6 +103,9 @@ class AuditReport:
         One row per operator with a Lipschitz factor, in graph order.
     composition : dict
         Counts of the composition nodes: ``sums`` (residual additions), ``concatenations``.
+    local_estimate : float or None
+        The largest Jacobian norm found by float64 power iteration at 3 random inputs: a local
+        lower *estimate* of the constant (not a certificate), shown next to ``upper``.
     """
 
     model: str
@@ -119,6 +122,7 @@ class AuditReport:
     elapsed_s: float
     frontend: str
     notes: list[str] = field(default_factory=list)
+    local_estimate: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -145,6 +149,7 @@ class AuditReport:
             "composition": dict(self.composition),
             "layers": [layer.to_dict() for layer in self.layers],
             "notes": list(self.notes),
+            "local_estimate": self.local_estimate,
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -175,6 +180,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         out.append(f"Lower bound: {report['lower']:.6g} ({report['lower_method']})")
     else:
         out.append(f"Lower bound: none — {report['lower_note']}")
+    if report.get("local_estimate") is not None:
+        out.append(
+            f"Local lower estimate (not a certificate): {report['local_estimate']:.6g}, the "
+            "largest Jacobian norm found by float64 power iteration at 3 random inputs; the "
+            "true Lipschitz constant lies between it and the upper bound"
+        )
     n_cert = sum(row["kind"] == "certified" for row in layers)
     out += [
         "",
