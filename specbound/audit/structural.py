@@ -51,6 +51,22 @@ _STRUCT_FUNCS = {
 }
 
 
+def broadcast_scale_norm(c: torch.Tensor | float, in_shape: tuple[int, ...]) -> float:
+    """Norm of ``u -> c * B u`` where ``B`` broadcasts ``u`` (shape ``in_shape``) against ``c``.
+
+    Every output entry copies one entry of ``u``, so the columns of the map are orthogonal and
+    its norm is ``sqrt(max_j sum_{k copies j} c_k^2)`` (theorem ``AUD-BCAST``); one backward
+    pass sums ``c^2`` over the copies. With ``c = 1`` it is ``sqrt(r)``, ``r`` the repetition
+    factor. Computed in float64 (the caller rounds it outwards).
+    """
+    c2 = torch.as_tensor(c, dtype=torch.float64).detach().cpu().abs() ** 2
+    if not c2.numel():
+        return 0.0
+    z = torch.ones(tuple(in_shape), dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad((z * c2).sum(), z)
+    return math.sqrt(float(g.max())) if g.numel() else 0.0
+
+
 class _StructuralRules:
     """Structural rows of :class:`~specbound.audit.analyser._Analyser` (a mixin)."""
 
@@ -148,15 +164,8 @@ class _StructuralRules:
         return op
 
     def broadcast_scale_norm(self, x: fx.Node, node: fx.Node, c: torch.Tensor, mul: bool) -> float:
-        """Norm of ``u -> c * B u`` (or ``B u / c``), ``B`` the broadcast of ``x`` to the
-        output: every output entry copies one input entry, so the columns are orthogonal and
-        the norm is ``sqrt(max_j sum_{k copies j} c_k^2)`` (one backward pass sums them)."""
-        c2 = c.abs() ** 2 if mul else 1.0 / c.abs() ** 2
-        if not c2.numel():
-            return 0.0
-        z = torch.ones(self.rec.info[x].shape, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad((z * c2).sum(), z)
-        return math.sqrt(float(g.max()))
+        """:func:`broadcast_scale_norm` of ``x``'s recorded shape."""
+        return broadcast_scale_norm(c if mul else 1.0 / c, self.rec.info[x].shape)
 
     def reduce_op(self, node: fx.Node, name: str) -> _Op:
         b = _bind(node, ("input", "dim", "keepdim"), {"dim": None, "keepdim": False})
