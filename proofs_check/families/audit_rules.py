@@ -144,6 +144,10 @@ def _max_margin(instance, planted: bool = False) -> float:
         num = float(np.linalg.norm(np.sort(z) - np.sort(w)))
         if num > 0 and not planted:
             worst = min(worst, float(np.linalg.norm(z - w)) / num - 1.0)
+        # the L2 norm of a group is 1-Lipschitz (reverse triangle inequality)
+        num = abs(float(np.linalg.norm(z)) - float(np.linalg.norm(w)))
+        if num > 0 and not planted:
+            worst = min(worst, float(np.linalg.norm(z - w)) / num - 1.0)
     return worst if math.isfinite(worst) else 0.0
 
 
@@ -163,8 +167,9 @@ register(
         id="AUD-MAX",
         title="max/min of two branches compose like a concatenation; sorting is 1-Lipschitz",
         statement="For maps u, v with constants L_u, L_v, the elementwise max(u, v) and min(u, v) "
-        "are sqrt(L_u^2 + L_v^2)-Lipschitz, and sorting (GroupSort, FullSort, MaxMin) is "
-        "1-Lipschitz in L2. max(L_u, L_v) is not enough (u = (x, -M), v = (-M, x)).",
+        "are sqrt(L_u^2 + L_v^2)-Lipschitz; sorting (GroupSort, FullSort, MaxMin) and the L2 "
+        "norm of a group are 1-Lipschitz in L2. max(L_u, L_v) is not enough (u = (x, -M), "
+        "v = (-M, x)).",
         latex=r"\|\max(u,v)(x) - \max(u,v)(y)\|^2 \le (L_u^2 + L_v^2)\|x - y\|^2",
         source="derived in specbound (docs/certify.md, 'max, min and sorting'); sorting: "
         "Anil, Lucas & Grosse, Sorting out Lipschitz function approximation, ICML 2019",

@@ -546,6 +546,13 @@ class _Analyser(
             return self.minmax_op(node, name)
         if name in ("expand", "expand_as", "broadcast_to", "repeat", "tile"):
             return self.expand_op(node)
+        if name in ("norm", "linalg_vector_norm", "vector_norm"):
+            b = _bind(node, ("input", "p", "dim"), {"p": 2})
+            p = self.const(b.get("p", b.get("ord", 2)))
+            if p not in (2, 2.0, "fro", None):
+                raise AuditError(f"{self.describe(node)}: only the L2 norm has a rule")
+            # 1-Lipschitz over disjoint groups: | |x| - |y| | <= |x - y| (AUD-MAX)
+            return self.unary(node, linear=False, kind="norm")
         if name in ("sort", "msort", "topk"):  # 1-Lipschitz (AUD-MAX)
             return self.unary(node, linear=False, kind="sort")
         if name == "interpolate" or name.startswith(("upsample", "_upsample")):
