@@ -200,7 +200,11 @@ def audit(
     modes = {m: m.training for m in model.modules()}
     _set_eval(model)
     try:
-        return _audit(model, shape, float(rtol), device, progress, max_seconds_per_layer, start)
+        # a parametrized weight (torch.nn.utils.parametrize) is computed once and reused by
+        # the shape-recording pass and every certificate: some parametrizations give slightly
+        # different weights at every access
+        with torch.nn.utils.parametrize.cached():
+            return _audit(model, shape, float(rtol), device, progress, max_seconds_per_layer, start)
     finally:
         for m, training in modes.items():
             m.training = training

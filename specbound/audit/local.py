@@ -16,6 +16,25 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+
+
+def _freeze_parametrizations(m: nn.Module) -> None:
+    """Replace the parametrized tensors of ``m`` (a copy) by their current values.
+
+    ``parametrize.remove_parametrizations`` deletes the property from the class, which a deep
+    copy shares with the original; here the copy gets the plain base class instead.
+    """
+    if not parametrize.is_parametrized(m):
+        return
+    with torch.no_grad():
+        values = {name: getattr(m, name).detach().clone() for name in m.parametrizations}
+    del m._modules["parametrizations"]
+    m.__class__ = type(m).__bases__[0]
+    for name, value in values.items():
+        if name in m._parameters:
+            del m._parameters[name]
+        m.register_parameter(name, nn.Parameter(value, requires_grad=False))
 
 
 def local_lipschitz_estimate(
@@ -31,7 +50,8 @@ def local_lipschitz_estimate(
     Parameters
     ----------
     model : torch.nn.Module
-        Copied, converted to float64 and put in eval mode (the original is not touched).
+        Copied, its parametrized weights frozen at their current value, converted to float64
+        and put in eval mode (the original is not touched).
     input_shape : sequence of int
         One sample's shape without the batch dimension.
     n_inputs, iters : int
@@ -47,7 +67,10 @@ def local_lipschitz_estimate(
     shape = tuple(int(v) for v in input_shape)
     if n_inputs < 1 or iters < 1:
         raise ValueError(f"n_inputs and iters must be >= 1, got {n_inputs!r}, {iters!r}")
-    net = copy.deepcopy(model).double().eval()
+    net = copy.deepcopy(model)
+    for m in list(net.modules()):  # freeze parametrized weights (some force float32)
+        _freeze_parametrizations(m)
+    net = net.double().eval()
 
     def f(z: torch.Tensor) -> torch.Tensor:
         out = net(z)
