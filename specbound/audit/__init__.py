@@ -312,10 +312,10 @@ def _audit(
 
 
 def _local_estimate(model: nn.Module, shape: tuple[int, ...]) -> float | None:
-    """Largest Jacobian norm at 3 random inputs (:func:`local_lipschitz_estimate`), or None
-    when the model cannot be run in float64 with autograd."""
+    """Largest Jacobian norm at 3 random inputs (:func:`local_lipschitz_estimate`, at most
+    about 2 s), or None when the model cannot be run in float64 with autograd."""
     try:
-        return local_lipschitz_estimate(model, shape, n_inputs=3, iters=8)
+        return local_lipschitz_estimate(model, shape, n_inputs=3, iters=8, max_seconds=2.0)
     except Exception:
         return None
 

@@ -183,7 +183,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report.get("local_estimate") is not None:
         out.append(
             f"Local lower estimate (not a certificate): {report['local_estimate']:.6g}, the "
-            "largest Jacobian norm found by float64 power iteration at 3 random inputs; the "
+            "largest Jacobian norm found by float64 power iteration at up to 3 random inputs; the "
             "true Lipschitz constant lies between it and the upper bound"
         )
     n_cert = sum(row["kind"] == "certified" for row in layers)
