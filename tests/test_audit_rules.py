@@ -276,3 +276,39 @@ def test_report_describes_the_composition_and_a_local_estimate():
     assert (
         "product of per-layer bounds along the dominant path (3 factors" in text
     )  # conv, ReLU, conv
+
+
+# ---------------------------------------------------------------------------- padding fold
+@pytest.mark.parametrize(
+    "pad,mode",
+    [
+        (nn.ReflectionPad2d((1, 1, 2, 0)), "reflect"),
+        (nn.CircularPad2d(1), "circular"),
+        (nn.ReplicationPad2d(1), "replicate"),
+        (nn.ZeroPad2d((0, 2, 1, 1)), "zeros"),
+    ],
+)
+def test_padding_module_is_folded_into_the_next_conv_and_its_batchnorm(pad, mode):
+    from specbound.operators import exact_norm
+    from specbound.spec import ConvSpec
+
+    torch.manual_seed(6)
+    conv, bn = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(-2.0, 2.0)
+    net = nn.Sequential(pad, conv, bn).eval()
+    rep = A.audit(net, (2, 5, 5), rtol=1e-4)
+    (r,) = rep.layers
+    assert (r.name, r.type) == ("0+1+2", "Conv2d+BatchNorm2d")
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    kernel = (conv.weight.detach().double() * scale.view(-1, 1, 1, 1)).numpy()
+    exact = float(exact_norm(kernel, ConvSpec(mode, tuple(pad.padding), (5, 5))))
+    assert r.lower <= exact * (1 + 1e-12)
+    assert exact <= r.upper
+    separate = (
+        A.audit(nn.Sequential(pad), (2, 5, 5)).upper
+        * A.audit(
+            nn.Sequential(conv, bn).eval(), (2, 5 + sum(pad.padding[2:]), 5 + sum(pad.padding[:2]))
+        ).upper
+    )
+    assert r.upper <= separate * (1 + 1e-9)

@@ -69,6 +69,10 @@ class _Op:
     # how many times each input's entries are repeated by broadcasting (sum and rss nodes):
     # the term's bound is multiplied by sqrt(repeat); None means 1 for every input
     repeats: list[int] | None = None
+    # a padding node: (mode, pads in F.pad order); a conv with a padding folded into it: the
+    # padding's op (the conv is then certified at the padding's input size with its mode)
+    padding: tuple[str, tuple[int, ...]] | None = None
+    pre_pad: _Op | None = None
 
 
 def _type_name(mod: Any) -> str:

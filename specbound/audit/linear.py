@@ -287,6 +287,7 @@ class _LinearRules:
 
     # ---------------------------------------------------------------- folding and tasks
     def fold_batchnorm(self) -> None:
+        self.fold_padding()
         for op in self.ops.values():
             if op.kind != "bn":
                 continue
@@ -318,6 +319,28 @@ class _LinearRules:
                     linear=True,
                 )
 
+    def fold_padding(self) -> None:
+        """Fold a padding node (module or ``F.pad``, any mode) into the 2-D convolution that is
+        its sole user when that convolution pads nothing itself: the pair is one convolution
+        with that padding mode and those pads, certified as a whole at the padding's input size
+        (tighter than the product of the two norms)."""
+        for op in self.ops.values():
+            if op.kind != "conv" or op.conv is None or op.weight is None or op.weight.dim() != 4:
+                continue
+            pad = op.conv["pad"]
+            unpadded = op.conv["padding"] == "zeros" and (
+                pad in ("valid", 0) or (isinstance(pad, tuple) and not any(pad))
+            )
+            src = op.inputs[0][0]
+            prev = self.ops.get(src)
+            if not unpadded or prev is None or prev.kind != "pad" or prev.padding is None:
+                continue
+            mode, pads = prev.padding
+            if len(pads) != 4 or len(src.users) != 1 or prev.folded_into is not None:
+                continue
+            op.conv = dict(op.conv, padding=mode, pad=pads)
+            op.pre_pad, prev.folded_into = prev, op
+
     def certified_row(self, op: _Op) -> None:
         node = op.node
         name, typ = self.label(node, node.meta.get("specbound_weight"))
@@ -330,12 +353,21 @@ class _LinearRules:
             weight = weight * bn.scale.view(shape)
             name, typ = f"{name}+{bn_name}", f"{typ}+{bn_typ}"
             notes.append(f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W")
+        in_node = node
+        if op.pre_pad is not None:
+            in_node = op.pre_pad.node
+            pad_name, _ = self.label(in_node)
+            name = f"{pad_name}+{name}"
+            notes.append(
+                f"padding '{pad_name}' ({op.conv['padding']}, {op.conv['pad']}) folded: "
+                "certified as one convolution with that padding"
+            )
         kernel = weight.numpy()
         out_node = op.fold.node if op.fold is not None else node
         row = LayerBound(
             name,
             typ,
-            self.in_shape(node),
+            self.in_shape(in_node),
             self.out_shape(out_node),
             None,
             math.inf,
@@ -345,7 +377,7 @@ class _LinearRules:
             notes=notes,
         )
         op.row = row
-        size = self.in_shape(node)
+        size = self.in_shape(in_node)
 
         def task() -> None:
             start = time.perf_counter()
