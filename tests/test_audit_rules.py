@@ -4,6 +4,7 @@ against the largest Jacobian norm found by power iteration, refusals and tracing
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 
@@ -312,3 +313,36 @@ def test_padding_module_is_folded_into_the_next_conv_and_its_batchnorm(pad, mode
         ).upper
     )
     assert r.upper <= separate * (1 + 1e-9)
+
+
+class FrozenBN(nn.Module):
+    """torchvision.ops.FrozenBatchNorm2d's computation: x * scale + bias from buffers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(7)
+        self.register_buffer("weight", torch.rand(n, generator=gen) * 4 - 2)
+        self.register_buffer("bias", torch.randn(n, generator=gen))
+        self.register_buffer("running_var", torch.rand(n, generator=gen) + 0.1)
+        self.register_buffer("running_mean", torch.randn(n, generator=gen))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        bias = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+
+def test_frozen_batchnorm_scale_is_folded_into_the_conv():
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), FrozenBN(3))
+    rep = A.audit(net, (2, 5, 5), rtol=1e-4)
+    (r,) = rep.layers
+    assert r.name == "0+mul" and any("per-channel scale" in n for n in r.notes)
+    # the constant scale is the one the float32 forward computes (the audit's semantics: the
+    # network's own float32 rounding is not part of the bound)
+    fbn = net[1]
+    scale = (fbn.weight * (fbn.running_var + 1e-5).rsqrt()).double().reshape(1, -1, 1, 1)
+    conv64 = copy.deepcopy(net[0]).double()
+    zero = torch.zeros(1, 2, 5, 5, dtype=torch.float64)
+    exact = float(np.linalg.norm(dense_jacobian(lambda z: conv64(z) * scale, zero), 2))
+    assert r.lower <= exact * (1 + 1e-9) and exact <= r.upper * (1 + 1e-9)

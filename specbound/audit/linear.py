@@ -289,7 +289,7 @@ class _LinearRules:
     def fold_batchnorm(self) -> None:
         self.fold_padding()
         for op in self.ops.values():
-            if op.kind != "bn":
+            if op.kind not in ("bn", "chscale"):
                 continue
             src = op.inputs[0][0]
             prev = self.ops.get(src)
@@ -352,7 +352,11 @@ class _LinearRules:
             shape = (-1,) + (1,) * (weight.dim() - 1)
             weight = weight * bn.scale.view(shape)
             name, typ = f"{name}+{bn_name}", f"{typ}+{bn_typ}"
-            notes.append(f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W")
+            notes.append(
+                f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W"
+                if bn.kind == "bn"
+                else f"per-channel scale '{bn_name}' folded: W' = diag(c) W"
+            )
         in_node = node
         if op.pre_pad is not None:
             in_node = op.pre_pad.node

@@ -161,6 +161,14 @@ class _StructuralRules:
             rule += ", broadcast: sqrt(max over entries of the sum of c^2 over its copies)"
         reps = self.repeat_factor(x, node)
         op.row = self.exact(node, factor, rule, linear=True, ops=reps + 4)
+        out = self.rec.info[node].shape
+        if name == "mul" and c_t.dim() >= 1 and len(out) >= 2:
+            # a per-channel scale (e.g. FrozenBatchNorm2d's x * scale + bias): foldable into
+            # the convolution before it, like an eval BatchNorm
+            channel = [1] * (len(out) - 1)
+            channel[0] = out[1]
+            if list(c_t.shape[-(len(out) - 1) :]) == channel and c_t.numel() == out[1]:
+                op.kind, op.scale = "chscale", c_t.reshape(-1)
         return op
 
     def broadcast_scale_norm(self, x: fx.Node, node: fx.Node, c: torch.Tensor, mul: bool) -> float:
