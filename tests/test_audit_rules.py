@@ -346,3 +346,33 @@ def test_frozen_batchnorm_scale_is_folded_into_the_conv():
     zero = torch.zeros(1, 2, 5, 5, dtype=torch.float64)
     exact = float(np.linalg.norm(dense_jacobian(lambda z: conv64(z) * scale, zero), 2))
     assert r.lower <= exact * (1 + 1e-9) and exact <= r.upper * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------------------- merging
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_then_1x1_conv_is_merged_into_one_certified_convolution(groups):
+    torch.manual_seed(9)
+    bn = nn.BatchNorm2d(4)
+    bn.running_var.uniform_(0.5, 2.0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect", groups=groups),
+        bn,
+        nn.Conv2d(4, 3, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 5 * 5, 6),
+        nn.Linear(6, 2),
+    ).eval()
+    rep = A.audit(net, (2, 5, 5), rtol=1e-4)
+    assert [r.name for r in rep.layers] == ["0+1+2", "3", "5+6"]
+    merged = rep.layers[0]
+    assert any("merged" in n for n in merged.notes)
+    net64 = copy.deepcopy(net).double()
+    zero = torch.zeros(1, 2, 5, 5, dtype=torch.float64)
+    exact = float(np.linalg.norm(dense_jacobian(lambda z: net64[:3](z), zero), 2))
+    assert merged.lower <= exact * (1 + 1e-12) and exact <= merged.upper
+    lin = float(
+        np.linalg.norm(net64[6].weight.detach().numpy() @ net64[5].weight.detach().numpy(), 2)
+    )
+    assert rep.layers[2].lower <= lin * (1 + 1e-12) and lin <= rep.layers[2].upper
+    assert_upper_dominates_jacobian(net, (2, 5, 5), rep.upper, n_inputs=20, iters=5)

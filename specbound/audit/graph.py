@@ -73,6 +73,10 @@ class _Op:
     # padding's op (the conv is then certified at the padding's input size with its mode)
     padding: tuple[str, tuple[int, ...]] | None = None
     pre_pad: _Op | None = None
+    # a linear operator merged into this one (its first factor) and the Frobenius bound of
+    # the merge's float64 rounding, per unit of the padding operator's norm
+    merged: _Op | None = None
+    merge_error: float = 0.0
 
 
 def _type_name(mod: Any) -> str:

@@ -301,6 +301,7 @@ class _LinearRules:
             if op.scale.numel() != channels:
                 continue
             prev.fold, op.folded_into = op, prev
+        self.merge_linear()
         for node, op in self.ops.items():
             if op.kind in ("conv", "linear"):
                 self.certified_row(op)
@@ -341,6 +342,67 @@ class _LinearRules:
             op.conv = dict(op.conv, padding=mode, pad=pads)
             op.pre_pad, prev.folded_into = prev, op
 
+    def merge_linear(self) -> None:
+        """Merge two consecutive linear operators with nothing nonlinear between them into one
+        when the product is still a convolution: a convolution (any geometry, a BatchNorm
+        after it folded) followed by a 1x1, stride-1, unpadded, ungrouped convolution, or a
+        Linear followed by a Linear. The merged kernel ``W2 (s1 W1)`` is certified once; the
+        float64 rounding of the product (each entry a sum of ``C1`` products, error at most
+        ``gamma_{C1+2}`` times the same sum of absolute values) is added to the bracket through
+        the Frobenius norm of that bound times ``sqrt(taps)`` (a convolution's norm is at most
+        the sum of its taps' norms, Cauchy-Schwarz) and the padding operator's norm."""
+        for op in self.ops.values():
+            if op.kind not in ("conv", "linear") or op.weight is None or op.fold is not None:
+                continue
+            src = op.inputs[0][0]
+            prev = self.ops.get(src)
+            if prev is not None and prev.kind in ("bn", "chscale") and prev.folded_into:
+                prev = prev.folded_into  # the conv/linear whose BatchNorm is src
+            if prev is None or prev is op or prev.kind != op.kind or prev.weight is None:
+                continue
+            out_node = prev.fold.node if prev.fold is not None else prev.node
+            if out_node is not src or len(src.users) != 1 or prev.folded_into is not None:
+                continue
+            w2 = op.weight.detach().to("cpu", torch.float64)
+            w1 = prev.weight.detach().to("cpu", torch.float64)
+            if prev.fold is not None:
+                w1 = w1 * prev.fold.scale.to(torch.float64).view(-1, *([1] * (w1.dim() - 1)))
+            if op.kind == "conv":
+                c = op.conv
+                pad = c["pad"]
+                plain_1x1 = (
+                    w2.dim() == 4
+                    and w1.dim() == 4
+                    and tuple(w2.shape[2:]) == (1, 1)
+                    and c["stride"] == (1, 1)
+                    and c["groups"] == 1
+                    and (pad in ("valid", 0) or (isinstance(pad, tuple) and not any(pad)))
+                    and op.pre_pad is None
+                )
+                if not plain_1x1:
+                    continue
+                g = prev.conv["groups"]
+                c1, cin_g = w1.shape[0], w1.shape[1]
+                full = torch.zeros(c1, cin_g * g, *w1.shape[2:], dtype=torch.float64)
+                per = c1 // g
+                for k in range(g):
+                    full[k * per : (k + 1) * per, k * cin_g : (k + 1) * cin_g] = w1[
+                        k * per : (k + 1) * per
+                    ]
+                merged = torch.einsum("oc,cihw->oihw", w2[:, :, 0, 0], full)
+                bound = torch.einsum("oc,cihw->oihw", w2[:, :, 0, 0].abs(), full.abs())
+                taps = full.shape[2] * full.shape[3]
+                op.conv = dict(prev.conv, groups=1)
+            else:
+                merged, bound, taps = w2 @ w1, w2.abs() @ w1.abs(), 1
+            from ..rigorous.rounding import gamma
+
+            fro = float(torch.linalg.vector_norm(bound)) * (1 + 4 * gamma(bound.numel() + 2))
+            op.merge_error = _up(math.sqrt(taps) * gamma(w2.shape[1] + 2) * fro, 4)
+            op.weight = merged
+            op.merged, op.pre_pad = prev, prev.pre_pad
+            prev.folded_into = op
+
     def certified_row(self, op: _Op) -> None:
         node = op.node
         name, typ = self.label(node, node.meta.get("specbound_weight"))
@@ -358,6 +420,18 @@ class _LinearRules:
                 else f"per-channel scale '{bn_name}' folded: W' = diag(c) W"
             )
         in_node = node
+        if op.merged is not None:
+            first = op.merged
+            in_node = first.node
+            first_name, first_typ = self.label(first.node, first.node.meta.get("specbound_weight"))
+            if first.fold is not None:
+                bn_name, bn_typ = self.label(first.fold.node)
+                first_name, first_typ = f"{first_name}+{bn_name}", f"{first_typ}+{bn_typ}"
+            name, typ = f"{first_name}+{name}", f"{first_typ}+{typ}"
+            notes.append(
+                f"'{first_name}' merged: no nonlinearity between, the product is one "
+                "convolution (linear map), certified once"
+            )
         if op.pre_pad is not None:
             in_node = op.pre_pad.node
             pad_name, _ = self.label(in_node)
@@ -437,6 +511,10 @@ class _LinearRules:
                 )
                 pad_norm = 1.0
             lower, upper = cert.lower, cert.upper
+            if op.merge_error:
+                err = _up(op.merge_error * _up(pad_norm, 2), 2)
+                upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
+                row.notes.append(f"merge rounding allowance {err:.3g} added to the bracket")
             if op.fold is not None:
                 err = _fold_allowance(k4, _up(pad_norm, 2))
                 upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
