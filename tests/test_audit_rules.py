@@ -376,3 +376,28 @@ def test_conv_then_1x1_conv_is_merged_into_one_certified_convolution(groups):
     )
     assert rep.layers[2].lower <= lin * (1 + 1e-12) and lin <= rep.layers[2].upper
     assert_upper_dominates_jacobian(net, (2, 5, 5), rep.upper, n_inputs=20, iters=5)
+
+
+# ---------------------------------------------------------------------------- transposed
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), (2, 4, 3)),
+        (nn.ConvTranspose2d(4, 2, (2, 3), stride=(1, 2), dilation=2, groups=2), (4, 3, 3)),
+        (nn.ConvTranspose1d(2, 3, 4, stride=3, padding=2, output_padding=2), (2, 5)),
+    ],
+)
+def test_transposed_conv_bracket_contains_the_dense_norm(layer, shape):
+    torch.manual_seed(10)
+    rep = A.audit(nn.Sequential(layer), shape, rtol=1e-4)
+    (r,) = rep.layers
+    lay64 = copy.deepcopy(layer).double()
+    zero = torch.zeros(1, *shape, dtype=torch.float64)
+    exact = float(np.linalg.norm(dense_jacobian(lay64, zero), 2))
+    assert r.lower <= exact * (1 + 1e-12) and exact <= r.upper
+    assert rep.lower is not None and rep.lower <= exact * (1 + 1e-12)
+
+
+def test_conv3d_is_refused_clearly():
+    with pytest.raises(A.AuditError, match=r"module '0' \(Conv3d\): 3-D convolutions are not"):
+        A.audit(nn.Sequential(nn.Conv3d(1, 1, 3)), (1, 4, 4, 4))

@@ -326,6 +326,23 @@ class _Analyser(
                 return mod._conv_forward(x, w.to(x).abs(), None)
 
             return self.conv_op(node, weight, conv, lin, absf)
+        if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+                raise AuditError(f"{self.describe(node)}: only zero padding is supported")
+            return self.transposed_conv_op(
+                node,
+                mod.weight.detach(),
+                mod.stride,
+                mod.padding,
+                mod.output_padding,
+                mod.dilation,
+                mod.groups,
+            )
+        if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)):
+            raise AuditError(
+                f"{self.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
+                "convolutions and transposed convolutions are)"
+            )
         if isinstance(mod, ConstrainedConv2d):
             weight = mod.weight.detach()
             top, bottom, left, right = mod.pads
@@ -469,6 +486,22 @@ class _Analyser(
             return self.struct_op(node, identity=True)
         if name in ("conv1d", "conv2d", "convolution", "_convolution"):
             return self.functional_conv(node, name)
+        if name in ("conv_transpose1d", "conv_transpose2d"):
+            b = _bind(
+                node,
+                ("input", "weight", "bias", "stride", "padding", "output_padding", "groups"),
+                {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1},
+            )
+            b.setdefault("dilation", node.args[7] if len(node.args) > 7 else 1)
+            return self.transposed_conv_op(
+                node,
+                torch.as_tensor(self.const(b["weight"])).detach(),
+                self.const(b["stride"]),
+                self.const(b["padding"]),
+                self.const(b["output_padding"]),
+                self.const(b["dilation"]),
+                int(self.const(b["groups"])),
+            )
         if name in ("linear", "addmm", "mm", "matmul"):
             return self.functional_linear(node, name)
         if name in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"):

@@ -181,8 +181,19 @@ class _LinearRules:
                 ),
             )
             transposed = bool(self.const(b["transposed"]))
+        if self.dep(b["weight"]):
+            raise AuditError(f"{self.describe(node)}: the kernel depends on the input")
         if transposed:
-            raise AuditError(f"{self.describe(node)} is a transposed convolution: no rule yet")
+            weight = torch.as_tensor(self.const(b["weight"])).detach()
+            return self.transposed_conv_op(
+                node,
+                weight,
+                self.const(b["stride"]),
+                self.const(b["padding"]),
+                self.const(b["output_padding"]),
+                self.const(b["dilation"]),
+                int(self.const(b["groups"])),
+            )
         if self.dep(b["weight"]):
             raise AuditError(f"{self.describe(node)}: the kernel depends on the input")
         weight = torch.as_tensor(self.const(b["weight"])).detach()
@@ -303,7 +314,7 @@ class _LinearRules:
             prev.fold, op.folded_into = op, prev
         self.merge_linear()
         for node, op in self.ops.items():
-            if op.kind in ("conv", "linear"):
+            if op.kind in ("conv", "linear", "convT"):
                 self.certified_row(op)
             elif op.kind == "bn" and op.folded_into is None:
                 s = op.scale.abs()
@@ -341,6 +352,41 @@ class _LinearRules:
                 continue
             op.conv = dict(op.conv, padding=mode, pad=pads)
             op.pre_pad, prev.folded_into = prev, op
+
+    def transposed_conv_op(
+        self,
+        node: fx.Node,
+        weight: torch.Tensor,
+        stride: Any,
+        padding: Any,
+        output_padding: Any,
+        dilation: Any,
+        groups: int,
+    ) -> _Op:
+        """``ConvTranspose1d/2d``: the adjoint of the convolution with the same weight, stride,
+        padding, dilation and groups on the transposed layer's output size (PyTorch defines the
+        transposed convolution, ``output_padding`` included, as that convolution's gradient with
+        respect to its input), so its norm is that convolution's, certified at that size."""
+        one_d = weight.dim() == 3
+        n = 1 if one_d else 2
+        if isinstance(padding, str):
+            raise AuditError(f"{self.describe(node)}: string padding {padding!r} not supported")
+        s, p, d = _tuple(stride, n), _tuple(padding, n), _tuple(dilation, n)
+        op_ = _tuple(output_padding, n)
+        pad: Any = (0, p[0]) if one_d else p
+        conv = _conv_geometry(weight, "zeros", pad, s, d, groups)
+        fn = F.conv_transpose1d if one_d else F.conv_transpose2d
+
+        def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x), None, s, p, op_, groups, d)
+
+        def absf(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x).abs(), None, s, p, op_, groups, d)
+
+        nops = weight.shape[0] // groups * math.prod(weight.shape[2:])
+        op = self.unary(node, linear=True, nops=nops, lin=lin, absf=absf, kind="convT")
+        op.weight, op.conv = weight, conv
+        return op
 
     def merge_linear(self) -> None:
         """Merge two consecutive linear operators with nothing nonlinear between them into one
@@ -459,17 +505,16 @@ class _LinearRules:
 
         def task() -> None:
             start = time.perf_counter()
-            if op.kind == "conv":
+            if op.kind in ("conv", "convT"):
                 c = op.conv
                 k4 = kernel[:, :, None, :] if kernel.ndim == 3 else kernel
-                hw = (1, size[-1]) if kernel.ndim == 3 else tuple(size[-2:])
+                # a transposed conv is the adjoint of the conv on its output size
+                sized = self.out_shape(node) if op.kind == "convT" else size
+                hw = (1, sized[-1]) if kernel.ndim == 3 else tuple(sized[-2:])
                 spec = ConvSpec(c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"])
                 expected = spec.layer(k4).out_size
-                traced = (
-                    tuple(self.out_shape(node)[-2:])
-                    if kernel.ndim == 4
-                    else (1, self.out_shape(node)[-1])
-                )
+                other = size if op.kind == "convT" else self.out_shape(node)
+                traced = tuple(other[-2:]) if kernel.ndim == 4 else (1, other[-1])
                 if expected != traced:
                     raise AuditError(
                         f"{self.describe(node)}: specbound's geometry gives output size "
