@@ -19,6 +19,7 @@ from torch import nn
 
 from proofs_check.families.audit_rules import (
     bcast_search,
+    convt_search,
     max_search,
     norm_search,
     perm_search,
@@ -52,7 +53,8 @@ def row(rep, name):
 
 # ---------------------------------------------------------------------------- proofs_check
 @pytest.mark.parametrize(
-    "search", [norm_search, max_search, bcast_search, resample_search, perm_search]
+    "search",
+    [norm_search, max_search, bcast_search, resample_search, perm_search, convt_search],
 )
 def test_audit_theorems_pass_and_their_planted_variants_fail(search):
     assert run(search(), QUICK).verdict == "PASS"

@@ -17,7 +17,7 @@ from specbound.audit.normalization import normalization_lipschitz
 from specbound.audit.resample import nonnegative_map_bracket
 from specbound.audit.structural import broadcast_scale_norm
 
-from ..harness import Search, run
+from ..harness import Search, Skip, run
 from ..registry import Theorem, register
 
 FAMILY = "Audit rules (normalisation, max/sort, broadcast, resampling, rearrangements)"
@@ -363,6 +363,88 @@ register(
         relied_on=True,
         check=lambda mode: run(perm_search(), mode),
         proof="A permutation matrix is orthogonal; a selection matrix has orthonormal rows.",
+        family=FAMILY,
+    )
+)
+
+
+# --------------------------------------------------------------------------- AUD-CONVT
+def _convt_instances(rng: np.random.Generator, count: int):
+    for _ in range(count):
+        groups = int(rng.choice([1, 2]))
+        c_in, c_out = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        s = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        d = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        p = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+        op = tuple(int(rng.integers(0, si)) for si in s)  # output_padding < stride
+        size = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        w = rng.normal(size=(c_in, c_out // groups, *k))
+        yield w, s, p, op, d, groups, size
+
+
+def _convt_margin(instance, planted: bool = False) -> float:
+    w, s, p, op, d, groups, size = instance
+    wt = torch.from_numpy(w)
+    c_in = w.shape[0]
+
+    def convt(x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, wt, None, s, p, op, groups, d)
+
+    try:
+        out = convt(torch.zeros(1, c_in, *size, dtype=torch.float64))
+    except RuntimeError:
+        raise Skip from None
+    if out.numel() == 0:
+        raise Skip
+    t = _dense(convt, (1, c_in, *size))
+    at = out.shape[2:] if not planted else size  # planted: the transposed layer's input size
+
+    def conv(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, wt, None, s, p, d, groups)
+
+    try:
+        a = _dense(conv, (1, w.shape[1] * groups, *at))
+    except RuntimeError:
+        return -1.0
+    if a.shape != t.T.shape:
+        return -1.0
+    scale = float(np.abs(t).max(initial=0.0)) or 1.0
+    return -float(np.abs(a - t.T).max(initial=0.0)) / scale
+
+
+def convt_search(planted: bool = False) -> Search:
+    return Search(
+        lambda inst: _convt_margin(inst, planted),
+        tolerance=1e-12,
+        random=_convt_instances,
+        n_random=(40, 400),
+        n_hypothesis=(0, 0),
+        key="AUD-CONVT" + ("-planted" if planted else ""),
+    )
+
+
+register(
+    Theorem(
+        id="AUD-CONVT",
+        title="A transposed convolution is the adjoint of the convolution at its output size",
+        statement="conv_transpose2d(W, stride, padding, output_padding < stride, groups, dilation) "
+        "on inputs of size H is the transpose of conv2d(W, stride, padding, dilation, groups) on "
+        "inputs of the transposed layer's output size H_out (output_padding included), so "
+        "both have the same norm.",
+        latex=r"T_{W}^{(H)} = \big(C_{W}^{(H_{out})}\big)^\top",
+        source="PyTorch's definition of the transposed convolution as the gradient of the "
+        "convolution with respect to its input; checked in specbound (docs/certify.md, "
+        "'Transposed convolutions')",
+        conditions="1-2 groups, kernels up to 3x3, strides 1-3, dilation 1-2, padding 0-1, "
+        "output_padding below the stride (PyTorch also allows it below the dilation; then the "
+        "convolution at H_out has more outputs than H and the audit refuses), inputs up to "
+        "4x4; entrywise, relative tolerance 1e-12",
+        relied_on=True,
+        check=lambda mode: run(convt_search(), mode),
+        proof="Both matrices hold w[o, i, a, b] at (output r, input c) exactly when r = s c - p "
+        "+ d (a, b) (transposed) resp. c' = s r' - p + d (a, b) (convolution): the same "
+        "incidence with the roles of the two sides exchanged.",
         family=FAMILY,
     )
 )

@@ -373,6 +373,11 @@ class _LinearRules:
             raise AuditError(f"{self.describe(node)}: string padding {padding!r} not supported")
         s, p, d = _tuple(stride, n), _tuple(padding, n), _tuple(dilation, n)
         op_ = _tuple(output_padding, n)
+        if any(o >= si for o, si in zip(op_, s, strict=True)):
+            raise AuditError(
+                f"{self.describe(node)}: output_padding {op_} is not below the stride {s}; "
+                "then it is not the adjoint of one convolution, no rule"
+            )
         pad: Any = (0, p[0]) if one_d else p
         conv = _conv_geometry(weight, "zeros", pad, s, d, groups)
         fn = F.conv_transpose1d if one_d else F.conv_transpose2d
