@@ -8,7 +8,7 @@ Example
 >>> audit = importlib.import_module("specbound.audit")
 >>> net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.LayerNorm([3, 4, 4]))
 >>> report = audit.audit(net, (2, 4, 4), rtol=1e-2)
->>> assert_upper_dominates_jacobian(net, (2, 4, 4), report.upper, n_inputs=3)
+>>> found = assert_upper_dominates_jacobian(net, (2, 4, 4), report.upper, n_inputs=3)
 """
 
 from __future__ import annotations
