@@ -183,8 +183,10 @@ class _NormalizationRules:
         # rms_norm(input, normalized_shape, weight=None, eps=None)
         b = _bind(node, ("input", "normalized_shape", "weight", "eps"), {"eps": None})
         eps = self.const(b.get("eps"))
-        if eps is None:
-            eps = float(torch.finfo(torch.float32).eps)
+        if eps is None:  # torch uses the input's machine epsilon
+            weight = self.const(b.get("weight"))
+            dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
+            eps = float(torch.finfo(dtype).eps)
         dims = tuple(int(d) for d in self.const(b["normalized_shape"]))
         n = math.prod(dims)
         return self._norm_row(
@@ -208,7 +210,8 @@ class _NormalizationRules:
         if isinstance(mod, nn.GroupNorm):
             return self.group_norm_op(node, mod.num_groups, mod.weight, mod.eps)
         if isinstance(mod, nn.RMSNorm):
-            eps = mod.eps if mod.eps is not None else float(torch.finfo(torch.float32).eps)
+            dtype = mod.weight.dtype if mod.weight is not None else torch.get_default_dtype()
+            eps = mod.eps if mod.eps is not None else float(torch.finfo(dtype).eps)
             n = math.prod(mod.normalized_shape)
             return self._norm_row(node, mod.weight, float(eps), [(0, n, n, 1)], "RMSNorm", False)
         # InstanceNorm without running statistics: GroupNorm with one group per channel
