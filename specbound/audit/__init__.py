@@ -77,7 +77,11 @@ The Lipschitz constant of a nonlinear network is not bracketed from below here. 
 where the network is differentiable ``||J(x)|| <= Lip``, but a Jacobian power iteration there is
 a floating-point estimate of a local slope (and at a ReLU kink autograd's chain-rule product
 need not be a derivative at all), usually far below ``Lip``: it must never serve as the
-reference value of ``Lip`` (the mistake of gram.md Sec. 6 item 14), and is not reported. When every
+reference value of ``Lip`` (the mistake of gram.md Sec. 6 item 14). It is reported only as
+``AuditReport.local_estimate``, labelled a local lower *estimate* (not a certificate), next to
+the composed upper bound (:func:`local_lipschitz_estimate`). Rules added for issue 14
+(normalisation, max/sort, broadcasts, resampling, transposed convolutions, folding and merging)
+are listed with their theorems in the audit how-to. When every
 operator is affine, the network is ``x -> A x + b`` and its Lipschitz constant is ``||A||_2``;
 then a witness ``v`` from a float64 power iteration gives the rigorous lower bound
 ``(||fl(A v)|| - gamma_N || |A| |v| ||) / ||v||`` (Higham, *Accuracy and Stability of Numerical
