@@ -80,7 +80,7 @@ def conv_subclass_agrees(m: nn.Module, shape: tuple[int, ...] | None = None) -> 
                 ref = torch.nn.functional.linear(x, w, m.bias)
             else:
                 ref = m._conv_forward(x, w, m.bias)
-        scale = float(ref.abs().max()) + float(w.abs().max()) + 1.0
+        scale = float(ref.abs().max()) + float(w.detach().abs().max()) + 1.0
         return got.shape == ref.shape and float((got - ref).abs().max()) <= 1e-4 * scale
     except Exception:
         return False
