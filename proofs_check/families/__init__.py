@@ -17,6 +17,7 @@ ORDER = (
     "rounding",
     "scaling",
     "cholesky",
+    "audit_rules",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 

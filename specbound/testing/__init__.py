@@ -22,7 +22,9 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
 Assertions (one-sided, against the exact float64 operator, with a rounding allowance):
 :func:`assert_upper_bound`, :func:`assert_lower_bound`, :func:`assert_bracket`,
 :func:`assert_every_size_upper_bound`, :func:`assert_lipschitz_layer` (a module or a kernel),
-and :func:`module_matrix` (the dense Jacobian of an affine module).
+:func:`module_matrix` (the dense Jacobian of an affine module), and
+:func:`assert_upper_dominates_jacobian` (a whole network's certified upper bound against the
+largest Jacobian norm found at random inputs).
 
 Example
 -------
@@ -67,6 +69,7 @@ from .lipschitz import (
     assert_lipschitz_layer,
     module_matrix,
 )
+from .network import JACOBIAN_RTOL, assert_upper_dominates_jacobian
 from .specs import (
     adversarial_layers,
     circulant_specs,
@@ -78,6 +81,7 @@ from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geom
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
+    "JACOBIAN_RTOL",
     "KERNEL_FAMILIES",
     "LIPSCHITZ_RTOL",
     "MATRIX_FAMILIES",
@@ -91,6 +95,7 @@ __all__ = [
     "assert_lipschitz_layer",
     "assert_lower_bound",
     "assert_upper_bound",
+    "assert_upper_dominates_jacobian",
     "circulant_specs",
     "conv_specs",
     "drawn_kernel",
