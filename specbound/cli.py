@@ -311,17 +311,39 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         )
     if min(shape) < 1:
         raise ValueError(f"--input-shape takes positive integers, got {list(shape)}")
+    per_layer = args.max_seconds_per_layer
     report = audit(
         model,
         shape,
         rtol=args.rtol,
         device=args.device,
         progress=False if args.no_progress else None,
-        max_seconds_per_layer=args.max_seconds_per_layer,
+        max_seconds=args.max_seconds,
+        max_seconds_per_layer=None if per_layer == 0 else per_layer,
+        on_layer=None if args.json else _AuditStream(),
     )
     result = report.to_dict()
     result["source"] = description
     return result
+
+
+class _AuditStream:
+    """``on_layer`` of ``specbound audit`` (text output): prints each row of the table as its
+    layer finishes, before the whole report."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def __call__(self, row: Any) -> None:
+        if self.i == 0:
+            print("layers as they finish (the full report follows):", flush=True)
+        self.i += 1
+        low = "—" if row.lower is None else f"{row.lower:.6g}"
+        print(
+            f"  {self.i}. {row.name} ({row.type}): [{low}, {row.upper:.6g}] "
+            f"{row.elapsed_s:.2f} s{'' if row.converged else ' (not converged)'}",
+            flush=True,
+        )
 
 
 def format_audit(result: dict[str, Any]) -> str:
@@ -383,13 +405,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="one sample's shape without the batch dimension, e.g. 3 32 32",
     )
-    aud.add_argument("--rtol", type=float, default=1e-3, help="target relative gap per layer")
+    aud.add_argument(
+        "--rtol", type=float, default=None, help="target relative gap per layer (default 0.01)"
+    )
     aud.add_argument("--device", default=None, help="torch device for the certificates")
+    aud.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="time budget of the whole run; layers not reached get a rigorous but wider bound "
+        "and the report is marked partial",
+    )
     aud.add_argument(
         "--max-seconds-per-layer",
         type=float,
-        default=None,
-        help="time budget of each layer's certificate",
+        default=30.0,
+        help="time budget of each layer's certificate (default 30; 0: no limit)",
     )
     aud.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     aud.add_argument("--json", action="store_true", help="print JSON")

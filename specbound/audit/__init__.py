@@ -185,7 +185,7 @@ def audit(
     max_seconds : float, optional
         Budget of the whole run, counted from this call. A layer reached after it is spent
         is not certified: it gets a rigorous but much wider upper bound (the tap-sum bound,
-        lemma L10 of ``docs/certify.md``; kind ``"bound"``, ``converged=False``), and the
+        lemma L-TAP of ``docs/certify.md``; kind ``"bound"``, ``converged=False``), and the
         report is marked ``partial``. The run returns within ``max_seconds`` plus the slack
         of the one :func:`specbound.certify` call running when it ends (that call gets what
         is left of the budget as its own ``max_seconds``) plus the cheap bounds of the layers
@@ -354,7 +354,7 @@ def _audit(
     if runner.stop_reason:
         notes.append(
             f"PARTIAL: {runner.stop_reason}; {runner.fallbacks} layer(s) not certified carry "
-            "the rigorous tap-sum bound (L10), so the network bound is valid but wider"
+            "the rigorous tap-sum bound (L-TAP), so the network bound is valid but wider"
         )
     return AuditReport(
         model=title,

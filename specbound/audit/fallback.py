@@ -1,4 +1,4 @@
-"""The audit's cheap rigorous upper bound for a layer its budget did not reach (lemma L10 of
+"""The audit's cheap rigorous upper bound for a layer its budget did not reach (lemma L-TAP of
 ``docs/certify.md``): ``||A||_2 <= ||P||_2 max_groups sum_taps ||K_{g,t}||_F``."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from ..rigorous.rounding import frobenius_upper, up
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
 
-TAP_SUM_METHOD = "tap_sum_frobenius (L10; budget fallback, not certified to rtol)"
+TAP_SUM_METHOD = "tap_sum_frobenius (L-TAP; budget fallback, not certified to rtol)"
 
 
 def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
-    """Rigorous upper bound on ``||A||_2`` from the kernel's tap matrices alone (lemma L10).
+    """Rigorous upper bound on ``||A||_2`` from the kernel's tap matrices alone (lemma L-TAP).
 
     Each tap ``t`` of group ``g`` contributes ``(I (x) K_{g,t}) S_t P``: ``P`` the padding map
     (``||P|| = sqrt(max copy count)``, 1 for zero padding, lemma L7), ``S_t`` the selection of
@@ -85,5 +85,5 @@ class FallbackBound:
     def __post_init__(self) -> None:
         self.notes = [
             f"not certified ({self.reason}): upper is the rigorous tap-sum bound ||P|| "
-            "max_g sum_t ||K_g,t||_F (L10), usually much wider than the norm"
+            "max_g sum_t ||K_g,t||_F (L-TAP), usually much wider than the norm"
         ]

@@ -5,7 +5,7 @@ streamed as they finish, and a sound partial report on a spent budget or an inte
   ``max_seconds_per_layer`` each :func:`specbound.certify` call; a layer gets the smaller of
   its own budget and what is left of the whole one. Once the whole budget is spent, every
   layer not yet certified gets the rigorous tap-sum upper bound (:func:`.fallback.tap_sum_upper`,
-  lemma L10: milliseconds, usually much wider than the norm) and the report is marked partial.
+  lemma L-TAP: milliseconds, usually much wider than the norm) and the report is marked partial.
 * **Dedup.** The certificate of a layer is keyed by a hash of its (folded) float64 kernel bytes,
   its shape, its geometry (:class:`~specbound.spec.ConvSpec`), ``rtol`` and the device; a later
   layer with the same key reuses it.
@@ -40,9 +40,11 @@ DEFAULT_SECONDS_PER_LAYER = 30.0
 """``max_seconds_per_layer`` of :func:`audit` when none is given: no audit waits on one layer
 for much longer (:func:`specbound.certify` honours its budget up to its own stated slack)."""
 
-CHEAP_KINDS = ("conv", "linear")
-"""Operator kinds whose rows are certified through :meth:`_Runner.certify` (and so have the
-tap-sum fallback); other certified rows (SLL layers) stay ``inf`` when not reached."""
+UNBOUNDED_KINDS = ("sll",)
+"""Operator kinds whose tasks are skipped once the run is stopped (their certificate has no
+cheap fallback): their rows stay ``inf``. Convolutions and linear layers get the tap-sum bound
+through :meth:`_Runner.certify`; the other tasks (averaging brackets of small 1-D matrices)
+are cheap and always run."""
 
 
 def _key(kernel: np.ndarray, spec: ConvSpec, rtol: float, device: str) -> tuple[Any, ...]:
@@ -153,7 +155,7 @@ class _Runner:
         assert row is not None and op.task is not None
         if not self.stop_reason:
             self._spend_check()
-        if self.stop_reason and op.kind not in CHEAP_KINDS:
+        if self.stop_reason and op.kind in UNBOUNDED_KINDS:
             row.upper, row.lower, row.converged = math.inf, None, False
             row.upper_method = row.lower_method = "none (not reached)"
             row.notes = [*notes, f"not certified ({self.stop_reason}): no cheap bound; inf"]
