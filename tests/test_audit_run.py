@@ -105,6 +105,26 @@ def test_tap_sum_upper_is_not_trivially_huge_and_refuses_bad_input():
         A.tap_sum_upper(np.full((1, 1, 3, 3), np.nan), ConvSpec("zeros", "same", (4, 4)))
 
 
+@given(
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 9), st.integers(1, 5), st.integers(1, 2), st.integers(1, 2)),
+        elements=st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False),
+    )
+)
+def test_chunked_frobenius_bounds_memory_and_stays_an_upper_bound(kernel):
+    spec = ConvSpec("zeros", "valid", (3, 3))
+    whole = A.tap_sum_upper(kernel, spec)
+    F = importlib.import_module("specbound.audit.fallback")
+    previous, F.CHUNK_ENTRIES = F.CHUNK_ENTRIES, 4  # slices of a few rows
+    try:
+        chunked = A.tap_sum_upper(kernel, spec)
+    finally:
+        F.CHUNK_ENTRIES = previous
+    assert chunked >= exact_norm(kernel, spec)
+    assert chunked <= whole * (1 + 1e-13)  # the same bound up to rounding allowances
+
+
 # ---------------------------------------------------------------------------- budgets
 BUDGET = 0.3
 SLACK = 1.5

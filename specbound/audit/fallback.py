@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..rigorous.rounding import frobenius_upper, up
+from ..rigorous.rounding import U, frobenius_upper, up
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
 
@@ -54,7 +54,7 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
     c_out, c_in_g, kh, kw = k.shape
     g = spec.groups
     taps = k.reshape(g, c_out // g, c_in_g, kh * kw).permute(0, 3, 1, 2)  # (g, T, o, i)
-    per_tap = frobenius_upper(taps)  # (g, T), each >= ||K_{g,t}||_F (L1)
+    per_tap = _frobenius_chunked(taps)  # (g, T), each >= ||K_{g,t}||_F (L1)
     sums = [math.fsum(row) for row in per_tap.tolist()]  # one rounding each
     worst = max(sums, default=0.0)
     top, bottom, left, right = layer.pads
@@ -65,6 +65,26 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
             w, left, right, spec.padding
         )  # two square roots and one product
     return up(up(worst, 1) * up(pad_norm, 3), 1)
+
+
+CHUNK_ENTRIES = 1 << 22
+"""Entries per slice of :func:`_frobenius_chunked` (32 MiB of float64): memory stays bounded
+for a large linear layer."""
+
+
+def _frobenius_chunked(taps: torch.Tensor) -> torch.Tensor:
+    """Upper bounds on the Frobenius norms over the last two axes, by row slices of at most
+    :data:`CHUNK_ENTRIES` entries: ``||K||_F^2 = sum_i ||K_i||_F^2`` over the slices ``K_i``,
+    each ``||K_i||_F`` bounded by L1, squared, summed and rooted upwards."""
+    rows, cols = taps.shape[-2:]
+    step = max(1, CHUNK_ENTRIES // max(cols, 1))
+    if rows <= step:
+        return frobenius_upper(taps)
+    parts = [frobenius_upper(taps[..., r : r + step, :]) for r in range(0, rows, step)]
+    squares = torch.stack(parts, dim=-1).square()  # one rounding each
+    total = squares.sum(dim=-1)  # at most len(parts) - 1 roundings
+    ops = 2 * len(parts) + 2  # squares, sum, sqrt: relative error below (ops + 1) u overall
+    return torch.sqrt(total) * (1.0 + (ops + 1) * U)
 
 
 @dataclass
