@@ -280,9 +280,41 @@ def test_keyboard_interrupt_inside_a_certificate_bounds_that_layer(monkeypatch):
     rep = A.audit(net, SIZE)
     assert [r.kind for r in rep.layers] == ["certified", "bound", "bound"]
     row = rep.layers[1]
-    assert row.upper >= conv_exact(net[1]) and row.lower is None
-    assert sum("KeyboardInterrupt" in note for note in row.notes) == 1  # notes not duplicated
+    assert row.upper >= conv_exact(net[1]) and row.lower is None and row.certificate is None
+    assert sum("KeyboardInterrupt" in note for note in row.notes) == 1
     assert rep.upper >= chain_exact(net)
+
+
+def test_keyboard_interrupt_late_in_a_task_restarts_its_row_from_its_own_notes(monkeypatch):
+    """Interrupted after the second layer's certificate and its geometry note: that row is
+    finished again from its original notes (nothing duplicated) with the certificate it had
+    already obtained."""
+    L = importlib.import_module("specbound.audit.linear")
+    real, calls = L._fold_allowance, []
+
+    def fold_allowance(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(L, "_fold_allowance", fold_allowance)
+    torch.manual_seed(4)
+    net = nn.Sequential(
+        nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3, padding=1)
+    )
+    net.append(nn.BatchNorm2d(2))
+    rep = A.audit(net.eval(), SIZE)
+    assert [r.kind for r in rep.layers] == ["certified", "certified"] and rep.partial
+    row = rep.layers[1]
+    assert sum("zeros padding" in note for note in row.notes) == 1
+    assert sum("folded" in note for note in row.notes) == 1
+    assert not any("reused" in note for note in row.notes) and len(calls) == 3
+    bn = net[3]
+    scale = (bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)).detach()
+    folded = net[2].weight.detach().double() * scale.view(-1, 1, 1, 1)
+    exact = exact_norm(folded.numpy(), ConvSpec.from_module(net[2], SIZE[1:]))
+    assert row.lower <= exact <= row.upper
 
 
 # ---------------------------------------------------------------------------- progress

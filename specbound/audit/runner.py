@@ -103,6 +103,8 @@ class _Runner:
         hit = self.cache.get(key)
         if hit is not None:
             cert, first = hit
+            if row is not None and first == row.name:  # the same row, again after an interrupt
+                return cert
             self.reused += 1
             if row is not None:
                 row.notes.append(
@@ -162,7 +164,7 @@ class _Runner:
             self.bar.step(row.name)
             return
         self.current, self.fallback_used = row, False
-        row.notes = notes
+        row.notes = list(notes)
         budget = None if self.stop_reason else self.layer_budget()
         self.bar.begin(row.name, budget)
         try:
