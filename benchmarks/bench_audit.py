@@ -32,7 +32,7 @@ CASES = {
 }
 
 
-def child(case: str, seed: int) -> dict:
+def child(case: str, seed: int, max_seconds: float | None = None) -> dict:
     """Run one audit in this process and return its summary."""
     import inspect
 
@@ -51,7 +51,8 @@ def child(case: str, seed: int) -> dict:
     model.eval()
     params = inspect.signature(sb.audit).parameters
     start = time.perf_counter()
-    report = sb.audit(model, shape, progress=False)
+    extra = {} if max_seconds is None else {"max_seconds": max_seconds}
+    report = sb.audit(model, shape, progress=False, **extra)
     wall = time.perf_counter() - start
     certified = [row for row in report.layers if row.kind == "certified"]
     return {
@@ -63,17 +64,22 @@ def child(case: str, seed: int) -> dict:
             k: (None if v.default is inspect.Parameter.empty else v.default)
             for k, v in params.items()
             if k in ("rtol", "max_seconds", "max_seconds_per_layer")
-        },
+        }
+        | extra,
         "certified_layers": len(certified),
         "converged_layers": sum(row.converged for row in certified),
         "distinct_certificates": len({id(row.certificate) for row in certified}),
         "upper": report.upper,
         "partial": bool(getattr(report, "partial", False)),
+        "slowest_layer_s": max((row.elapsed_s for row in certified), default=0.0),
+        "layers": [
+            [row.name, round(row.elapsed_s, 3), row.converged, row.rel_gap] for row in certified
+        ],
         "specbound": sb.__file__,
     }
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], notes: dict[str, str] | None = None) -> str:
     out = [
         "# `specbound audit` on the ResNet-18 of specbound.models (CPU)",
         "",
@@ -82,23 +88,27 @@ def table(results: list[dict]) -> str:
         "from 3 train-mode passes of 8 random inputs; `audit(model, shape, progress=False)` with "
         "the library's defaults of the measured code.",
         "",
-        "| code | case | defaults | wall (s) | certified layers converged | network upper | "
-        "partial | load avg (1, 5, 15 min) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| code | case | audit arguments in effect | wall (s) | slowest layer (s) | certified "
+        "rows converged | network upper | partial | load avg (1 min before → after, 5, 15) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("status") != "ok":
             out.append(
-                f"| {r['label']} | {r['case']} | {r.get('defaults', '')} | "
-                f"did not finish in {r['timeout_s']:.0f} s | — | — | — | {r['load']} |"
+                f"| {r['label']} | {r['case']} | max_seconds={r.get('max_seconds')} | "
+                f"did not finish in {r['timeout_s']:.0f} s | — | — | — | — | {r['load']} |"
             )
             continue
-        d = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
+        args = dict(r["defaults"], rtol=r["rtol"])  # rtol=None: the audit's default, in effect
+        d = ", ".join(f"{k}={v}" for k, v in args.items())
+        slowest = f"{r['slowest_layer_s']:.1f}" if "slowest_layer_s" in r else "—"
         out.append(
-            f"| {r['label']} | {r['case']} | {d} | {r['wall_s']:.1f} | "
+            f"| {r['label']} | {r['case']} | {d} | {r['wall_s']:.1f} | {slowest} | "
             f"{r['converged_layers']}/{r['certified_layers']} | {r['upper']:.4g} | "
             f"{'yes' if r['partial'] else 'no'} | {r['load']} |"
         )
+    if notes:
+        out += [""] + [f"- **{label}**: {text}" for label, text in notes.items()]
     return "\n".join(out) + "\n"
 
 
@@ -109,18 +119,32 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="whole-run budget passed to audit"
+    )
+    parser.add_argument("--note", help="a remark on the code measured (kept with --label)")
+    parser.add_argument("--render", action="store_true", help="only rewrite audit_cpu.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.seed)))
+        print(json.dumps(child(args.child, args.seed, args.max_seconds)))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "audit_cpu.json"
-    results = json.loads(path.read_text())["results"] if path.exists() else []
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    results, notes = stored.get("results", []), stored.get("notes", {})
+    if args.note:
+        notes[args.label] = args.note
+    if args.render:
+        path.write_text(json.dumps({"results": results, "notes": notes}, indent=2) + "\n")
+        (out / "audit_cpu.md").write_text(table(results, notes))
+        return
     for case in args.cases:
         load_before = os.getloadavg()
         cmd = [sys.executable, __file__, "--child", case, "--seed", str(args.seed)]
+        if args.max_seconds is not None:
+            cmd += ["--max-seconds", str(args.max_seconds)]
         start = time.perf_counter()
         try:
             proc = subprocess.run(
@@ -139,10 +163,15 @@ def main() -> None:
         r["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
         r["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
         print(json.dumps(r), flush=True)
-        results = [x for x in results if (x["label"], x["case"]) != (args.label, case)]
+        r["max_seconds"] = args.max_seconds
+        results = [
+            x
+            for x in results
+            if (x["label"], x["case"], x.get("max_seconds")) != (args.label, case, args.max_seconds)
+        ]
         results.append(r)
-        path.write_text(json.dumps({"results": results}, indent=2) + "\n")
-        (out / "audit_cpu.md").write_text(table(results))
+        path.write_text(json.dumps({"results": results, "notes": notes}, indent=2) + "\n")
+        (out / "audit_cpu.md").write_text(table(results, notes))
 
 
 if __name__ == "__main__":
