@@ -15,6 +15,7 @@ ORDER = (
     "fantastic_four",
     "convnorm",
     "rounding",
+    "scaling",
     "cholesky",
     "audit",
 )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..rigorous.rounding import U, frobenius_upper, up
+from ..rigorous.rounding import U, frobenius_upper, pow2_scale, up
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
 
@@ -80,11 +80,16 @@ def _frobenius_chunked(taps: torch.Tensor) -> torch.Tensor:
     step = max(1, CHUNK_ENTRIES // max(cols, 1))
     if rows <= step:
         return frobenius_upper(taps)
-    parts = [frobenius_upper(taps[..., r : r + step, :]) for r in range(0, rows, step)]
-    squares = torch.stack(parts, dim=-1).square()  # one rounding each
-    total = squares.sum(dim=-1)  # at most len(parts) - 1 roundings
-    ops = 2 * len(parts) + 2  # squares, sum, sqrt: relative error below (ops + 1) u overall
-    return torch.sqrt(total) * (1.0 + (ops + 1) * U)
+    parts = torch.stack(
+        [frobenius_upper(taps[..., r : r + step, :]) for r in range(0, rows, step)], dim=-1
+    )
+    # an exact power-of-two scale puts the largest part in [1, 2): its square cannot underflow,
+    # and smaller squares that do lose < 2^-1074 each against a sum >= 1
+    scale = pow2_scale(parts.amax(dim=-1, keepdim=True))
+    total = (parts * scale).square().sum(dim=-1)  # one rounding per square, n - 1 per sum
+    ops = 2 * parts.shape[-1] + 2  # squares, sum, sqrt: relative error below (ops + 1) u
+    value = torch.sqrt(total) * (1.0 + (ops + 1) * U) / scale.squeeze(-1)
+    return torch.nextafter(value, torch.full_like(value, math.inf))  # a subnormal quotient
 
 
 @dataclass

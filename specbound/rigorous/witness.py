@@ -19,7 +19,7 @@ import torch
 
 from ..operators.matrix_free import ConvOperator
 from ..spec import Layer
-from .rounding import U, frobenius_upper, gamma
+from .rounding import TINY_UNIT, U, frobenius_upper, gamma
 
 
 def plane_wave(layer: Layer, group: int, freq: tuple[int, int], vector: torch.Tensor) -> np.ndarray:
@@ -64,7 +64,9 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
 
     The convolution runs in float64 with cuDNN and oneDNN switched off (im2col + GEMM, whose
     inner products obey the standard error model); ``|A||x|`` is computed the same way and
-    bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``.
+    bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``. Under
+    gradual underflow each product and each square may carry ``2^-1075`` more; that is
+    subtracted too, and the result is moved below any subnormal rounding (a NaN gives 0).
     """
     op = ConvOperator(layer, device=device)
     xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(
@@ -76,13 +78,18 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
         z = abs_op.apply(xt.abs())
     t = layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
     g = gamma(t)
-    y_low = math.sqrt(float((y**2).sum()) * (1 - gamma(y.numel() + 2))) * (1 - 2 * U)
+    sq = float((y**2).sum()) * (1 - gamma(y.numel() + 2)) - y.numel() * TINY_UNIT
+    y_low = math.sqrt(max(sq, 0.0)) * (1 - 2 * U)
+    # products that underflow in y: <= 2^-1075 each, t per entry
+    y_tiny = t * TINY_UNIT * math.sqrt(y.numel()) * (1 + 4 * U)
     z_up = float(frobenius_upper(z.reshape(1, -1, 1))) / (1 - g)
     x_up = float(frobenius_upper(xt.reshape(1, -1, 1)))
-    if x_up == 0:
+    if not x_up > 0:
         return 0.0
-    value = (y_low - g * z_up * (1 + 4 * U)) / x_up * (1 - 4 * U)
-    return max(0.0, value)
+    value = (y_low - y_tiny - g * z_up * (1 + 4 * U)) / x_up * (1 - 4 * U)
+    if math.isnan(value) or value <= 0:
+        return 0.0
+    return max(0.0, value - 4 * TINY_UNIT)  # rounding below 2^-1022 is absolute
 
 
 def lanczos_direction(
