@@ -482,11 +482,32 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         rtol=args.rtol,
         device=device,
         progress=False if args.no_progress else None,
+        max_seconds=args.max_seconds,
         max_seconds_per_layer=args.max_seconds_per_layer,
+        on_layer=None if args.json else _AuditStream(),
     )
     result = report.to_dict()
     result["source"] = description
     return result
+
+
+class _AuditStream:
+    """``on_layer`` of ``specbound audit`` (text output): prints each row of the table as its
+    layer finishes, before the whole report."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def __call__(self, row: Any) -> None:
+        if self.i == 0:
+            print("layers as they finish (the full report follows):", flush=True)
+        self.i += 1
+        low = "—" if row.lower is None else f"{row.lower:.6g}"
+        print(
+            f"  {self.i}. {row.name} ({row.type}): [{low}, {row.upper:.6g}] "
+            f"{row.elapsed_s:.2f} s{'' if row.converged else ' (not converged)'}",
+            flush=True,
+        )
 
 
 def format_audit(result: dict[str, Any]) -> str:
@@ -572,16 +593,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shape.display = "C [H W]"  # type: ignore[attr-defined]
     aud.add_argument(
-        "--rtol", type=_rtol, default=1e-3, metavar="R", help="target relative gap per layer"
+        "--rtol",
+        type=_rtol,
+        default=None,
+        metavar="R",
+        help="target relative gap per layer (default 0.01)",
     )
     aud.add_argument(
         "--device", metavar="D", help="torch device for the certificates: cpu, cuda, cuda:N, mps"
     )
     aud.add_argument(
-        "--max-seconds-per-layer",
+        "--max-seconds",
         type=_positive_float,
         metavar="T",
-        help="time budget of each layer's certificate, in seconds",
+        help="time budget of the whole run; layers not reached get a rigorous but wider bound "
+        "and the report is marked partial",
+    )
+    aud.add_argument(
+        "--max-seconds-per-layer",
+        type=_positive_float,
+        default=30.0,
+        metavar="T",
+        help="time budget of each layer's certificate, in seconds (default 30)",
     )
     aud.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     aud.add_argument("--json", action="store_true", help="print JSON")
@@ -604,7 +637,8 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0, or 2 after a one-line error)."""
+    """Run the command line; return the exit status (0; 2 after a one-line error; 130 when an
+    audit was interrupted and its partial report printed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -627,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(fmt(result))
+    if str(result.get("stop_reason", "")).startswith("interrupted"):
+        return 130  # the partial report was printed; the shell's convention for Ctrl-C
     return 0
 
 

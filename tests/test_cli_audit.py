@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -192,3 +193,37 @@ def test_arch_without_file_audits_random_weights_with_a_time_budget(capsys):
     out = json.loads(capsys.readouterr().out)
     assert "random weights" in out["source"] and out["model"] == "ResNet18"
     assert out["composition"]["sums"] == 8 and out["upper"] > 0
+
+
+def test_rows_stream_before_the_report_and_budgets_are_options(capsys):
+    """Text output: each layer's row is printed as it finishes, then the whole report (rtol
+    0.01 by default, said so); ``--max-seconds`` bounds the run and marks the report partial."""
+    argv = ["audit", "--arch", "resnet18", "--input-shape", "3", "2", "2", "--no-progress"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    streamed, report = out.split("model source:", 1)
+    assert streamed.startswith("layers as they finish")
+    assert "1. conv1+bn1 (Conv2d+BatchNorm2d): [" in streamed
+    assert "rtol 0.01 (default)" in report and "PARTIAL" not in report
+    assert cli.main([*argv, "--max-seconds", "1e-6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["partial"] and out["budget"] == {"max_seconds": 1e-06, "max_seconds_per_layer": 30.0}
+    convs = [r for r in out["layers"] if r["type"] in ("Conv2d+BatchNorm2d", "Linear")]
+    assert len(convs) == 21 and all(r["kind"] == "bound" for r in convs)
+    assert 0 < out["upper"] < math.inf
+    assert cli.main([*argv, "--max-seconds", "-1"]) == 2
+    assert "--max-seconds" in capsys.readouterr().err
+
+
+def test_interrupt_prints_the_partial_report_and_exits_130(monkeypatch, capsys):
+    """Ctrl-C during ``specbound audit``: the rows finished so far and the partial report are
+    printed, and the exit status is the shell's 130 (not 0, which would read as success)."""
+
+    def interrupt(self, row):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._AuditStream, "__call__", interrupt)
+    code = cli.main(["audit", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "PARTIAL" in out and "KeyboardInterrupt" in out

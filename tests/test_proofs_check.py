@@ -16,6 +16,7 @@ import specbound as sb
 from proofs_check import CheckResult, Mode, Search, Skip, exit_code, get, run, theorems
 from proofs_check.__main__ import main
 from proofs_check.families.aol import aol_uncompensated_search
+from proofs_check.families.audit import max_tap_upper, tap_search
 from proofs_check.families.cholesky import naive_psd_search, psd_search
 from proofs_check.families.fantastic_four import ff_padded_search
 from proofs_check.families.gaps import G1_COUNTEREXAMPLE, g1_search, g5_search
@@ -445,3 +446,12 @@ def test_every_size_and_bracket_helpers():
     assert assert_upper_bound(cert, kernel, given_spec) == pytest.approx(
         exact_norm(kernel, given_spec)
     )
+
+
+def test_planted_max_over_taps_fails_and_the_tap_sum_passes():
+    """'||A|| <= ||P|| max_t ||K_t||_F' (the maximum over the taps in place of their sum) is
+    false; the audit's fallback bound (L-TAP) passes on the same instances."""
+    result = run(tap_search(max_tap_upper, key="planted"), QUICK)
+    assert result.verdict == "FAIL" and result.margin < 0 and result.counterexample
+    assert run(tap_search(), QUICK).verdict == "PASS"
+    assert get("AUDIT-TAP").relied_on

@@ -18,6 +18,7 @@ ORDER = (
     "scaling",
     "cholesky",
     "audit_rules",
+    "audit",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 

@@ -92,9 +92,11 @@ per output entry errs by at most ``gamma_n`` times the same evaluation with abso
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -105,12 +107,14 @@ from .activations import gelu_lipschitz, smooth_activation_bracket
 from .analyser import _Analyser
 from .compose import _compose, composition_note
 from .errors import AuditError
+from .fallback import tap_sum_upper
 from .graph import _op_name, _type_name
 from .local import local_lipschitz_estimate
 from .lower import _linear_lower
 from .pooling import max_pool_lipschitz
 from .progress import _Progress
 from .report import AuditReport, LayerBound, report_markdown
+from .runner import DEFAULT_RTOL, DEFAULT_SECONDS_PER_LAYER, _Runner
 from .trace import _Recorder, _trace_script, trace
 
 
@@ -154,11 +158,13 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def audit(
     model: nn.Module,
     input_shape: Sequence[int],
-    rtol: float = 1e-3,
+    rtol: float | None = None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
     *,
-    max_seconds_per_layer: float | None = None,
+    max_seconds: float | None = None,
+    max_seconds_per_layer: float | None = DEFAULT_SECONDS_PER_LAYER,
+    on_layer: Callable[[LayerBound], Any] | None = None,
 ) -> AuditReport:
     """Certify every layer of ``model`` at its true input size and bound the whole network.
 
@@ -171,17 +177,32 @@ def audit(
         flags are restored afterwards.
     input_shape : sequence of int
         One sample's shape without the batch dimension, e.g. ``(3, 32, 32)``.
-    rtol : float
-        Target relative gap of each layer's certificate (:func:`specbound.certify`).
+    rtol : float, optional
+        Target relative gap of each layer's certificate (:func:`specbound.certify`); default
+        ``1e-2`` (:data:`~specbound.audit.runner.DEFAULT_RTOL`), and the report says that the
+        default was used.
     device : str or torch.device, optional
         Where the certificates' heavy float64 work runs (default CPU). The shape-recording
         forward pass runs where the model's parameters are.
     progress : bool, optional
         Show a progress bar (``tqdm`` when installed, else one line per layer) on stderr;
-        default: when stderr is a terminal.
-    max_seconds_per_layer : float, optional
-        Time budget of each :func:`specbound.certify` call; the bracket stays rigorous and the
-        layer's ``converged`` says whether ``rtol`` was met.
+        default: when stderr is a terminal. The bar advances within a long layer.
+    max_seconds : float, optional
+        Budget of the whole run, counted from this call. A layer reached after it is spent
+        is not certified: it gets a rigorous but much wider upper bound (the tap-sum bound,
+        lemma L-TAP of ``docs/certify.md``; kind ``"bound"``, ``converged=False``), and the
+        report is marked ``partial``. The run returns within ``max_seconds`` plus the slack
+        of the one :func:`specbound.certify` call running when it ends (that call gets what
+        is left of the budget as its own ``max_seconds``) plus the cheap bounds of the layers
+        left (milliseconds each).
+    max_seconds_per_layer : float or None
+        Budget of each :func:`specbound.certify` call (default 30 s; ``None``: no limit). The
+        bracket stays rigorous and the layer's ``converged`` says whether ``rtol`` was met.
+    on_layer : callable, optional
+        Called with each :class:`LayerBound` of the report, in report order, as soon as it is
+        final (streaming). A ``KeyboardInterrupt``, raised there or while a layer is
+        certified, ends the certificates: the partial report is returned (finished rows kept,
+        the others bounded as for a spent budget, ``partial=True``).
 
     Returns
     -------
@@ -195,23 +216,47 @@ def audit(
     """
     start = time.perf_counter()
     shape = _check_shape(input_shape)
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+    rtol_default = rtol is None
+    if rtol is None:
+        rtol = DEFAULT_RTOL
+    if isinstance(rtol, bool) or not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
-    if max_seconds_per_layer is not None and not max_seconds_per_layer > 0:
-        raise ValueError(f"max_seconds_per_layer must be positive, got {max_seconds_per_layer!r}")
+    for name, value in (
+        ("max_seconds", max_seconds),
+        ("max_seconds_per_layer", max_seconds_per_layer),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        if not value > 0 or math.isnan(value):
+            raise ValueError(f"{name} must be positive, got {value!r}")
+    if on_layer is not None and not callable(on_layer):
+        raise TypeError(
+            f"on_layer must be callable (it receives each LayerBound), got {on_layer!r}"
+        )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     _set_eval(model)
+    budget = _Budget(rtol_default, max_seconds, max_seconds_per_layer, on_layer)
     try:
         # a parametrized weight (torch.nn.utils.parametrize) is computed once and reused by
         # the shape-recording pass and every certificate: some parametrizations give slightly
         # different weights at every access
         with torch.nn.utils.parametrize.cached():
-            return _audit(model, shape, float(rtol), device, progress, max_seconds_per_layer, start)
+            return _audit(model, shape, float(rtol), device, progress, budget, start)
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+@dataclass
+class _Budget:
+    rtol_default: bool
+    max_seconds: float | None
+    per_layer: float | None
+    on_layer: Callable[[LayerBound], Any] | None
 
 
 def _audit(
@@ -220,7 +265,7 @@ def _audit(
     rtol: float,
     device: Any,
     progress: bool | None,
-    max_seconds: float | None,
+    budget: _Budget,
     start: float,
 ) -> AuditReport:
     dev, dtype = _model_device_dtype(model)
@@ -259,22 +304,27 @@ def _audit(
     rec = _Recorder(gm, describe)
     with torch.no_grad():
         rec.run(example)
-    an = _Analyser(gm, rec, frontend, rtol, device, max_seconds, param_names, script)
+    an = _Analyser(gm, rec, frontend, rtol, device, budget.per_layer, param_names, script)
     an.analyse()
     rows_ops = [op for op in an.ops.values() if op.row is not None and op.folded_into is None]
     tasks = [op for op in rows_ops if op.task is not None]
     enabled = sys.stderr.isatty() if progress is None else bool(progress)
     bar = _Progress(len(tasks), enabled, f"audit {title}")
+    runner = _Runner(
+        rtol, device, budget.max_seconds, budget.per_layer, start, budget.on_layer, bar
+    )
+    an.certifier = runner.certify
     try:
-        for op in tasks:
-            op.task()
-            bar.step(op.row.name)
+        runner.run(rows_ops)
     finally:
         bar.close()
     output = next(n for n in gm.graph.nodes if n.op == "output")
     upper = _compose(an.ops, output)
     linear = all(op.linear for op in an.ops.values())
-    if linear:
+    if linear and runner.stop_reason:
+        lower, lower_method = None, ""
+        lower_note = f"the network is affine, but the run stopped early ({runner.stop_reason})"
+    elif linear:
         lower, lower_method = _linear_lower(an, shape)
         lower_note = "the network is affine: rigorous witness of ||A||"
     else:
@@ -293,9 +343,32 @@ def _audit(
     ]
     if n_sums:
         notes.append("sums (residual additions): the bound of u + v is L(u) + L(v)")
-    local = _local_estimate(model, shape)
+    # a stopped run returns at once: no extra work after the budget is spent
+    local = None if runner.stop_reason else _local_estimate(model, shape)
     if not linear and upper > 0:
         notes.append(composition_note(an.ops, output, upper))
+    notes.append(
+        f"rtol {rtol:g}"
+        + (
+            " (the audit's default; pass rtol= / --rtol to change it)"
+            if budget.rtol_default
+            else " (as asked)"
+        )
+        + "; budgets: whole run "
+        + ("none" if budget.max_seconds is None else f"{budget.max_seconds:g} s")
+        + ", per layer "
+        + ("none" if budget.per_layer is None else f"{budget.per_layer:g} s")
+    )
+    if runner.reused:
+        notes.append(
+            f"{runner.certified + runner.reused} certified rows, {runner.certified} distinct "
+            f"(kernel, geometry) pairs: {runner.reused} certificate(s) reused"
+        )
+    if runner.stop_reason:
+        notes.append(
+            f"PARTIAL: {runner.stop_reason}; {runner.fallbacks} layer(s) not certified carry "
+            "the rigorous tap-sum bound (L-TAP), so the network bound is valid but wider"
+        )
     return AuditReport(
         model=title,
         input_shape=shape,
@@ -312,6 +385,10 @@ def _audit(
         frontend=frontend,
         notes=notes,
         local_estimate=local,
+        partial=bool(runner.stop_reason),
+        stop_reason=runner.stop_reason,
+        rtol_default=budget.rtol_default,
+        budget={"max_seconds": budget.max_seconds, "max_seconds_per_layer": budget.per_layer},
     )
 
 
@@ -334,5 +411,6 @@ __all__ = [
     "max_pool_lipschitz",
     "report_markdown",
     "smooth_activation_bracket",
+    "tap_sum_upper",
     "trace",
 ]

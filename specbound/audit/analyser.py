@@ -98,6 +98,8 @@ class _Analyser(
         self.modules = dict(gm.named_modules())
         self.ops: dict[fx.Node, _Op] = {}
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        # certifier(kernel4, spec) -> Certificate-like: set by the run loop (runner._Runner)
+        self.certifier: Any = None
 
     # ---------------------------------------------------------------- helpers
     def describe(self, node: fx.Node) -> str:

@@ -106,6 +106,14 @@ class AuditReport:
     local_estimate : float or None
         The largest Jacobian norm found by float64 power iteration at 3 random inputs: a local
         lower *estimate* of the constant (not a certificate), shown next to ``upper``.
+    partial : bool
+        The run stopped early (``stop_reason``: a spent whole-run budget or an interrupt):
+        rows not certified carry a rigorous but wider bound (or ``inf``), so ``upper`` is
+        still an upper bound, only a looser one.
+    rtol_default : bool
+        ``rtol`` was not given and the audit's default was used.
+    budget : dict
+        ``max_seconds`` and ``max_seconds_per_layer`` the run used.
     """
 
     model: str
@@ -123,6 +131,10 @@ class AuditReport:
     frontend: str
     notes: list[str] = field(default_factory=list)
     local_estimate: float | None = None
+    partial: bool = False
+    stop_reason: str = ""
+    rtol_default: bool = False
+    budget: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -143,6 +155,10 @@ class AuditReport:
             "linear": self.linear,
             "converged": self.converged,
             "rtol": self.rtol,
+            "rtol_default": self.rtol_default,
+            "partial": self.partial,
+            "stop_reason": self.stop_reason,
+            "budget": dict(self.budget),
             "device": self.device,
             "elapsed_s": self.elapsed_s,
             "frontend": self.frontend,
@@ -175,6 +191,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"**L2 Lipschitz upper bound: {report['upper']:.6g}** (guaranteed; composed over "
         "the traced graph)"
     )
+    if report.get("partial"):
+        out += [
+            "",
+            f"**PARTIAL** — {report.get('stop_reason', 'stopped early')}: layers not certified "
+            "carry a rigorous but wider bound, so the network bound holds but is looser",
+        ]
     out.append("")
     if report["lower"] is not None:
         out.append(f"Lower bound: {report['lower']:.6g} ({report['lower_method']})")
@@ -187,9 +209,10 @@ def report_markdown(report: dict[str, Any]) -> str:
             "true Lipschitz constant lies between it and the upper bound"
         )
     n_cert = sum(row["kind"] == "certified" for row in layers)
+    default = " (default)" if report.get("rtol_default") else ""
     out += [
         "",
-        f"rtol {report['rtol']:g} · device {report['device']} · {len(layers)} layers "
+        f"rtol {report['rtol']:g}{default} · device {report['device']} · {len(layers)} layers "
         f"({n_cert} certified) · {report['elapsed_s']:.2f} s · "
         + ("all converged" if report["converged"] else "**some layers did not converge**"),
         "",
