@@ -18,10 +18,11 @@ from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec, Layer
-from .bracket import bracket_matrices, relative_gap
+from .bracket import relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
+from .verified import verified_bracket
 from .witness import lanczos_direction, operator_lower, plane_wave
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
@@ -67,8 +68,9 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     """Circular layer, block-circulant (stride dividing the size): exact per frequency.
 
     Frequency matrices of the wrapped polyphase kernel with a rigorous error bound; Frobenius
-    caps prune the frequencies that cannot exceed the running lower bound; rigorous Gram
-    iteration on the rest; the witness is the real plane wave of the best frequency.
+    caps prune the frequencies that cannot exceed the running lower bound; the verified core
+    (:mod:`~specbound.rigorous.verified`, L10) on the rest; the witness is the real plane
+    wave of the best frequency.
     """
     rtol = ctx.rtol if rtol is None else rtol
     sym = PolyphaseSymbol.from_layer(layer, device=ctx.device, kernel_error=ctx.kernel_error)
@@ -78,13 +80,11 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     half = m2 // 2 + 1
     rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, g * half * p * q))
     upper, lower, best = 0.0, 0.0, None
-    steps = 0
     for start in range(0, m1, rows_per_chunk):
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
         flat = mats.reshape(-1, p, q)
-        res = bracket_matrices(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
-        steps = max(steps, res.steps)
+        res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
         upper = max(upper, float(res.upper.max()))
         if res.vector is not None and res.lower > lower:
             gi, rest = divmod(res.argmax, len(rows) * half)
@@ -94,13 +94,13 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     if best is not None:
         gi, freq, vec = best
         witness = {"input": plane_wave(layer, gi, freq, vec), "frequency": freq, "group": gi}
-    notes = [f"{steps} rigorous Gram steps at most per frequency"]
-    return Bracket(upper, lower, "circulant_gram_rigorous", "plane_wave_witness", witness, notes)
+    notes = [f"{m1 * half * g} frequency matrices, verified core (L10)"]
+    return Bracket(upper, lower, "circulant_verified_core", "plane_wave_witness", witness, notes)
 
 
 # ---------------------------------------------------------------------------- dense
 def dense_route(layer: Layer, ctx: Context) -> Bracket:
-    """Any layer small enough: the dense matrix with a rigorous Gram iteration.
+    """Any layer small enough: the dense matrix with the verified core (L10).
 
     Entries of the matrix are sums of at most ``kh*kw`` taps (several taps meet one pixel
     only with reflect/replicate/circular wrapping), so ``||A~ - A||_2 <=
@@ -112,7 +112,7 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     abs_fro = float(np.sqrt((conv_sparse(np.abs(layer.kernel), layer.spec).data ** 2).sum()))
     err = up(gamma(kh * kw) * abs_fro * (1 + gamma(a.size)) + ctx.kernel_error * kh * kw)
     mat = torch.from_numpy(a).to(ctx.device)[None]
-    res = bracket_matrices(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
+    res = verified_bracket(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
     x = _real_direction(res.vector) if res.vector is not None else None
     witness, lower = None, 0.0
     if x is not None:
@@ -122,10 +122,10 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     return Bracket(
         float(res.upper.max()),
         lower,
-        "dense_gram_rigorous",
+        "dense_verified_core",
         "dense_witness",
         witness,
-        [f"{res.steps} rigorous Gram steps on the {a.shape} matrix"],
+        [f"verified core (L10) on the {a.shape} matrix"],
     )
 
 
@@ -193,22 +193,11 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
             mats = sym.at_points(omega)  # (g, F, p, q)
             g, f = mats.shape[:2]
-            if lower == 0.0:  # seed the lower bound from the coarsest level's best cells
-                seed_b = bracket_matrices(
-                    mats.reshape(g * f, *mats.shape[2:]),
-                    sym.error_bound,
-                    target_rtol,
-                    n_candidates=8,
-                    deadline=ctx.deadline,
-                )
-                if seed_b.vector is not None:
-                    gi, fi = divmod(seed_b.argmax, f)
-                    lower, best = seed_b.lower, (gi, centres[start + fi].copy(), seed_b.vector)
             cell_target = torch.as_tensor(
                 np.tile(shrink[part] * lower / (1 - target_rtol) * (1 - 4 * U), g),
                 device=ctx.device,
             )
-            res = bracket_matrices(
+            res = verified_bracket(
                 mats.reshape(g * f, *mats.shape[2:]),
                 sym.error_bound,
                 target_rtol / 4,
