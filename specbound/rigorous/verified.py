@@ -255,6 +255,32 @@ def verified_sigma(
     return sigma, estimate, vectors, index
 
 
+def sigma_at_most(m: torch.Tensor, mu: float | torch.Tensor, error: float = 0.0) -> torch.Tensor:
+    """Prove ``sigma_1(M_i) <= mu_i`` for every exact ``M_i`` with ``||M_i - m_i||_2 <=
+    error``: bool ``(B,)``, True only where it is proved (L10 at the level
+    ``t = ((mu - error) s)^2 (1 - 2 MARGIN_FLOOR (n + 1) n u)``, rounded down, accepted when
+    the verified bound does not exceed ``((mu - error) s)^2``)."""
+    if not (m.is_complex() or m.dtype == torch.float64) or m.dim() != 3:
+        raise TypeError("m must be a (B, p, q) float64 or complex128 tensor")
+    if isinstance(mu, torch.Tensor) and mu.dtype != torch.float64:
+        raise TypeError(f"mu must be a float or a float64 tensor, got {mu.dtype}")
+    mu = torch.as_tensor(mu, dtype=torch.float64, device=m.device).expand(m.shape[0])
+    if m.is_complex():
+        m = m.to(torch.complex128)
+    scale = pow2_scale(m.abs().amax(dim=(-2, -1)))
+    h = m * scale[:, None, None]
+    if h.shape[-2] < h.shape[-1]:
+        h = h.mH
+    n = h.shape[-1]
+    order = 2 * n if h.is_complex() else n
+    reach = torch.clamp((mu - error) * (1 - 2 * U), min=0.0) * scale * (1 - 2 * U)
+    level_max = reach * reach * (1 - 4 * U)  # <= ((mu - error) s)^2
+    level = level_max * (1 - 2 * MARGIN_FLOOR * (order + 1) * order * U)
+    c, g_err = hermitian_gram(h)
+    bound = lambda_max_upper(real_form(c), g_err, level)
+    return (bound <= level_max) & (mu > error) & torch.isfinite(mu)
+
+
 def verified_bracket(
     m: torch.Tensor,
     error: float,
@@ -312,6 +338,7 @@ __all__ = [
     "hermitian_gram",
     "lambda_max_upper",
     "real_form",
+    "sigma_at_most",
     "verified_bracket",
     "verified_sigma",
 ]
