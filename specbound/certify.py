@@ -8,10 +8,10 @@ given, including every rounding error of its own computation (see
 layer                                       strategy
 ==========================================  =================================================
 circular, stride dividing the size          exact per frequency (wrapped polyphase kernel),
-                                            rigorous Gram iteration on the frequencies that
+                                            the verified core (L10) on the frequencies that
                                             can still exceed the lower bound; plane-wave
                                             witness
-small enough for a dense Gram (any mode)    dense matrix, rigorous Gram iteration
+small enough for a dense Gram (any mode)    dense matrix, the verified core (L10)
 zeros, given size                           circular embedding ``N >= n + P`` (upper) and
                                             Lanczos on the true operator (lower); if that
                                             misses ``rtol``, a verified block-banded

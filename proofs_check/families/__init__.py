@@ -16,6 +16,7 @@ ORDER = (
     "convnorm",
     "rounding",
     "cholesky",
+    "verified",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 
