@@ -199,6 +199,14 @@ class Certificate:
 
 
 def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[np.ndarray, ConvSpec]:
+    if isinstance(kernel, torch.nn.Linear):
+        # a Linear layer is the 1x1 convolution at input size 1x1 (docs/certify.md L11)
+        if spec_fields["input_size"] not in (None, (1, 1), [1, 1]):
+            raise ValueError(
+                "input_size must be None or (1, 1) for a torch.nn.Linear (it acts on vectors), "
+                f"got {spec_fields['input_size']!r}"
+            )
+        return as_kernel(kernel.weight[:, :, None, None]), ConvSpec("zeros", 0, (1, 1))
     if isinstance(kernel, torch.nn.Conv2d):
         if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
             raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
@@ -276,10 +284,11 @@ def certify(
 
     Parameters
     ----------
-    kernel : array_like, torch.Tensor or torch.nn.Conv2d
+    kernel : array_like, torch.Tensor, torch.nn.Conv2d or torch.nn.Linear
         ``(c_out, c_in // groups, kh, kw)``; a ``Conv2d`` supplies padding mode, pad,
         stride, dilation and groups itself (the other arguments are then ignored, except
-        ``input_size``).
+        ``input_size``); a ``Linear`` is certified as the 1x1 convolution at input size
+        ``1 x 1`` (its weight matrix's norm).
     padding, pad, input_size, stride, dilation, groups
         As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
         (zeros and circular padding).
@@ -325,6 +334,8 @@ def certify(
     )
     layer = spec.layer(k)
     dev = torch.device("cpu" if device is None else device)
+    if _pointwise(layer):
+        return _pointwise_certificate(layer, float(rtol), dev, start)
     scaled, j, kerr = _prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
@@ -375,6 +386,46 @@ def certify(
         kernel=layer.kernel,
         guarantee=guarantee,
         device=str(dev),
+        elapsed_s=time.perf_counter() - start,
+        notes=notes,
+    )
+
+
+def _pointwise(layer: Layer) -> bool:
+    """A 1x1 layer certified on its weight matrix (L11): at a given size any padding and
+    stride; with every size, zeros or circular padding at stride 1."""
+    spec = layer.spec
+    if layer.kernel_size != (1, 1):
+        return False
+    if spec.input_size is not None:
+        return True
+    return spec.padding in ("zeros", "circular") and spec.stride == (1, 1)
+
+
+def _pointwise_certificate(
+    layer: Layer, rtol: float, device: torch.device, start: float
+) -> Certificate:
+    from .rigorous.matrix import conv1x1_bracket
+
+    upper, lower, method, witness, notes = conv1x1_bracket(layer, rtol, device)
+    gap = relative_gap(upper, lower)
+    converged = gap <= rtol
+    if not converged:
+        notes.append(
+            f"rel_gap {gap:.3g} above rtol {rtol:g}: the weight's top singular value "
+            "is (nearly) repeated; ask for a larger rtol"
+        )
+    return Certificate(
+        upper=upper,
+        lower=lower,
+        converged=converged,
+        rtol=rtol,
+        upper_method=method,
+        lower_method="weight_matrix_witness",
+        witness=witness,
+        spec=layer.spec,
+        kernel=layer.kernel,
+        device=str(device),
         elapsed_s=time.perf_counter() - start,
         notes=notes,
     )
