@@ -198,7 +198,7 @@ class Certificate:
         return True
 
 
-def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[np.ndarray, ConvSpec]:
+def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, ConvSpec]:
     if isinstance(kernel, torch.nn.Linear):
         # a Linear layer is the 1x1 convolution at input size 1x1 (docs/certify.md L11)
         if spec_fields["input_size"] not in (None, (1, 1), [1, 1]):
@@ -206,7 +206,8 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[np.ndarr
                 "input_size must be None or (1, 1) for a torch.nn.Linear (it acts on vectors), "
                 f"got {spec_fields['input_size']!r}"
             )
-        return as_kernel(kernel.weight[:, :, None, None]), ConvSpec("zeros", 0, (1, 1))
+        # the weight is converted to float64 once, by ConvSpec.layer (memory: one copy)
+        return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
     if isinstance(kernel, torch.nn.Conv2d):
         if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
             raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
@@ -333,6 +334,7 @@ def certify(
         },
     )
     layer = spec.layer(k)
+    del k
     dev = torch.device("cpu" if device is None else device)
     if _pointwise(layer):
         return _pointwise_certificate(layer, float(rtol), dev, start)

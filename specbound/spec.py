@@ -226,13 +226,16 @@ def as_kernel(kernel: Any) -> np.ndarray:
     ValueError
         if it is not 4-D, has an empty axis, or holds NaN/inf.
     """
+    fresh = False
     try:
         import torch
 
         if isinstance(kernel, torch.Tensor):
             if kernel.is_complex():
                 raise TypeError("kernel must be real, got a complex tensor")
-            kernel = kernel.detach().to("cpu", torch.float64).numpy()
+            # a fresh float64 copy (never a view of the caller's tensor), converted once
+            kernel = kernel.detach().to("cpu", torch.float64, copy=True).numpy()
+            fresh = True
     except ImportError:  # pragma: no cover - torch is a run-time dependency
         pass
     arr = np.asarray(kernel)
@@ -246,7 +249,10 @@ def as_kernel(kernel: Any) -> np.ndarray:
         )
     if 0 in arr.shape:
         raise ValueError(f"kernel must have no empty axis, got shape {arr.shape}")
-    arr = np.array(arr, dtype=np.float64, order="C")  # a fresh copy with standard strides
+    if fresh and arr.flags.c_contiguous:
+        arr = arr.reshape(arr.shape)  # already a fresh C-contiguous float64 copy
+    else:
+        arr = np.array(arr, dtype=np.float64, order="C")  # a fresh copy with standard strides
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     return arr

@@ -15,6 +15,7 @@ so ``S = ||W||``. A ``torch.nn.Linear`` is the 1x1 convolution at input size ``1
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 
@@ -23,11 +24,14 @@ import torch
 
 from ..operators.indexing import layer_axis_indices
 from ..spec import Layer
+from .cholesky import _float64_gemm
 from .rounding import U, down, frobenius_upper, gamma, pow2_scale, up
-from .verified import MARGIN_FLOOR, RETRY_FACTOR, gram_lower, lambda_max_upper
+from .verified import MARGIN_FLOOR, RETRY_FACTOR, lambda_max_upper
 
 CHUNK_BYTES = 2**27
 """Bytes of float64 weight columns converted at once (128 MiB)."""
+GRAM_BLOCK = 512
+"""Column blocks of the Gram: only blocks on or above the diagonal are multiplied."""
 EIGH_LIMIT = 1024
 """Gram orders above this are estimated by Lanczos (scipy ``eigsh``) instead of ``eigh``."""
 
@@ -60,7 +64,8 @@ def weight_sigma(
     """
     device = torch.device("cpu") if device is None else device
     p, q = w.shape
-    peak = float(w.detach().abs().max())
+    w = w.detach()
+    peak = max(float(w[:, part].abs().max()) for part in _chunks(q, p))  # chunked: no copy
     if not math.isfinite(peak):
         raise ValueError("the weight holds NaN or inf")
     if peak == 0.0:
@@ -70,16 +75,21 @@ def weight_sigma(
     n, k = (q, p) if right else (p, q)
     g = torch.zeros(n, n, dtype=torch.float64, device=device)
     fro_sq, tiny = 0.0, 0
-    # columns of W (right) or of W^T (left) in chunks: G accumulates partial sums of each inner
-    # product (one evaluation tree), so gram_lower's bound holds for the whole sum
+    # rows of h = W (right) or W^T (left) in chunks: G accumulates partial sums of each inner
+    # product (one evaluation tree), so gram_lower's bound holds for the whole sum; only the
+    # blocks of the upper triangle are formed (L10 reads the upper triangle)
+    edges = [*range(0, n, GRAM_BLOCK), n]
     for part in _chunks(k, n):
         block = w[part, :] if right else w[:, part]
-        block = block.detach().to(device, torch.float64) * scale
-        tiny += int(((block != 0) & (block.abs() < sys.float_info.min)).sum())
-        h = block if right else block.T  # (rows of the chunk, n)
-        gc, _ = gram_lower(h[None])
-        g += gc[0]
+        h = block.to(device, torch.float64) * scale
+        if not right:
+            h = h.T  # (rows of the chunk, n)
+        tiny += int(((h != 0) & (h.abs() < sys.float_info.min)).sum())
+        with _float64_gemm():
+            for a, b in itertools.pairwise(edges):
+                g[a:b, a:] += h[:, a:b].T @ h[:, a:]
         fro_sq += float(frobenius_upper(h[None])[0]) ** 2 * (1 + 4 * U)
+        del h, block
     # scaled entries that became subnormal carry <= 2^-1075 each: ||W_s - s W||_F <= kerr
     kerr = math.sqrt(tiny) * 2.0**-1074 if tiny else 0.0
     fro_sq = up(fro_sq, len(_chunks(k, n)) + 1)  # the chunks' bounds added in sequence
@@ -136,17 +146,19 @@ def _estimate(g: torch.Tensor, rtol: float) -> tuple[float, torch.Tensor]:
     """Approximate top eigenpair of the symmetric ``g`` (upper triangle): ``eigh`` for small
     orders, Lanczos above :data:`EIGH_LIMIT` (no guarantee needed: L10 verifies)."""
     n = g.shape[0]
-    sym = torch.triu(g) + torch.triu(g, 1).T
+    sym = torch.triu(g)
+    sym += torch.triu(g, 1).T
     if n <= EIGH_LIMIT:
         vals, vecs = torch.linalg.eigh(sym)
         return float(vals[-1]), vecs[:, -1]
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
     a = sym.cpu().numpy()
+    del sym
     try:
         vals, vecs = eigsh(a, k=1, which="LA", tol=min(1e-10, rtol / 100), v0=np.ones(n))
     except ArpackNoConvergence:
-        vals_t, vecs_t = torch.linalg.eigh(sym)
+        vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(a))
         return float(vals_t[-1]), vecs_t[:, -1]
     return float(vals[0]), torch.from_numpy(vecs[:, 0]).to(g.device)
 

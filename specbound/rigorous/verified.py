@@ -97,7 +97,7 @@ def batched_cholesky(y: torch.Tensor, *, base: int = BASE_COLUMNS) -> torch.Tens
     bad = torch.zeros(b, dtype=torch.bool, device=y.device)
     with _float64_gemm():
         _factor(y, 0, n, bad, base)
-    y.copy_(torch.triu(y))
+    y.triu_()
     finite = torch.isfinite(y).reshape(b, -1).all(dim=1)
     return finite & ~bad
 
@@ -135,7 +135,8 @@ def lambda_max_upper(
     the result is ``inf`` where the factorization breaks down (``t`` below or too close to
     ``lambda_max``). ``g`` is not modified."""
     n = g.shape[-1]
-    y = -torch.triu(g)
+    y = torch.triu(g)
+    y.neg_()
     diag = torch.diagonal(y, dim1=-2, dim2=-1)  # a view
     diag += t[:, None]  # Y_ii = fl(t - G_ii)
     y_max = diag.abs().amax(dim=-1)
