@@ -22,8 +22,8 @@ from .bracket import relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
-from .verified import verified_bracket
-from .witness import lanczos_direction, operator_lower, plane_wave
+from .verified import verified_bracket, verified_sigma
+from .witness import lanczos_direction, operator_lower, plane_wave, power_refine
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
 DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
@@ -80,7 +80,14 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     half = m2 // 2 + 1
     rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, g * half * p * q))
     upper, lower, best = 0.0, 0.0, None
+    notes: list[str] = []
     for start in range(0, m1, rows_per_chunk):
+        if start > 0 and ctx.out_of_time():
+            # frequencies not reached: |M(w)| <= A_abs entrywise, so sigma_1(M(w)) <=
+            # ||A_abs||_2 for every w (verified core on the small A_abs matrices)
+            upper = max(upper, _abs_symbol_bound(sym))
+            notes.append(f"stopped by max_seconds after {start} of {m1} frequency rows")
+            break
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
         flat = mats.reshape(-1, p, q)
@@ -94,8 +101,19 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     if best is not None:
         gi, freq, vec = best
         witness = {"input": plane_wave(layer, gi, freq, vec), "frequency": freq, "group": gi}
-    notes = [f"{m1 * half * g} frequency matrices, verified core (L10)"]
+    notes.insert(0, f"{m1 * half * g} frequency matrices, verified core (L10)")
     return Bracket(upper, lower, "circulant_verified_core", "plane_wave_witness", witness, notes)
+
+
+def _abs_symbol_bound(sym: PolyphaseSymbol) -> float:
+    """``max_groups ||A_abs||_2 + error_bound``: ``A_abs[o, (c, r)]`` sums ``|K|`` over the
+    taps of phase ``r``; every frequency matrix is entrywise at most ``A_abs`` in modulus, so
+    its norm is at most ``|| |M(w)| ||_2 <= ||A_abs||_2`` (Perron-Frobenius)."""
+    _g, _p, _c, kh, kw = sym.kernel.shape
+    sums = sym.abs_matrix()
+    # sums of at most kh*kw non-negative terms: exact <= computed / (1 - gamma)
+    bound, *_ = verified_sigma(sums, 0.0, 1e-3)
+    return up(float(bound.max()) / (1 - gamma(kh * kw)) + sym.error_bound, 2)
 
 
 # ---------------------------------------------------------------------------- dense
@@ -297,7 +315,7 @@ def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bra
     embeddings = embedding_layers(layer)
     if not embeddings:
         up_b = symbol_sup_route(layer, ctx)
-        x = lanczos_direction(layer, None, ctx.device)
+        x = _witness_direction(layer, None, ctx)
         result = Bracket(
             up_b.upper,
             operator_lower(layer, x, ctx.device),
@@ -338,13 +356,26 @@ def _embedding_bracket(
         notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)", *b.notes, *base]
         if best is None:  # the witness of the first embedding seeds Lanczos
             seed = b.witness["input"][:, :h, :w] if b.witness else None
-            x = lanczos_direction(layer, seed, ctx.device)
+            x = _witness_direction(layer, seed, ctx)
             lower = operator_lower(layer, x, ctx.device)
             best = Bracket(b.upper, lower, b.upper_method, "lanczos_witness", {"input": x}, notes)
         elif b.upper < best.upper:
             best = replace(best, upper=b.upper, upper_method=b.upper_method, notes=notes)
     assert best is not None
     return best
+
+
+def _witness_direction(layer: Layer, seed: np.ndarray | None, ctx: Context) -> np.ndarray:
+    """Lanczos from ``seed``; under a deadline, power steps on ``A^T A`` instead, as many as
+    half the time left allows (measured on one step), so that ``max_seconds`` holds."""
+    if ctx.deadline is None:
+        return lanczos_direction(layer, seed, ctx.device)
+    t0 = time.perf_counter()
+    x = power_refine(layer, seed, 1, ctx.device)
+    step = max(time.perf_counter() - t0, 1e-6)
+    left = ctx.deadline - time.perf_counter()
+    n_iter = int(min(300, max(0.0, 0.5 * left / step)))
+    return power_refine(layer, x, n_iter, ctx.device) if n_iter else x
 
 
 # ---------------------------------------------------------------------------- verified Cholesky
@@ -494,7 +525,7 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
     )
     inner = zero_given_route(valid, ctx, tighten=False)
     upper = up(p_norm * inner.upper, 2)
-    x = lanczos_direction(layer, None, ctx.device)
+    x = _witness_direction(layer, None, ctx)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
     result = Bracket(

@@ -49,6 +49,8 @@ RETRY_FACTOR = 1e4
 """A matrix whose factorization broke down is retried once with this many times the margin."""
 CHUNK_ENTRIES = 2**24
 """Float64 entries of Gram matrices held at once (128 MiB)."""
+DEADLINE_CHUNK = 32
+"""Matrices verified between two deadline checks when a deadline is set."""
 
 
 def real_form(m: torch.Tensor) -> torch.Tensor:
@@ -315,8 +317,10 @@ def verified_bracket(
     p, q = m.shape[-2:]
     n = 2 * min(p, q) if m.is_complex() else min(p, q)
     per_chunk = max(1, CHUNK_ENTRIES // max(1, 4 * n * n))
+    if deadline is not None:  # small chunks: the deadline is checked often
+        per_chunk = min(per_chunk, DEADLINE_CHUNK)
     for start in range(0, active.numel(), per_chunk):
-        if start > 0 and deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and time.perf_counter() > deadline:
             res.notes.append("stopped by max_seconds: some matrices keep their Frobenius cap")
             break
         idx = active[start : start + per_chunk]
