@@ -101,3 +101,20 @@ def test_float32_mu_is_refused():
     """A float32 mu may round up past the norm: it is refused, not converted."""
     with pytest.raises(TypeError, match="mu must be a float or a float64 tensor"):
         sigma_at_most(torch.ones(1, 2, 3, dtype=torch.float64), torch.tensor([2.449]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(np.float64, (4, 1, 5), elements=ENTRIES),
+    st.booleans(),
+)
+def test_rows_and_columns_one_sided(m, column):
+    """A row or a column: the Frobenius shortcut (sigma_1 = ||m||_F) and its witness."""
+    if column:
+        m = np.ascontiguousarray(m.transpose(0, 2, 1))
+    res = verified_bracket(torch.from_numpy(m), 0.0, 1e-6)
+    exact = [mp_sigma_max(x) for x in m]
+    assert all(u >= e for u, e in zip(res.upper.tolist(), exact, strict=True))
+    assert res.lower <= max(exact)
+    if max(exact) > 0:
+        assert res.lower >= float(max(exact)) * (1 - 1e-12)

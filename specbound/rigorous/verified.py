@@ -50,7 +50,9 @@ RETRY_FACTOR = 1e4
 CHUNK_ENTRIES = 2**24
 """Float64 entries of Gram matrices held at once (128 MiB)."""
 DEADLINE_CHUNK = 32
-"""Matrices verified between two deadline checks when a deadline is set."""
+DEADLINE_ENTRIES = 2**20
+"""When a deadline is set, at most ``max(DEADLINE_CHUNK, DEADLINE_ENTRIES / n^2)`` matrices
+(Gram order ``n``) are verified between two deadline checks."""
 
 
 def real_form(m: torch.Tensor) -> torch.Tensor:
@@ -312,13 +314,23 @@ def verified_bracket(
     )
     active = torch.nonzero(upper > target).flatten()
     res = MatrixBracket(upper, lower, 0, None)
+    p, q = m.shape[-2:]
+    if min(p, q) == 1:  # a row or a column: sigma_1 is its Frobenius norm, already bounded
+        top = torch.topk(upper, min(n_candidates, upper.numel())).indices
+        mt = m[top].to(torch.complex128)
+        v = mt[:, 0, :].conj() if p == 1 else torch.ones_like(mt[:, 0, :])
+        v = v / torch.clamp(torch.linalg.vector_norm(v, dim=-1, keepdim=True), min=1e-300)
+        lows = matvec_norm_lower(m[top], v, error)
+        j = int(torch.argmax(lows))
+        if float(lows[j]) > res.lower:
+            res.lower, res.argmax, res.vector = float(lows[j]), int(top[j]), v[j]
+        return res
     if active.numel() == 0:
         return res
-    p, q = m.shape[-2:]
     n = 2 * min(p, q) if m.is_complex() else min(p, q)
     per_chunk = max(1, CHUNK_ENTRIES // max(1, 4 * n * n))
     if deadline is not None:  # small chunks: the deadline is checked often
-        per_chunk = min(per_chunk, DEADLINE_CHUNK)
+        per_chunk = min(per_chunk, max(DEADLINE_CHUNK, DEADLINE_ENTRIES // (n * n)))
     for start in range(0, active.numel(), per_chunk):
         if deadline is not None and time.perf_counter() > deadline:
             res.notes.append("stopped by max_seconds: some matrices keep their Frobenius cap")
