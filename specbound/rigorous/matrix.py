@@ -26,7 +26,7 @@ from ..operators.indexing import layer_axis_indices
 from ..spec import Layer
 from .cholesky import _float64_gemm
 from .rounding import U, down, frobenius_upper, gamma, pow2_scale, up
-from .verified import MARGIN_FLOOR, RETRY_FACTOR, lambda_max_upper
+from .verified import RETRY_FACTOR, lambda_max_upper, level_margin
 
 CHUNK_BYTES = 2**27
 """Bytes of float64 weight columns converted at once (128 MiB)."""
@@ -97,7 +97,7 @@ def weight_sigma(
         [up(gamma(k) * fro_sq + n * k * 2.0**-1074, 4)], dtype=torch.float64, device=device
     )
     lam, vec = _estimate(g, rtol)
-    margin = max(rtol / 4, MARGIN_FLOOR * (n + 1) * n * U)
+    margin = level_margin(n, rtol / 4)
     level = torch.tensor([max(lam, 0.0) * (1 + margin)], dtype=torch.float64, device=device)
     level = torch.maximum(level, g_err)
     bound = lambda_max_upper(g[None], g_err, level)

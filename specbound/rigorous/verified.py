@@ -45,6 +45,9 @@ BASE_COLUMNS = 8
 MARGIN_FLOOR = 8.0
 """The relative margin ``t / estimate - 1`` is at least ``MARGIN_FLOOR (n + 1) n u`` (the size
 of the rounding terms), so that the factorization completes on an accurate estimate."""
+TIGHT_MARGIN = 1e-12
+"""The margin used when ``rel`` allows it: the factorization costs the same whatever the
+margin, so the bounds are as tight as the rounding allows (about ``1e-12`` relative)."""
 RETRY_FACTOR = 1e4
 """A matrix whose factorization broke down is retried once with this many times the margin."""
 CHUNK_ENTRIES = 2**24
@@ -63,6 +66,13 @@ def real_form(m: torch.Tensor) -> torch.Tensor:
     top = torch.cat([m.real, -m.imag], dim=-1)
     bottom = torch.cat([m.imag, m.real], dim=-1)
     return torch.cat([top, bottom], dim=-2)
+
+
+def level_margin(order: int, rel: float) -> float:
+    """Relative margin of the tested level over the squared estimate for a Gram of order
+    ``order``: ``min(rel, TIGHT_MARGIN)``, never below the rounding floor
+    ``MARGIN_FLOOR (order + 1) order u``."""
+    return max(MARGIN_FLOOR * (order + 1) * order * U, min(rel, TIGHT_MARGIN))
 
 
 def _factor_rows(y: torch.Tensor, r0: int, r1: int, bad: torch.Tensor) -> None:
@@ -188,8 +198,8 @@ def verified_sigma(
     error : float
         Uniform bound on ``||M_i - m_i||_2``.
     rel : float
-        Relative margin of the test level over the squared estimate: the upper bounds are
-        about ``sigma_1 (1 + rel / 2)`` (never below the rounding floor).
+        Largest relative margin of the test level over the squared estimate
+        (:func:`level_margin`): the upper bounds are about ``sigma_1 (1 + margin / 2)``.
     with_vectors : int
         Also return approximate top right singular vectors of the ``with_vectors`` matrices
         with the largest estimates (``None`` when 0).
@@ -224,7 +234,7 @@ def verified_sigma(
         h = h.mH
     k, n = h.shape[-2:]
     order = 2 * n if h.is_complex() else n
-    margin = max(rel, MARGIN_FLOOR * (order + 1) * order * U)
+    margin = level_margin(order, rel)
     upper = torch.full((b,), math.inf, dtype=torch.float64, device=m.device)
     estimate = torch.zeros(b, dtype=torch.float64, device=m.device)
     per_chunk = max(1, CHUNK_ENTRIES // max(1, 2 * order * order + 2 * k * n))
@@ -354,6 +364,7 @@ __all__ = [
     "gram_lower",
     "hermitian_gram",
     "lambda_max_upper",
+    "level_margin",
     "real_form",
     "sigma_at_most",
     "verified_bracket",
