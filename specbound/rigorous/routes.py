@@ -222,6 +222,10 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
                 lower=lower,
                 deadline=ctx.deadline,
                 threshold=cell_target,
+                lazy=True,  # cells that cannot settle are split: their Frobenius cap suffices
+                lazy_factor=torch.as_tensor(
+                    np.tile(shrink[part] / (1 - target_rtol), g), device=ctx.device
+                ),
             )
             evaluated += f
             if res.vector is not None and res.lower > lower:
@@ -248,6 +252,14 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             break
         if evaluated + 4 * open_caps.size > max_cells:
             notes.append(f"stopped at {evaluated} symbol evaluations (max_cells={max_cells})")
+            # the open cells kept Frobenius caps (lazy): verify them once for the final upper
+            open_c, open_rho = centres[~done], rho[~done]
+            tight = _verified_cell_sigma(sym, open_c, ctx, cells_per_chunk)
+            if tight is not None:
+                again = tight / np.sqrt((1 - open_rho**2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+                again = np.where(ok[~done], again, np.inf)
+                open_caps = np.minimum(open_caps, again)
+                upper = max(settled, float(open_caps.max()))
             break
         # split the open cells in four (one axis only when the other has degree 0)
         c, hw = centres[~done], half[~done]
@@ -268,6 +280,26 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         }
     notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
     return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness, notes)
+
+
+def _verified_cell_sigma(
+    sym: PolyphaseSymbol, centres: np.ndarray, ctx: Context, per_chunk: int
+) -> np.ndarray | None:
+    """Verified ``sigma_1`` upper bounds (max over groups) at the cell centres; None when the
+    deadline passes first."""
+    out = np.full(centres.shape[0], np.inf)
+    for start in range(0, centres.shape[0], per_chunk):
+        if ctx.out_of_time():
+            return None
+        part = slice(start, min(centres.shape[0], start + per_chunk))
+        omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
+        mats = sym.at_points(omega)
+        g, f = mats.shape[:2]
+        res = verified_bracket(
+            mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4
+        )
+        out[part] = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
+    return out
 
 
 # ---------------------------------------------------------------------------- zeros, size

@@ -58,6 +58,22 @@ DEADLINE_ENTRIES = 2**20
 (Gram order ``n``) are verified between two deadline checks."""
 
 
+def _peak(m: torch.Tensor) -> torch.Tensor:
+    """Largest absolute real or imaginary component per matrix (cheaper than ``abs`` of a
+    complex tensor; any power-of-two scale is exact)."""
+    if m.is_complex():
+        return torch.view_as_real(m.resolve_conj()).abs().amax(dim=(-3, -2, -1))
+    return m.abs().amax(dim=(-2, -1))
+
+
+def _frobenius(m: torch.Tensor) -> torch.Tensor:
+    """:func:`frobenius_upper` of a batch, complex ones through their real view (the same
+    Frobenius norm and number of squares, without a complex ``abs``)."""
+    if m.is_complex():
+        return frobenius_upper(torch.view_as_real(m.resolve_conj()).flatten(-2))
+    return frobenius_upper(m)
+
+
 def real_form(m: torch.Tensor) -> torch.Tensor:
     """``[[Mr, -Mi], [Mi, Mr]]`` for a complex batch ``(B, p, q)`` (same singular values, each
     twice; exact); a real batch is returned as it is."""
@@ -112,7 +128,9 @@ def batched_cholesky(y: torch.Tensor, *, base: int = BASE_COLUMNS) -> torch.Tens
     with _float64_gemm():
         _factor(y, 0, n, bad, base)
     y.triu_()
-    finite = torch.isfinite(y).reshape(b, -1).all(dim=1)
+    # an infinite or NaN entry makes the sum infinite or NaN (an overflowing sum of finite
+    # entries only refuses more)
+    finite = torch.isfinite(y.sum(dim=(-2, -1)))
     return finite & ~bad
 
 
@@ -159,9 +177,7 @@ def lambda_max_upper(
     pivots = torch.diagonal(y, dim1=-2, dim2=-1).amax(dim=-1)
     pivot_max = float(pivots[ok].max()) if bool(ok.any()) else 0.0
     tau = _underflow_term(n, pivot_max)  # one bound for the whole batch
-    rounding = (gamma(n + 1) * beta * (1 + 4 * U) + 2 * U * y_max * (1 + 4 * U) + tau) * (
-        1 + 4 * U
-    )
+    rounding = (gamma(n + 1) * beta * (1 + 4 * U) + 2 * U * y_max * (1 + 4 * U) + tau) * (1 + 4 * U)
     bound = (t + rounding + g_error) * (1 + 4 * U)
     bound = torch.where(ok & torch.isfinite(bound), bound, torch.full_like(bound, math.inf))
     return bound
@@ -178,15 +194,19 @@ def hermitian_gram(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k, n = h.shape[-2:]
     with _float64_gemm():
         g = _gram(h)
-    fro = frobenius_upper(h)
-    err = (2 * gamma(2 * k) * (fro * fro * (1 + 4 * U)) + 4 * n * k * UNDERFLOW_UNIT) * (
-        1 + 4 * U
-    )
+    fro = _frobenius(h)
+    err = (2 * gamma(2 * k) * (fro * fro * (1 + 4 * U)) + 4 * n * k * UNDERFLOW_UNIT) * (1 + 4 * U)
     return g, err
 
 
 def verified_sigma(
-    m: torch.Tensor, error: float = 0.0, rel: float = 1e-8, *, with_vectors: int = 0
+    m: torch.Tensor,
+    error: float = 0.0,
+    rel: float = 1e-8,
+    *,
+    with_vectors: int = 0,
+    skip_above: torch.Tensor | None = None,
+    skip_factor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Rigorous upper bounds on ``sigma_1`` of every exact matrix ``M_i`` with
     ``||M_i - m_i||_2 <= error``.
@@ -203,6 +223,12 @@ def verified_sigma(
     with_vectors : int
         Also return approximate top right singular vectors of the ``with_vectors`` matrices
         with the largest estimates (``None`` when 0).
+    skip_above : torch.Tensor, optional
+        ``(B,)``: matrices whose estimate exceeds ``skip_above[i]`` are not verified (their
+        upper bound is the Frobenius norm: still valid, cheaper, looser).
+    skip_factor : torch.Tensor, optional
+        ``(B,)``: as ``skip_above = skip_factor * max(skip_above, largest estimate so far)``
+        (a threshold relative to the best estimate, e.g. a cell's shrink over ``1 - rtol``).
 
     Returns
     -------
@@ -226,8 +252,7 @@ def verified_sigma(
     b = m.shape[0]
     if m.is_complex():
         m = m.to(torch.complex128)
-    peak = m.abs().amax(dim=(-2, -1))
-    scale = pow2_scale(peak)  # exact powers of two: largest entry in [1, 2)
+    scale = pow2_scale(_peak(m))  # exact powers of two: largest component in [1, 2)
     h = m * scale[:, None, None]
     transposed = h.shape[-2] < h.shape[-1]
     if transposed:
@@ -246,14 +271,27 @@ def verified_sigma(
         g = real_form(c)
         del c
         level = torch.clamp(lam * (1 + margin), min=g_err)
-        bound = lambda_max_upper(g, g_err, level)
-        retry = ~torch.isfinite(bound)
+        run = torch.ones_like(lam, dtype=torch.bool)
+        # estimates only choose who is verified (the others keep a valid Frobenius cap)
+        if skip_above is not None or skip_factor is not None:
+            est = torch.sqrt(lam) / scale[part]
+            above = skip_above[part].to(lam) if skip_above is not None else torch.zeros_like(lam)
+            if skip_factor is not None:
+                best_est = float(torch.max(estimate[: part.stop] / scale[: part.stop]))
+                above = skip_factor[part].to(lam) * torch.clamp(above, min=best_est)
+            run = est <= above
+        bound = torch.full_like(lam, math.inf)
+        if bool(run.all()):
+            bound = lambda_max_upper(g, g_err, level)
+        elif bool(run.any()):
+            bound[run] = lambda_max_upper(g[run], g_err[run], level[run])
+        retry = ~torch.isfinite(bound) & run
         if bool(retry.any()):
             level2 = level[retry] * (1 + RETRY_FACTOR * margin) + g_err[retry]
             bound[retry] = lambda_max_upper(g[retry], g_err[retry], level2)
         upper[part] = bound
     sigma = torch.sqrt(upper) * (1 + 2 * U)
-    sigma = torch.minimum(sigma, frobenius_upper(h))  # where the test broke down
+    sigma = torch.minimum(sigma, _frobenius(h))  # where the test broke down
     sigma = (sigma / scale * (1 + 2 * U) + UNDERFLOW_UNIT) * (1 + 2 * U)
     sigma = ((sigma + error) * (1 + 2 * U)).to(torch.float64)
     sigma = torch.where(torch.isfinite(sigma), sigma, torch.full_like(sigma, math.inf))
@@ -282,7 +320,7 @@ def sigma_at_most(m: torch.Tensor, mu: float | torch.Tensor, error: float = 0.0)
     mu = torch.as_tensor(mu, dtype=torch.float64, device=m.device).expand(m.shape[0])
     if m.is_complex():
         m = m.to(torch.complex128)
-    scale = pow2_scale(m.abs().amax(dim=(-2, -1)))
+    scale = pow2_scale(_peak(m))
     h = m * scale[:, None, None]
     if h.shape[-2] < h.shape[-1]:
         h = h.mH
@@ -305,6 +343,8 @@ def verified_bracket(
     n_candidates: int = 4,
     deadline: float | None = None,
     threshold: torch.Tensor | None = None,
+    lazy: bool = False,
+    lazy_factor: torch.Tensor | None = None,
 ) -> MatrixBracket:
     """Drop-in for :func:`~specbound.rigorous.bracket.bracket_matrices` on the verified core:
     ``upper[i] >= sigma_1(M_i)`` for every exact ``M_i`` with ``||M_i - m_i||_2 <= error``,
@@ -313,9 +353,13 @@ def verified_bracket(
     Matrices whose Frobenius cap is already below their target (``threshold[i]``, or
     ``lower / (1 - rtol)``) keep that cap; the rest are verified (:func:`verified_sigma`)
     with margin ``rtol / 4`` in chunks, checking ``deadline`` between chunks (a matrix not
-    reached keeps its Frobenius cap, still valid).
+    reached keeps its Frobenius cap, still valid). With ``lazy`` (and a ``threshold``), a
+    matrix whose estimate already exceeds its threshold is not verified either (it cannot
+    settle; its Frobenius cap stays): for callers that split such matrices anyway. With
+    ``lazy_factor`` the skip threshold is ``lazy_factor[i]`` times the larger of that threshold
+    and the best estimate so far (useful before any lower bound is known).
     """
-    upper = frobenius_upper(m) + error
+    upper = _frobenius(m) + error
     upper = (upper * (1 + 2 * U)).to(torch.float64)
     target = (
         threshold.to(upper)
@@ -347,7 +391,18 @@ def verified_bracket(
             break
         idx = active[start : start + per_chunk]
         sig, _est, vec, top = verified_sigma(
-            m[idx], error, max(rtol / 4, 1e-15), with_vectors=n_candidates
+            m[idx],
+            error,
+            max(rtol / 4, 1e-15),
+            with_vectors=n_candidates,
+            skip_above=(
+                None
+                if not lazy or threshold is None
+                else torch.full_like(upper[idx], lower)
+                if lazy_factor is not None
+                else target[idx]
+            ),
+            skip_factor=(None if lazy_factor is None else lazy_factor.to(upper)[idx]),
         )
         upper[idx] = torch.minimum(upper[idx], sig)
         if vec is not None:
