@@ -153,9 +153,20 @@ def gram_lower(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k, n = r.shape[-2:]
     with _float64_gemm():
         g = r.mT @ r
-    fro = frobenius_upper(r)
-    err = (gamma(k) * (fro * fro * (1 + 4 * U)) + n * k * UNDERFLOW_UNIT) * (1 + 4 * U)
+    err = (gamma(k) * _trace_upper(g, k) + n * k * UNDERFLOW_UNIT) * (1 + 4 * U)
     return g, err
+
+
+def _trace_upper(g: torch.Tensor, k: int) -> torch.Tensor:
+    """``||r||_F^2 <= `` this, from the diagonal of ``g = fl(r^H r)`` (inner length ``k``, or
+    ``2k`` real for a complex ``r``): each ``g_ii`` is a computed sum of ``k`` non-negative
+    squares (exact ``<= (g_ii + k 2^-1074) / (1 - gamma_k)``, underflowing squares
+    included), and their sum adds ``n`` more terms."""
+    n = g.shape[-1]
+    diag = torch.diagonal(g, dim1=-2, dim2=-1)
+    diag = diag.real if diag.is_complex() else diag
+    total = diag.sum(dim=-1) + n * k * UNDERFLOW_UNIT
+    return total / ((1 - gamma(k)) * (1 - gamma(n + 1))) * (1 + 4 * U)
 
 
 def lambda_max_upper(
@@ -167,8 +178,7 @@ def lambda_max_upper(
     the result is ``inf`` where the factorization breaks down (``t`` below or too close to
     ``lambda_max``). ``g`` is not modified."""
     n = g.shape[-1]
-    y = torch.triu(g)
-    y.neg_()
+    y = torch.neg(g)  # the factorization never reads the strict lower triangle
     diag = torch.diagonal(y, dim1=-2, dim2=-1)  # a view
     diag += t[:, None]  # Y_ii = fl(t - G_ii)
     y_max = diag.abs().amax(dim=-1)
@@ -194,8 +204,8 @@ def hermitian_gram(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k, n = h.shape[-2:]
     with _float64_gemm():
         g = _gram(h)
-    fro = _frobenius(h)
-    err = (2 * gamma(2 * k) * (fro * fro * (1 + 4 * U)) + 4 * n * k * UNDERFLOW_UNIT) * (1 + 4 * U)
+    fro_sq = _trace_upper(g, 2 * k)  # Re G_ii sums the 2k squares of column i
+    err = (2 * gamma(2 * k) * fro_sq + 4 * n * k * UNDERFLOW_UNIT) * (1 + 4 * U)
     return g, err
 
 
@@ -291,7 +301,9 @@ def verified_sigma(
             bound[retry] = lambda_max_upper(g[retry], g_err[retry], level2)
         upper[part] = bound
     sigma = torch.sqrt(upper) * (1 + 2 * U)
-    sigma = torch.minimum(sigma, _frobenius(h))  # where the test broke down
+    broke = ~torch.isfinite(sigma)
+    if bool(broke.any()):  # the Frobenius norm where the test broke down (or was skipped)
+        sigma[broke] = torch.minimum(sigma[broke], _frobenius(h[broke]))
     sigma = (sigma / scale * (1 + 2 * U) + UNDERFLOW_UNIT) * (1 + 2 * U)
     sigma = ((sigma + error) * (1 + 2 * U)).to(torch.float64)
     sigma = torch.where(torch.isfinite(sigma), sigma, torch.full_like(sigma, math.inf))
