@@ -39,6 +39,7 @@ def _exact(m: np.ndarray) -> list[mpmath.mpf]:
 @settings(max_examples=60, deadline=None)
 @given(batches(), st.sampled_from([1e-12, 1e-8, 1e-3]))
 @example(np.zeros((1, 2, 2)), 1e-8)
+@example(np.array([[[1.08662842e-310]]]), 1e-12)  # subnormal: the scale 2^(1-e) overflows
 @example(np.zeros((1, 1, 2), dtype=complex), 1e-12)  # a conjugated (transposed) view
 @example(np.array([[[1.0, 1.0], [1.0, 1.0 + 2.0**-52]]]), 1e-12)
 def test_upper_bounds_sigma_one_sided(m, rel):

@@ -71,6 +71,8 @@ def weight_sigma(
     if peak == 0.0:
         return 0.0, 0.0, np.ones(q) / math.sqrt(q), ["zero weight"]
     scale = float(pow2_scale(torch.tensor(peak, dtype=torch.float64)))
+    if not math.isfinite(scale):  # a subnormal largest entry: 2^(1-e) would overflow
+        scale = 2.0**1000
     right = q <= p  # Gram W^T W (order q, inner p) or W W^T (order p, inner q)
     n, k = (q, p) if right else (p, q)
     g = torch.zeros(n, n, dtype=torch.float64, device=device)
