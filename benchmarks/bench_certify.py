@@ -9,6 +9,8 @@ Issue 11's targets. Layers: 3x3, He-scaled random kernels (64ch n=32, 128ch n=16
 all measured in one process and *interleaved* (one run of every method of a case, then the
 next round), one warm-up round, the median of the warm rounds reported:
 
+The peers' layers are float32 by default (``--peer-dtype``), as users run them.
+
 * circular at ``n``, ``rtol=1e-6``: orthogonium 0.0.4 ``get_conv_sv`` (circular Gram
   iteration, 6 iterations, ``imsize=n``) and float64 ``rfft2`` + batched ``svdvals``
   (exact, not rigorous);
@@ -68,15 +70,18 @@ def digits_kernels() -> list[tuple[str, np.ndarray, int]]:
     ]
 
 
-def _conv(kernel: np.ndarray, padding_mode: str) -> torch.nn.Conv2d:
+def _conv(kernel: np.ndarray, padding_mode: str, dtype: torch.dtype) -> torch.nn.Conv2d:
     c_out, c_in, kh, kw = kernel.shape
     conv = torch.nn.Conv2d(c_in, c_out, (kh, kw), padding=kh // 2, padding_mode=padding_mode)
+    conv = conv.to(dtype)
     with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(kernel))
-    return conv.double()
+        conv.weight.copy_(torch.from_numpy(kernel).to(dtype))
+    return conv
 
 
-def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: float):
+def methods(
+    kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: float, peer_dtype
+):
     """``{name: callable -> (upper, lower or None)}`` for one case."""
     from orthogonium.layers.conv.singular_values import get_conv_sv
 
@@ -90,7 +95,7 @@ def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: f
         return run
 
     if regime == "circular":
-        conv = _conv(kernel, "circular")
+        conv = _conv(kernel, "circular", peer_dtype)
 
         def fft_svdvals():
             k = torch.from_numpy(kernel).to(device)
@@ -107,7 +112,7 @@ def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: f
             ),
             "float64 rfft2 + svdvals": fft_svdvals,
         }
-    conv = _conv(kernel, "zeros")
+    conv = _conv(kernel, "zeros", peer_dtype)
     peer = {
         "orthogonium kernel GI (4 it.)": lambda: (
             float(get_conv_sv(conv, 4, return_stab_rank=False, device=device)),
@@ -121,8 +126,8 @@ def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: f
     return {"specbound": specbound("zeros", None, rtol), **peer}
 
 
-def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds):
-    fns = methods(kernel, n, regime, device, max_seconds)
+def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dtype):
+    fns = methods(kernel, n, regime, device, max_seconds, peer_dtype)
     times: dict[str, list[float]] = {k: [] for k in fns}
     values: dict[str, tuple] = {}
 
@@ -170,6 +175,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="64ch n=32 and 128ch n=16 only")
     parser.add_argument("--layers", default=None, help="e.g. 256x16,512x8 (channels x size)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument(
+        "--peer-dtype", default="float32", help="dtype of the peers' layers (their default)"
+    )
     parser.add_argument("--regimes", default=",".join(REGIMES), help="comma-separated subset")
     parser.add_argument("--digits", action="store_true", help="add the digits-CNN kernels")
     parser.add_argument("--repeat", type=int, default=3)
@@ -189,7 +197,15 @@ def main(argv=None) -> int:
     for name, kernel, n in layers:
         for regime in regimes:
             row = run_case(
-                name, kernel, n, regime, args.device, args.repeat, args.slow, args.max_seconds
+                name,
+                kernel,
+                n,
+                regime,
+                args.device,
+                args.repeat,
+                args.slow,
+                args.max_seconds,
+                getattr(torch, args.peer_dtype),
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -197,6 +213,7 @@ def main(argv=None) -> int:
         "device": device_name(args.device),
         "torch": torch.__version__,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "peer_dtype": args.peer_dtype,
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_start": load_start,
@@ -215,7 +232,8 @@ def main(argv=None) -> int:
         f"{args.slow:g} s). Load average (1, 5, 15 min) at start "
         f"{tuple(round(x, 2) for x in load_start)}, at end "
         f"{tuple(round(x, 2) for x in meta['load_average_end'])}: the machine is shared, "
-        "read the ratios.",
+        f"read the ratios. The peers run in {args.peer_dtype} (orthogonium's default), "
+        "specbound and the LAPACK reference in float64.",
         "",
         "Targets (issue 11): circular <= 1.0x the Gram iteration at 6 iterations and <= 3x "
         "rfft2 + svdvals; zeros n >= 32 <= 1.0x the kernel Gram bound (n < 32: <= 3x); every "
