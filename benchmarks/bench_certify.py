@@ -79,9 +79,7 @@ def _conv(kernel: np.ndarray, padding_mode: str, dtype: torch.dtype) -> torch.nn
     return conv
 
 
-def methods(
-    kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: float, peer_dtype
-):
+def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: float, peer_dtype):
     """``{name: callable -> (upper, lower or None)}`` for one case."""
     from orthogonium.layers.conv.singular_values import get_conv_sv
 
