@@ -90,3 +90,8 @@ def test_linear_layer(monkeypatch):
 def test_linear_input_size_refused():
     with pytest.raises(ValueError, match="input_size must be None or"):
         sb.certify(torch.nn.Linear(3, 2), input_size=(4, 4))
+
+
+def test_zero_weight_is_converged_at_zero():
+    cert = sb.certify(np.zeros((2, 3, 1, 1)), "reflect", input_size=(5, 7), pad=1, rtol=1e-4)
+    assert cert.upper == 0.0 and cert.lower == 0.0 and cert.converged

@@ -187,6 +187,8 @@ def conv1x1_bracket(layer: Layer, rtol: float, device: torch.device | None = Non
         if gi == 0:
             notes += n_g
     lower, gi, v = best
+    if upper == 0.0:  # the zero weight: the operator is 0, exactly
+        lower = 0.0
     if g > 1:
         notes.append(f"{g} groups certified one by one (maximum over groups)")
     if layer.spec.input_size is None:
@@ -202,7 +204,7 @@ def conv1x1_bracket(layer: Layer, rtol: float, device: torch.device | None = Non
     if (ch, cw) != (1, 1):
         notes.append(f"padding/stride copy counts {ch} x {cw}: factor sqrt({ch * cw})")
     return (
-        up(upper * factor_up, 1),
+        0.0 if upper == 0.0 or ch * cw == 0 else up(upper * factor_up, 1),
         down(max(lower, 0.0) * factor_down, 1),
         "weight_matrix_verified",
         {"input": x},
