@@ -3,7 +3,11 @@
 Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (warnings are
 errors in CI). Pages are MyST Markdown; the API reference is generated from the numpy-style
 docstrings by autodoc + napoleon; benchmark plots are drawn at build time from
-``benchmarks/results/*.json`` by matplotlib's plot directive.
+``benchmarks/results/*.json`` by matplotlib's plot directive; the tutorials
+(``docs/tutorials/*.py``) are executed at build time by sphinx-gallery
+(``-D sphinx_gallery_conf.plot_gallery=0`` skips running them). Math is rendered by MathJax 3
+shipped with the build (sphinx-mathjax-offline copies it into ``_static/mathjax``): no page
+loads anything from the network. ``python docs/check_html.py docs/_build/html`` checks that.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 from the package, no CDN
+    "sphinx_gallery.gen_gallery",
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
     "matplotlib.sphinxext.plot_directive",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "tutorials", "Thumbs.db", ".DS_Store"]
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
@@ -45,6 +51,20 @@ autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_mock_imports: list[str] = []
+
+sphinx_gallery_conf = {
+    "examples_dirs": "tutorials",  # the sources, docs/tutorials/*.py
+    "gallery_dirs": "auto_tutorials",  # generated (git-ignored)
+    "filename_pattern": r"/tutorial_",  # every tutorial is executed
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "abort_on_example_error": True,
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib",),
+    "min_reported_time": 1,
+    "write_computation_times": False,  # its page loads a table script from a CDN
+}
 
 plot_include_source = False
 plot_html_show_source_link = False
@@ -74,22 +94,25 @@ def _cell(text: str) -> str:
 
 
 def write_methods_table(_app: object) -> None:
-    """``_generated/methods.md``: the registry of :func:`specbound.methods` as a table."""
+    """``_generated/methods.md``: the registry of :func:`specbound.methods` as a table of
+    guarantees, then the reference of each method (two parts, so that the table fits a
+    screen)."""
     import specbound
 
     rows = [
-        "| method | kind | paddings | input size | stride | dilation | groups | differentiable "
-        "| reference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | kind | paddings | input size | stride | dilation | groups | differentiable |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     yes = {True: "yes", False: "no"}
+    refs = ["", "References:", ""]
     for m in specbound.methods():
         rows.append(
             f"| `{m.name}` | {m.kind} | {', '.join(m.paddings)} | {m.input_size} "
             f"| {yes[bool(m.stride)]} | {yes[bool(m.dilation)]} | {yes[bool(m.groups)]} "
-            f"| {yes[bool(m.differentiable)]} | {_cell(m.reference)} |"
+            f"| {yes[bool(m.differentiable)]} |"
         )
-    write_generated("methods.md", rows)
+        refs.append(f"- `{m.name}`: {_cell(m.reference)}")
+    write_generated("methods.md", rows + refs)
 
 
 def _authors(entry: dict) -> str:

@@ -8,7 +8,8 @@ bounds from :func:`specbound.certify` at the input size each layer sees (a rigor
 the float64 value of each kernel; MaxMin and Flatten are 1-Lipschitz / isometric). An SLL block
 with certified ``u >= ||T^{-1/2} C||`` is ``max(1, 2u^2 - 1)``-Lipschitz. A test point is certified
 at L2 radius ``eps`` when it is classified correctly and ``margin > sqrt(2) * L * eps``
-(``margin`` = top logit minus runner-up; Tsuzuku et al. 2018, as in the AOL paper).
+(``margin`` = top logit minus runner-up; Tsuzuku et al. 2018, as in the AOL paper), computed
+by :func:`specbound.metrics.certified_accuracy`.
 
 Note: the certificate covers the real-number network with the trained float32 weights
 (exactly representable in float64); the float32 rounding of the forward pass itself is not
@@ -46,6 +47,7 @@ from specbound.layers import (
     SRConv2d,
     SRLinear,
 )
+from specbound.metrics import certified_accuracy
 
 RADII = (0.1, 0.25, 0.5, 1.0)
 
@@ -118,16 +120,15 @@ def certified_lipschitz(model: nn.Sequential, input_shape: tuple[int, ...]) -> t
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lipschitz: float) -> dict:
+    """Clean and certified accuracy (:mod:`specbound.metrics`: radius ``margin / (sqrt(2) L)``,
+    certified at ``eps`` when the radius exceeds ``eps``)."""
     model.eval()
     with torch.no_grad():
         scores = model(x)
-    top2 = scores.topk(2, dim=1)
-    correct = top2.indices[:, 0] == y
-    margin = top2.values[:, 0] - top2.values[:, 1]
-    result = {"clean_accuracy": float(correct.float().mean())}
-    for eps in RADII:
-        ok = correct & (margin > math.sqrt(2.0) * lipschitz * eps)
-        result[f"certified_accuracy@{eps}"] = float(ok.float().mean())
+    result = {"clean_accuracy": float((scores.argmax(dim=1) == y).float().mean())}
+    accuracy = certified_accuracy(scores, y, lipschitz, RADII)
+    for eps, acc in zip(RADII, accuracy, strict=True):
+        result[f"certified_accuracy@{eps}"] = float(acc)
     return result
 
 

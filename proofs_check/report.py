@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import platform
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def summary_lines(outcomes: Sequence[Outcome]) -> list[str]:
     """Counts, the blocking failures, and every statement found false (with counterexample)."""
     relied = [o for o in outcomes if o.theorem.relied_on]
     lines = [
-        f"{len(outcomes)} statements ({len(relied)} relied on, marked without *): "
+        f"{len(outcomes)} statements ({len(relied)} relied on by specbound, the others "
+        "informative): "
         f"{sum(o.verdict == 'PASS' for o in outcomes)} PASS, "
         f"{sum(o.verdict == 'FAIL' for o in outcomes)} FAIL, "
         f"{sum(o.verdict == 'ERROR' for o in outcomes)} ERROR",
@@ -89,6 +91,15 @@ def _environment() -> str:
     )
 
 
+_NOTES = re.compile(r"\b(?:research/)?(?:gram|layers)\.md\b")
+
+
+def _public(text: str) -> str:
+    """Pointers into the developers' derivation notes (not distributed with specbound) read
+    ``dev notes``; the page says once what that means."""
+    return _NOTES.sub("dev notes", str(text))
+
+
 def _escape_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -110,7 +121,10 @@ def markdown(
         "`upper / exact - 1` for an upper bound) and is the strength of the witness for an "
         "existence statement. Statements marked *informative* are not relied on; a failing "
         "informative statement is a published claim or a property found false, reported with "
-        "its counterexample.",
+        "its counterexample. A source citing *dev notes* points to specbound's derivation "
+        "notes, which are not distributed: the statement, its conditions, the proof sketch and "
+        "the check on this page are what each claim rests on (the soundness argument of "
+        "`certify` is in the documentation's page on how certify works).",
         "",
         f"- Generated on {date} by `{command}` ({mode} mode, {seconds:.1f} s).",
         f"- Environment: {_environment()}.",
@@ -140,17 +154,17 @@ def markdown(
             "",
             f"### {t.id}",
             "",
-            f"**{t.title}.** {t.statement}",
+            f"**{t.title}.** {_public(t.statement)}",
             "",
             f"$${t.latex}$$",
             "",
-            f"- **Source:** {t.source}",
-            f"- **Conditions:** {t.conditions}",
+            f"- **Source:** {_public(t.source)}",
+            f"- **Conditions:** {_public(t.conditions)}",
             f"- **Relied on by specbound:** {'yes' if t.relied_on else 'no (informative)'}"
             + (f"; expected verdict {t.expected}" if t.expected != "PASS" else ""),
         ]
         if t.proof:
-            out.append(f"- **Proof sketch:** {t.proof}")
+            out.append(f"- **Proof sketch:** {_public(t.proof)}")
         sources = ", ".join(f"{k} {v}" for k, v in r.by_source.items()) or "none"
         out.append(
             f"- **Check ({mode}):** {r.instances} instances ({sources}), worst margin "
@@ -168,7 +182,7 @@ def markdown(
                 else "Tightest instance"
             )
             out.append(f"- **{kind}:** `{r.example}`")
-        out += [f"- {note}" for note in r.notes]
+        out += [f"- {_public(note)}" for note in r.notes]
     return "\n".join(out) + "\n"
 
 

@@ -26,6 +26,7 @@ zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -36,16 +37,27 @@ import numpy as np
 import torch
 
 from .rigorous.bracket import relative_gap
+from .rigorous.fpenv import gradual_underflow_guard
+from .rigorous.rounding import scale_back_outward
 from .rigorous.routes import (
     Bracket,
     Context,
+    check_every_size_pads,
     circulant_route,
     dense_fits,
     padded_route,
     symbol_sup_route,
     zero_given_route,
 )
-from .spec import ConvSpec, Layer, as_kernel
+from .rigorous.witness import time_budget
+from .spec import (
+    ConvSpec,
+    Layer,
+    as_kernel,
+    check_real,
+    check_signal_size,
+    resolve_device,
+)
 
 GUARANTEES = ("deterministic", "probabilistic")
 
@@ -61,15 +73,18 @@ class Certificate:
     Attributes
     ----------
     upper, lower : float
-        Rigorous bounds, rounding included. ``float(cert) == cert.upper``.
+        Rigorous bounds, rounding included. ``float(cert) == cert.upper``. ``upper`` is
+        ``inf`` when the norm overflows float64 (then ``converged`` is False).
     converged : bool
-        Whether ``rel_gap <= rtol`` was reached; ``notes`` say why not.
+        Whether ``rel_gap <= rtol`` was reached with a finite ``upper``; ``notes`` say why
+        not.
     upper_method, lower_method : str
         The routes that produced each end.
     witness : dict or None
         ``{"input": x}`` with ``x`` of shape ``(c_in, H, W)`` and ``||A x|| >= lower ||x||``
         for a given size; for ``input_size=None`` the symbol witness ``{"frequency",
-        "group", "vector"}`` with ``||M(w) v|| >= lower ||v||``.
+        "group", "vector", "dilation"}`` with ``||M(w) v|| >= lower ||v||`` for the symbol at
+        that dilation (stride 1 evaluates the undilated symbol, which has the same values).
     spec : ConvSpec
     kernel : numpy.ndarray (float64, as given)
     """
@@ -113,11 +128,16 @@ class Certificate:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (the witness input is omitted; its shape is given)."""
+        """JSON-ready summary (the witness input is omitted; its shape is given).
+
+        Standard JSON only: a number that is not finite (``upper = inf`` when the norm
+        overflows float64; see ``notes``) is written as ``None`` (JSON ``null``), never as
+        ``Infinity`` or ``NaN``.
+        """
         witness = None
         if self.witness is not None:
             witness = {
-                k: (list(v.shape) if isinstance(v, np.ndarray) else v)
+                k: (list(v.shape) if isinstance(v, np.ndarray) else _json_value(v))
                 for k, v in self.witness.items()
             }
             if "input" in witness:
@@ -125,10 +145,10 @@ class Certificate:
             if "vector" in witness:
                 witness["vector_shape"] = witness.pop("vector")
         return {
-            "upper": self.upper,
-            "lower": self.lower,
-            "rel_gap": self.rel_gap,
-            "rtol": self.rtol,
+            "upper": _json_number(self.upper),
+            "lower": _json_number(self.lower),
+            "rel_gap": _json_number(self.rel_gap),
+            "rtol": _json_number(self.rtol),
             "converged": self.converged,
             "upper_method": self.upper_method,
             "lower_method": self.lower_method,
@@ -136,7 +156,7 @@ class Certificate:
             "kernel_shape": list(self.kernel.shape),
             "spec": self.spec.to_dict(),
             "device": self.device,
-            "elapsed_s": self.elapsed_s,
+            "elapsed_s": _json_number(self.elapsed_s),
             "witness": witness,
             "notes": list(self.notes),
         }
@@ -145,9 +165,14 @@ class Certificate:
         """Re-check the certificate by independent float64 routes.
 
         * the witness: ``||A x|| / ||x||`` by the matrix-free operator (or ``||M(w) v||`` by
-          :func:`specbound.operators.symbol`) must reach ``lower`` up to ``rtol``;
+          :func:`specbound.operators.symbol`, at the dilation the witness names) must reach
+          ``lower`` up to ``rtol``;
         * when an exact route fits (:func:`specbound.operators.exact_norm`), the exact norm
           must lie in ``[lower, upper]`` up to ``rtol``.
+
+        Everything is recomputed for the kernel scaled by ``2^j`` (``max|K|`` in ``[1, 2)``)
+        against the bounds scaled by the same power of two, so kernels at ``1e-300`` or
+        ``1e300`` neither underflow nor overflow here.
 
         Returns True, or raises :class:`VerificationError` naming what failed.
         """
@@ -156,46 +181,76 @@ class Certificate:
 
         if not self.lower <= self.upper:
             raise VerificationError(f"lower {self.lower} > upper {self.upper}")
+        kernel, j, _ = _prescale(self.kernel)
+        lower, upper = _scale_pow2(self.lower, j), _scale_pow2(self.upper, j)
         w = self.witness or {}
         if "input" in w:
             x = w["input"].ravel()
+            x = x / np.abs(x).max() if np.any(x) else x
             x_norm = np.linalg.norm(x)
             if x_norm == 0:
                 ratio = 0.0  # a zero witness proves nothing beyond lower = 0
             else:
-                ratio = np.linalg.norm(conv_operator(self.kernel, self.spec).matvec(x)) / x_norm
-            if ratio < self.lower * (1 - rtol):
-                raise VerificationError(f"witness gives {ratio}, below lower {self.lower}")
+                ratio = np.linalg.norm(conv_operator(kernel, self.spec).matvec(x)) / x_norm
+            if ratio < lower * (1 - rtol):
+                raise VerificationError(
+                    f"witness gives {_scale_pow2(ratio, -j)}, below lower {self.lower}"
+                )
         elif "frequency" in w:
             m = (
                 symbol(
-                    self.kernel,
+                    kernel,
                     np.array(w["frequency"]),
-                    dilation=self.spec.dilation,
+                    dilation=tuple(w.get("dilation", self.spec.dilation)),
                     groups=self.spec.groups,
                 )
                 if self.spec.stride == (1, 1)
                 else None
             )
             if m is not None:
-                g, c_out = self.spec.groups, self.kernel.shape[0]
+                g, c_out = self.spec.groups, kernel.shape[0]
                 rows = slice(w["group"] * c_out // g, (w["group"] + 1) * c_out // g)
-                cols = slice(
-                    w["group"] * self.kernel.shape[1], (w["group"] + 1) * self.kernel.shape[1]
-                )
-                v = w["vector"]
+                cols = slice(w["group"] * kernel.shape[1], (w["group"] + 1) * kernel.shape[1])
+                v = np.asarray(w["vector"])
+                v = v / np.abs(v).max() if np.any(v) else v
                 v_norm = np.linalg.norm(v)
                 ratio = np.linalg.norm(m[rows, cols] @ v) / v_norm if v_norm > 0 else 0.0
-                if ratio < self.lower * (1 - rtol):
-                    raise VerificationError(f"symbol witness gives {ratio} < {self.lower}")
+                if ratio < lower * (1 - rtol):
+                    raise VerificationError(
+                        f"symbol witness gives {_scale_pow2(ratio, -j)} < {self.lower}"
+                    )
         if self.spec.input_size is not None:
             try:
-                exact = exact_norm(self.kernel, self.spec)
+                exact = exact_norm(kernel, self.spec)
             except TooLargeError:
                 return True
-            if exact > self.upper * (1 + rtol) or exact < self.lower * (1 - rtol):
-                raise VerificationError(f"exact norm {exact} outside [{self.lower}, {self.upper}]")
+            if exact > upper * (1 + rtol) or exact < lower * (1 - rtol):
+                raise VerificationError(
+                    f"exact norm {_scale_pow2(exact, -j)} outside [{self.lower}, {self.upper}]"
+                )
         return True
+
+
+def _scale_pow2(value: float, j: int) -> float:
+    """``value * 2^j`` (``inf`` on overflow), for comparisons at a common scale."""
+    try:
+        return math.ldexp(value, j)
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _json_number(value: float) -> float | None:
+    """A float for standard JSON: ``None`` when it is not finite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
 
 
 def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, ConvSpec]:
@@ -231,20 +286,12 @@ def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
 
 
 def _unscale(value: float, j: int, upward: bool) -> float:
-    try:
-        return math.ldexp(value, -j)
-    except OverflowError:
-        return math.inf if upward else sys.float_info.max
+    return scale_back_outward(value, j, upward=upward)
 
 
 def _route(layer: Layer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
-        if spec.padding not in ("zeros", "circular"):
-            raise ValueError(
-                f"padding={spec.padding!r} with input_size=None cannot be certified: the "
-                "padding operator's norm depends on the size; pass input_size=(H, W)"
-            )
         if spec.padding == "circular" and spec.stride != (1, 1):
             # every circular size: rows of stride-1 circulants, norms <= S of the
             # stride-1 symbol; the strided symbol's sup is attained along sizes s*m
@@ -266,6 +313,26 @@ def _route(layer: Layer, ctx: Context) -> Bracket:
     return padded_route(layer, ctx)
 
 
+def _with_gradual_underflow(func: Any) -> Any:
+    """Run ``certify`` with gradual underflow (:mod:`specbound.rigorous.fpenv`): a
+    flush-to-zero setting of the thread is switched off for the call and restored after it
+    (the certificate's notes say so); refused if it cannot be switched off."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Certificate:
+        with gradual_underflow_guard() as switched:
+            cert = func(*args, **kwargs)
+        if switched:
+            cert.notes.append(
+                "flush-to-zero (torch.set_flush_denormal(True)) was switched off during "
+                "certification and restored afterwards (gradual underflow is assumed)"
+            )
+        return cert
+
+    return wrapper
+
+
+@_with_gradual_underflow
 def certify(
     kernel: Any,
     padding: str = "zeros",
@@ -314,14 +381,14 @@ def certify(
     Certificate
     """
     start = time.perf_counter()
-    if guarantee not in GUARANTEES:
+    # argument validation, before any heavy work (issue 12, class 10)
+    if not isinstance(guarantee, str) or guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    rtol = check_real(rtol, "rtol", low=0.0, high=1.0)
+    delta = check_real(delta, "delta", low=0.0, high=1.0)
+    if max_seconds is not None:
+        max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
+    dev = resolve_device(device)
     k, spec = _kernel_and_spec(
         kernel,
         {
@@ -335,7 +402,14 @@ def certify(
     )
     layer = spec.layer(k)
     del k
-    dev = torch.device("cpu" if device is None else device)
+    check_signal_size(layer)
+    if spec.input_size is None:  # refused whatever the kernel's values, zero included
+        if spec.padding not in ("zeros", "circular"):
+            raise ValueError(
+                f"padding={spec.padding!r} with input_size=None cannot be certified: the "
+                "padding operator's norm depends on the size; pass input_size=(H, W)"
+            )
+        check_every_size_pads(layer)
     if _pointwise(layer):
         return _pointwise_certificate(layer, float(rtol), dev, start)
     scaled, j, kerr = _prescale(layer.kernel)
@@ -359,9 +433,11 @@ def certify(
             else None,
         )
     else:
-        result = _route(Layer(scaled, spec), ctx)
+        with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
+            result = _route(Layer(scaled, spec), ctx)
     upper = _unscale(result.upper, j, upward=True)
-    lower = min(_unscale(result.lower, j, upward=False), upper)
+    lower = _unscale(result.lower, j, upward=False)
+    lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
     notes = list(result.notes)
     upper_method = result.upper_method
     if (
@@ -370,11 +446,16 @@ def certify(
         and (relative_gap(upper, lower) > rtol)
     ):
         upper, upper_method = _probabilistic_upper(
-            layer, upper, lower, rtol, delta, dev, upper_method, notes
+            layer, upper, lower, rtol, delta, dev, upper_method, notes, ctx.deadline
         )
     gap = relative_gap(upper, lower)
-    converged = gap <= rtol
-    if not converged:
+    converged = gap <= rtol and math.isfinite(upper)
+    if not math.isfinite(upper):
+        notes.append(
+            "not a finite certificate: the upper bound overflows float64 (the norm may exceed "
+            f"{sys.float_info.max:.6g}); lower is still a rigorous bound"
+        )
+    elif not converged:
         notes.append(f"rel_gap {gap:.3g} above rtol {rtol:g}: " + _advice(layer))
     return Certificate(
         upper=upper,
@@ -442,6 +523,7 @@ def _probabilistic_upper(
     device: torch.device,
     method: str,
     notes: list[str],
+    deadline: float | None = None,
 ) -> tuple[float, str]:
     """Lanczos from a random start with the Kuczynski-Wozniakowski-type inflation
     (:func:`specbound.bounds.power.lanczos_probabilistic`): an upper bound that holds with
@@ -449,7 +531,13 @@ def _probabilistic_upper(
     one, and labelled."""
     from .bounds.power import lanczos_probabilistic
 
-    bound = lanczos_probabilistic(layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device)
+    seconds = None if deadline is None else deadline - time.perf_counter()
+    if seconds is not None and seconds <= 0:
+        notes.append("probabilistic upper skipped: max_seconds used up")
+        return upper, method
+    bound = lanczos_probabilistic(
+        layer, delta=delta, rtol=max(rtol / 2, 1e-6), device=device, max_seconds=seconds
+    )
     value = max(float(bound.value), lower)
     if value < upper:
         notes.append(

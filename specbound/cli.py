@@ -1,42 +1,72 @@
 """Command line: ``specbound exact | certify | audit | methods``.
 
-Every command takes ``--json`` for machine-readable output; errors are printed as
-``specbound <command>: error: <message>`` with exit status 2, never as a traceback.
+Every command takes ``--json`` for machine-readable output (with the versions of specbound,
+torch and numpy and the command line); every error, a bad argument included, is printed as one
+line, ``specbound <command>: error: <message>``, with exit status 2, never as a traceback.
+
+``--help`` and ``--version`` import neither torch nor scipy: a subcommand imports what it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
-from .spec import PAD_WORDS, PADDING_MODES, ConvSpec
+from .spec import PAD_WORDS, PADDING_MODES
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .spec import ConvSpec
 
 EXAMPLE_SPEC = {"padding": "zeros", "pad": "same", "input_size": (12, 12)}
+EXAMPLE_HELP = (
+    "use the bundled example kernel (8x8x3x3, zeros padding, pad same) at input 12x12; "
+    "each option given replaces the example's value"
+)
 
 
 def example_kernel() -> np.ndarray:
     """The bundled example: a fixed 8x8x3x3 Gaussian kernel scaled by 1/sqrt(fan-in)."""
+    import numpy as np
+
     return np.random.default_rng(0).standard_normal((8, 8, 3, 3)) / np.sqrt(72.0)
 
 
-def load_kernel(path: str, key: str | None = None) -> np.ndarray:
-    """Load a kernel from ``.npy`` (no pickles) or ``.pt`` (``weights_only=True``)."""
+def _refuse_complex(path: str, dtype: Any) -> None:
+    raise ValueError(
+        f"kernel {path!r} is complex ({dtype}); specbound certifies real kernels only "
+        "(float, int or bool), as the Python API does"
+    )
+
+
+def load_kernel(path: str, key: str | None = None) -> Any:
+    """Load a kernel from ``.npy`` (no pickles) or ``.pt`` (``weights_only=True``).
+
+    The values are returned as stored (a numpy array): floating tensors are widened to
+    float64, which is exact for float16, bfloat16, float32 and float64; other real dtypes keep
+    their dtype and are validated by the command. Complex kernels are refused.
+    """
+    import numpy as np
+
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"kernel file {path!r} does not exist")
     if file.suffix == ".npy":
         try:
-            return np.load(file, allow_pickle=False)
+            array = np.load(file, allow_pickle=False)
         except ValueError as err:
             raise ValueError(f"cannot read {path!r} as a numeric .npy array: {err}") from None
+        if np.iscomplexobj(array):
+            _refuse_complex(path, array.dtype)
+        return array
     if file.suffix in (".pt", ".pth"):
         import torch
 
@@ -57,8 +87,16 @@ def load_kernel(path: str, key: str | None = None) -> np.ndarray:
             obj = obj[name]
         if not isinstance(obj, torch.Tensor):
             raise ValueError(f"{path!r} does not hold a tensor (got {type(obj).__name__})")
-        return obj.detach().double().numpy()
+        obj = obj.detach()
+        if obj.is_complex():
+            _refuse_complex(path, obj.dtype)
+        if obj.is_floating_point():
+            obj = obj.double()  # exact widening
+        return obj.numpy()
     raise ValueError(f"kernel file must end in .npy, .pt or .pth, got {path!r}")
+
+
+# -- argument types: each raises ArgumentTypeError, which argparse turns into one line ------
 
 
 def _pad(text: str) -> Any:
@@ -66,18 +104,85 @@ def _pad(text: str) -> Any:
         return text
     try:
         parts = [int(p) for p in text.split(",")]
+        if len(parts) not in (1, 2, 4) or min(parts) < 0:
+            raise ValueError
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--pad takes {'/'.join(PAD_WORDS)}, an int, 'ph,pw' or 'left,right,top,bottom'; "
-            f"got {text!r}"
+            f"takes {'/'.join(PAD_WORDS)}, an integer P >= 0, 'ph,pw' or "
+            f"'left,right,top,bottom'; got {text!r}"
         ) from None
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def _pair_arg(values: list[int] | None) -> Any:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"takes a finite number > 0, got {text!r}")
+    return value
+
+
+def _rtol(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"takes a number in (0, 1), got {text!r}")
+    return value
+
+
+class _Pair(argparse.Action):
+    """One or two positive integers (``H [W]``); the usage line says so."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        if len(values) > 2:
+            raise argparse.ArgumentError(
+                self, f"takes one or two integers ({self.metavar}), got {len(values)}"
+            )
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else tuple(values))
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Usage lines that show what an option accepts: ``--input-size H [W]``."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, _Pair) or getattr(action, "display", None):
+            return str(getattr(action, "display", None) or action.metavar)
+        return super()._format_args(action, default_metavar)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _pair(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    parser.add_argument(
+        flag, type=_positive_int, nargs="+", action=_Pair, metavar=metavar, help=help
+    )
 
 
 def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,40 +191,69 @@ def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument(
         "kernel", nargs="?", help="kernel file: .npy, or .pt/.pth (a tensor or a dict)"
     )
-    src.add_argument("--example", action="store_true", help="use the bundled example kernel")
+    src.add_argument("--example", action="store_true", help=EXAMPLE_HELP)
     parser.add_argument("--key", help="tensor name inside a .pt dict")
     parser.add_argument("--padding", choices=PADDING_MODES, help="padding mode (default zeros)")
     parser.add_argument(
-        "--pad", type=_pad, help="same (default), valid, full, P, 'ph,pw' or 'l,r,t,b'"
+        "--pad",
+        type=_pad,
+        metavar="P",
+        help="same (default), valid, full, an integer, 'ph,pw' or 'left,right,top,bottom'",
     )
-    parser.add_argument(
+    _pair(
+        parser,
         "--input-size",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="H [W]; omit for every input size where the command allows it",
+        "H [W]",
+        "input height and width (one value: square); omit for every input size where the "
+        "command allows it (with --example: 12 12)",
     )
-    parser.add_argument("--stride", type=int, nargs="+", metavar="S", help="S or SH SW")
-    parser.add_argument("--dilation", type=int, nargs="+", metavar="D", help="D or DH DW")
-    parser.add_argument("--groups", type=int, help="groups (default 1)")
+    _pair(parser, "--stride", "S [S]", "stride, or its height and width (default 1)")
+    _pair(parser, "--dilation", "D [D]", "dilation, or its height and width (default 1)")
+    parser.add_argument("--groups", type=_positive_int, metavar="G", help="groups (default 1)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def layer_from_args(args: argparse.Namespace) -> tuple[np.ndarray, ConvSpec]:
+def layer_from_args(args: argparse.Namespace) -> tuple[Any, ConvSpec]:
+    from .spec import ConvSpec
+
     kernel = example_kernel() if args.example else load_kernel(args.kernel, args.key)
     fields = dict(EXAMPLE_SPEC) if args.example else {}
-    for name in ("padding", "pad", "groups"):
+    for name in ("padding", "pad", "groups", "input_size", "stride", "dilation"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
-    for name in ("input_size", "stride", "dilation"):
-        value = getattr(args, name)
-        if value is not None:
-            if len(value) > 2:
-                raise ValueError(f"--{name.replace('_', '-')} takes one or two integers")
-            fields[name] = _pair_arg(value)
     spec = ConvSpec(**fields)
     spec.layer(kernel)  # validate now, before any work
     return kernel, spec
+
+
+def check_device(device: str | None) -> str | None:
+    """``--device``: a torch device that exists on this machine, or a one-line ValueError."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+    }
+    if not available.get(parsed.type, False):
+        raise ValueError(
+            f"--device {device!r} is not available here (this torch {torch.__version__} "
+            f"has: {', '.join(k for k, ok in available.items() if ok)})"
+        )
+    if parsed.type == "cuda" and parsed.index is not None:
+        if parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
 
 
 def cmd_exact(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,9 +287,10 @@ def format_exact(result: dict[str, Any]) -> str:
 
 
 def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
+    device = check_device(args.device)
+    kernel, spec = layer_from_args(args)
     from .certify import certify
 
-    kernel, spec = layer_from_args(args)
     cert = certify(
         kernel,
         spec.padding,
@@ -165,7 +300,7 @@ def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
         dilation=spec.dilation,
         groups=spec.groups,
         rtol=args.rtol,
-        device=args.device,
+        device=device,
         max_seconds=args.max_seconds,
     )
     return cert.to_dict()
@@ -186,21 +321,42 @@ def format_certify(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
+METHOD_COLUMNS = (
+    ("name", "method", 22),
+    ("kind", "kind", 9),
+    ("paddings", "paddings", 36),
+    ("input_size", "input size", 10),
+    ("stride", "stride", 6),
+    ("dilation", "dilation", 8),
+    ("groups", "groups", 6),
+    ("differentiable", "diff", 4),
+    ("cost", "cost", 0),
+)
+"""The text table of ``specbound methods``: every key of :meth:`Method.to_dict` but the
+reference, which is printed on the line below each row (the JSON has the same keys)."""
+
+
+def cmd_methods(args: argparse.Namespace) -> dict[str, Any]:
     from .bounds import methods
 
-    return [m.to_dict() for m in methods()]
+    return {"methods": [m.to_dict() for m in methods()]}
 
 
-def format_methods(rows: list[dict[str, Any]]) -> str:
-    head = f"{'method':22} {'kind':9} {'paddings':36} {'input size':10} {'stride':6} {'diff':4}"
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def format_methods(result: dict[str, Any]) -> str:
+    head = " ".join(f"{title:{width}}" for _, title, width in METHOD_COLUMNS).rstrip()
     lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['name']:22} {r['kind']:9} {','.join(r['paddings']):36} {r['input_size']:10} "
-            f"{'yes' if r['stride'] else 'no':6} {'yes' if r['differentiable'] else 'no':4}"
-        )
-        lines.append(f"{'':22} {r['reference']}")
+    for row in result["methods"]:
+        cells = " ".join(f"{_cell(row[key]):{width}}" for key, _, width in METHOD_COLUMNS)
+        lines.append(cells.rstrip())
+        lines.append(f"{'':22} reference: {row['reference']}")
     return "\n".join(lines)
 
 
@@ -300,6 +456,17 @@ def load_model(path: str | None, arch: str | None) -> tuple[Any, tuple[int, ...]
 
 
 def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
+    device = check_device(args.device)
+    if args.model is None and args.arch is None and args.input_shape is not None:
+        from . import models
+
+        expected = list(models.architecture("digits_cnn").input_shape)
+        if list(args.input_shape) != expected:
+            raise ValueError(
+                f"--input-shape {' '.join(map(str, args.input_shape))} needs a MODEL file (or "
+                f"--arch NAME): without them, audit runs the bundled digits_cnn network, whose "
+                f"input is {' '.join(map(str, expected))}"
+            )
     from .audit import audit
 
     model, default_shape, description = load_model(args.model, args.arch)
@@ -309,13 +476,11 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
             "--input-shape C H W is required for a TorchScript model "
             "(one sample's shape, without the batch dimension)"
         )
-    if min(shape) < 1:
-        raise ValueError(f"--input-shape takes positive integers, got {list(shape)}")
     report = audit(
         model,
         shape,
         rtol=args.rtol,
-        device=args.device,
+        device=device,
         progress=False if args.no_progress else None,
         max_seconds_per_layer=args.max_seconds_per_layer,
     )
@@ -347,24 +512,44 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], Callable[[Any], s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="specbound", description="Certified spectral norms of convolutional layers."
     )
     parser.add_argument("--version", action="version", version=f"specbound {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    exact = sub.add_parser("exact", help="exact float64 spectral norm of one layer")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub.choices  # type: ignore[attr-defined]
+    exact = sub.add_parser(
+        "exact",
+        help="exact float64 spectral norm of one layer",
+        description="The exact spectral norm of one layer in float64 (dense, circulant or "
+        "Toeplitz route), the ground truth the bounds are tested against.",
+    )
     add_layer_arguments(exact)
-    cert = sub.add_parser("certify", help="rigorous bracket lower <= ||A||_2 <= upper")
+    cert = sub.add_parser(
+        "certify",
+        help="rigorous bracket lower <= ||A||_2 <= upper",
+        description="A bracket lower <= ||A||_2 <= upper that holds for the kernel exactly as "
+        "given, the rounding of the computation included.",
+    )
     add_layer_arguments(cert)
-    cert.add_argument("--rtol", type=float, default=1e-3, help="target relative gap")
-    cert.add_argument("--device", default=None, help="torch device for the heavy work")
-    cert.add_argument("--max-seconds", type=float, default=None, help="time budget")
+    cert.add_argument(
+        "--rtol", type=_rtol, default=1e-3, metavar="R", help="target relative gap, in (0, 1)"
+    )
+    cert.add_argument(
+        "--device", metavar="D", help="torch device for the heavy work: cpu, cuda, cuda:N, mps"
+    )
+    cert.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        metavar="T",
+        help="time budget in seconds (the bracket stays rigorous, maybe wider)",
+    )
     aud = sub.add_parser(
         "audit",
         help="certify every layer of a network and bound its Lipschitz constant",
         description="Trace a network, certify each layer at its true input size and bound the "
         "whole network's L2 Lipschitz constant. Without MODEL: the bundled trained "
-        "digits CNN (or --arch NAME with random weights).",
+        "digits CNN (input 1 8 8), or --arch NAME with random weights.",
     )
     aud.add_argument(
         "model",
@@ -374,40 +559,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aud.add_argument(
         "--arch",
+        metavar="NAME",
         help="registered architecture of a state dict: digits_cnn, resnet18, resnet18_imagenet",
     )
-    aud.add_argument(
+    shape = aud.add_argument(
         "--input-shape",
-        type=int,
+        type=_positive_int,
         nargs="+",
-        metavar="N",
-        help="one sample's shape without the batch dimension, e.g. 3 32 32",
+        metavar="DIM",
+        help="one sample's shape without the batch dimension, e.g. 3 32 32 (needed for a "
+        "TorchScript MODEL)",
     )
-    aud.add_argument("--rtol", type=float, default=1e-3, help="target relative gap per layer")
-    aud.add_argument("--device", default=None, help="torch device for the certificates")
+    shape.display = "C [H W]"  # type: ignore[attr-defined]
+    aud.add_argument(
+        "--rtol", type=_rtol, default=1e-3, metavar="R", help="target relative gap per layer"
+    )
+    aud.add_argument(
+        "--device", metavar="D", help="torch device for the certificates: cpu, cuda, cuda:N, mps"
+    )
     aud.add_argument(
         "--max-seconds-per-layer",
-        type=float,
-        default=None,
-        help="time budget of each layer's certificate",
+        type=_positive_float,
+        metavar="T",
+        help="time budget of each layer's certificate, in seconds",
     )
     aud.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     aud.add_argument("--json", action="store_true", help="print JSON")
-    listing = sub.add_parser("methods", help="list every bound and estimator with its guarantee")
+    listing = sub.add_parser(
+        "methods",
+        help="list every bound and estimator with its guarantee",
+        description="Every registered bound and estimator: its kind (exact, upper, lower, "
+        "estimate), where it holds and its reference.",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
+def versions() -> dict[str, str]:
+    """The versions an archived result needs: specbound, torch and numpy."""
+    import numpy
+    import torch
+
+    return {"specbound": __version__, "torch": torch.__version__, "numpy": numpy.__version__}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0, or 2 after a one-line error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand, whose usage says what it accepts
+            parser.commands[args.command].error(  # type: ignore[attr-defined]
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
+    except SystemExit as done:  # --help, --version, or a bad argument (one line printed)
+        return done.code if isinstance(done.code, int) else 2
     run, fmt = COMMANDS[args.command]
     try:
         result = run(args)
     except (ValueError, TypeError, MemoryError) as err:
-        print(f"specbound {args.command}: error: {err}", file=sys.stderr)
+        print(f"specbound {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else fmt(result))
+    if args.json:
+        result["versions"] = versions()
+        result["command"] = ["specbound", *argv]
+        print(json.dumps(result, indent=2))
+    else:
+        print(fmt(result))
     return 0
 
 

@@ -216,43 +216,134 @@ class ConvSpec:
         }
 
 
+KERNEL_DTYPES = "float16, bfloat16, float32, float64, longdouble, int, uint or bool"
+
+
+def _torch_kernel(kernel: Any) -> np.ndarray:
+    """A torch tensor's values as a numpy array, exactly (float64 for floating dtypes, the
+    integer or bool dtype as it is); refuses tensors without plain values."""
+    import torch
+
+    if isinstance(kernel, torch.nn.parameter.UninitializedParameter):
+        raise ValueError(
+            "kernel is an uninitialised parameter (torch.nn.LazyConv2d before its first "
+            "forward pass): run the module once on an input so the weight gets its shape"
+        )
+    if kernel.is_nested or kernel.layout != torch.strided:
+        raise TypeError(
+            f"kernel must be a dense (strided) tensor, got layout {kernel.layout}"
+            f"{' (nested)' if kernel.is_nested else ''}: pass kernel.to_dense()"
+        )
+    if kernel.is_meta:
+        raise ValueError("kernel is on the meta device and has no values: pass a real tensor")
+    if kernel.is_quantized:
+        raise TypeError("kernel must not be quantized: pass kernel.dequantize()")
+    if kernel.is_complex():
+        raise TypeError("kernel must be real, got a complex tensor")
+    t = kernel.detach()
+    if t.is_floating_point():
+        # every torch floating dtype (float8 .. float64) converts to float64 exactly
+        return t.to("cpu", torch.float64).resolve_conj().resolve_neg().numpy()
+    try:  # integer and bool tensors keep their dtype; _exact_float64 converts them
+        return t.to("cpu").resolve_neg().numpy()
+    except TypeError as err:  # dtypes numpy lacks (e.g. torch.uint16 on old numpy)
+        raise TypeError(
+            f"kernel dtype {t.dtype} is not supported; accepted: {KERNEL_DTYPES}"
+        ) from err
+
+
+def _exact_float64(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as float64 when every value converts exactly; a ValueError naming ``kernel``
+    otherwise (the certificate is for the kernel exactly as given, so a rounded copy is not
+    certified silently)."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        big = np.abs(arr.astype(np.float64)) >= 2.0**53  # the only ints float64 may round
+        if big.any():
+            bad = [int(v) for v in arr[big].ravel() if int(float(int(v))) != int(v)]
+            if bad:
+                raise ValueError(
+                    f"kernel holds integers float64 cannot represent exactly (e.g. {bad[0]}, "
+                    "|v| > 2**53): the certificate would be for a rounded kernel; round it "
+                    "yourself (kernel.astype(float)) to certify the rounded values"
+                )
+        return arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("kernel must be finite: it contains NaN or inf")
+    with np.errstate(over="ignore", under="ignore"):  # checked just below
+        out = arr.astype(np.float64)
+    if arr.dtype.itemsize > 8 or arr.dtype == np.longdouble:
+        with np.errstate(over="ignore", under="ignore"):
+            inexact = out.astype(arr.dtype) != arr
+        if inexact.any():
+            idx = tuple(int(i) for i in np.argwhere(inexact)[0])
+            raise ValueError(
+                f"kernel of dtype {arr.dtype} holds values float64 cannot represent exactly "
+                f"(e.g. kernel[{idx}] = {arr[idx]!r}, rounded or below 2**-1074 or beyond "
+                "the float64 range): the certificate would be for a rounded kernel; convert "
+                "it yourself (kernel.astype(np.float64)) to certify the rounded values"
+            )
+    return out
+
+
 def as_kernel(kernel: Any) -> np.ndarray:
-    """Validate a kernel and return it as a C-contiguous float64 ndarray.
+    """Validate a kernel and return it as a C-contiguous float64 ndarray, value for value.
+
+    Accepted: numpy arrays, torch tensors (any device, ``requires_grad``, non-contiguous)
+    and nested sequences of numbers, of dtype float16, bfloat16, float32, float64,
+    longdouble, a signed or unsigned int, or bool. Every value must convert to float64
+    exactly (a ``longdouble`` value with more precision, below ``2**-1074`` or beyond the
+    float64 range, an integer above ``2**53`` that is not a float64, is refused): the
+    certificate holds for the kernel exactly as given, so it is never silently rounded.
 
     Raises
     ------
     TypeError
-        if the kernel is not a real numeric array.
+        if the kernel is not a real numeric array (complex, strings, objects), is a numpy
+        masked array (the mask would be dropped: pass ``kernel.filled(0)`` to certify the
+        masked taps as zeros), a sparse, nested or quantized tensor.
     ValueError
-        if it is not 4-D, has an empty axis, or holds NaN/inf.
+        if it is not 4-D, has an empty axis, holds NaN/inf or values float64 cannot hold
+        exactly, is ragged, or is a meta tensor or an uninitialised lazy parameter.
     """
-    fresh = False
+    if isinstance(kernel, np.ma.MaskedArray):
+        raise TypeError(
+            "kernel is a numpy masked array, whose mask would be ignored: pass "
+            "kernel.filled(0) to certify the masked taps as zeros, or kernel.data to "
+            "certify the values under the mask"
+        )
     try:
         import torch
 
         if isinstance(kernel, torch.Tensor):
-            if kernel.is_complex():
-                raise TypeError("kernel must be real, got a complex tensor")
-            # a fresh float64 copy (never a view of the caller's tensor), converted once
-            kernel = kernel.detach().to("cpu", torch.float64, copy=True).numpy()
-            fresh = True
+            kernel = _torch_kernel(kernel)
     except ImportError:  # pragma: no cover - torch is a run-time dependency
         pass
-    arr = np.asarray(kernel)
+    if hasattr(kernel, "toarray") and hasattr(kernel, "nnz"):  # scipy.sparse
+        raise TypeError("kernel must be a dense array, got a scipy sparse matrix")
+    try:
+        arr = np.asarray(kernel)
+    except ValueError as err:  # ragged nested sequences
+        raise ValueError(
+            f"kernel must be a rectangular 4-D array; converting it failed: {err}"
+        ) from err
     if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == np.bool_
     ):
-        raise TypeError(f"kernel must be a real numeric array, got dtype {arr.dtype}")
+        hint = " (a ragged list, or ints beyond int64?)" if arr.dtype == object else ""
+        raise TypeError(
+            f"kernel must be a real numeric array ({KERNEL_DTYPES}), got dtype {arr.dtype}{hint}"
+        )
     if arr.ndim != 4:
         raise ValueError(
             f"kernel must be 4-D with shape (c_out, c_in // groups, kh, kw), got shape {arr.shape}"
         )
     if 0 in arr.shape:
         raise ValueError(f"kernel must have no empty axis, got shape {arr.shape}")
-    if fresh and arr.flags.c_contiguous:
-        arr = arr.reshape(arr.shape)  # already a fresh C-contiguous float64 copy
-    else:
-        arr = np.array(arr, dtype=np.float64, order="C")  # a fresh copy with standard strides
+    arr = np.array(_exact_float64(arr), dtype=np.float64, order="C")  # fresh, standard strides
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     return arr
@@ -388,7 +479,11 @@ def check_dense_size(shape: tuple[int, ...], what: str, max_bytes: int | None) -
     ``max_bytes=None`` uses :data:`DENSE_MAX_BYTES` (read at call time, so it can be changed
     globally as ``specbound.spec.DENSE_MAX_BYTES = ...``).
     """
-    limit = DENSE_MAX_BYTES if max_bytes is None else max_bytes
+    if max_bytes is not None and (
+        isinstance(max_bytes, (bool, np.bool_)) or not isinstance(max_bytes, numbers.Integral)
+    ):
+        raise TypeError(f"max_bytes must be None or an int, got {max_bytes!r}")
+    limit = DENSE_MAX_BYTES if max_bytes is None else int(max_bytes)
     nbytes = 8 * math.prod(shape)
     if nbytes > limit:
         raise TooLargeError(
@@ -396,3 +491,89 @@ def check_dense_size(shape: tuple[int, ...], what: str, max_bytes: int | None) -
             f"{limit} ({limit / 2**20:.1f} MiB); raise max_bytes, or use conv_sparse / "
             f"conv_operator / certify for layers this large"
         )
+
+
+# ---------------------------------------------------------------------------- options
+MAX_SIGNAL_ENTRIES = 2**31
+"""Largest input or output (``channels * H * W`` entries) a size-given layer may have: one
+float64 image that large already takes 16 GiB, and every route keeps several."""
+
+
+def check_real(
+    value: Any, name: str, *, low: float, high: float = math.inf, open_high: bool = True
+) -> float:
+    """``value`` as a float in ``(low, high)`` (``(low, high]`` when not ``open_high``).
+
+    Accepts Python and numpy real scalars (``np.float32(1e-3)``, ``np.int64(2)``) and 0-d
+    arrays; refuses bools, strings, NaN and other types, naming ``name``.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    x = float(value)
+    inside = low < x and (x < high if open_high else x <= high)
+    if not inside:
+        bracket = ")" if open_high else "]"
+        raise ValueError(f"{name} must be a number in ({low:g}, {high:g}{bracket}, got {value!r}")
+    return x
+
+
+def resolve_device(device: Any) -> Any:
+    """``device`` (None, a string or a ``torch.device``) as a usable ``torch.device``.
+
+    Only ``"cpu"`` and ``"cuda"`` / ``"cuda:i"`` are accepted; a CUDA device must exist in
+    this torch build and machine.
+    """
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"device must be None, a string such as 'cpu' or 'cuda:0', or a torch.device; "
+            f"got {type(device).__name__} {device!r}"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}") from err
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(
+            f"device must be 'cpu' or 'cuda[:i]' (float64 on CPU or an NVIDIA GPU), got {device!r}"
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} asks for CUDA, but this torch build or machine has none "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False): use 'cpu'"
+        )
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device={device!r} does not exist: this machine has {count} CUDA devices")
+    return dev
+
+
+def check_signal_size(layer: Layer) -> None:
+    """Refuse a size-given layer whose input or output has more than
+    :data:`MAX_SIGNAL_ENTRIES` entries, before any allocation."""
+    if layer.spec.input_size is None:
+        return
+    biggest = max(layer.in_dim, layer.out_dim)
+    if biggest > MAX_SIGNAL_ENTRIES:
+        raise ValueError(
+            f"input_size={layer.spec.input_size} is too large: the layer's input has "
+            f"{layer.in_dim} and its output {layer.out_dim} entries, above the "
+            f"{MAX_SIGNAL_ENTRIES} this library handles (specbound.spec.MAX_SIGNAL_ENTRIES)"
+        )
+
+
+def check_spec(spec: Any, name: str = "spec") -> ConvSpec:
+    """``spec`` itself if it is a :class:`ConvSpec`; a TypeError naming ``name`` otherwise."""
+    if not isinstance(spec, ConvSpec):
+        raise TypeError(
+            f"{name} must be a specbound.ConvSpec (e.g. ConvSpec('zeros', 'same', (H, W))), "
+            f"got {type(spec).__name__}"
+        )
+    return spec

@@ -39,6 +39,22 @@ def _resolve(method: str, spec: ConvSpec) -> Method:
     return found
 
 
+def _validate(found: Method, method: str, kernel: Any, spec: ConvSpec) -> Layer:
+    """``found.validate``; when ``method`` was the ``"gram"`` alias, a refusal says which
+    method the alias resolved to and why."""
+    try:
+        return found.validate(kernel, spec)
+    except ValueError as err:
+        if method != GRAM:
+            raise
+        size = "every input size" if spec.input_size is None else f"input_size={spec.input_size}"
+        raise ValueError(
+            f"method='gram' resolved to {found.name!r} (for padding={spec.padding!r} and "
+            f"{size}; 'gram' means 'gram_circular' for circular padding with an input size, "
+            f"'gram_zero' otherwise), which refuses this layer: {err}"
+        ) from None
+
+
 def _options(found: Method, n_iter: int | None, options: dict[str, Any]) -> dict[str, Any]:
     """Pass ``n_iter`` to the torch function when given; ``None`` keeps the method's own
     default (6 for ``gram_circular``, 4 for ``gram_zero``). A method without iterations
@@ -66,7 +82,7 @@ def spectral_norm(
     kernel: torch.Tensor,
     method: str = GRAM,
     *,
-    padding: str = "circular",
+    padding: str = "zeros",
     pad: Any = "same",
     input_size: Any = None,
     stride: Any = 1,
@@ -90,7 +106,10 @@ def spectral_norm(
         (``specbound.methods()``); the layer is refused, as in the float64 path, if it lies
         outside the method's guarantee.
     padding, pad, input_size, stride, dilation, groups
-        The layer, as in :class:`specbound.ConvSpec`.
+        The layer, as in :class:`specbound.ConvSpec`. The defaults are those of
+        :func:`specbound.certify`: ``padding="zeros"``, ``pad="same"``, every input size.
+        A bound for circular padding is not a bound for the zero-padded layer; pass the
+        padding the layer uses.
     n_iter : int, optional
         Iterations, for methods that take them; default (None) is the method's own default
         (6 for ``gram_circular``, 4 for ``gram_zero``). For ``gram_zero`` the cost grows like
@@ -119,7 +138,7 @@ def spectral_norm(
         groups=groups,
     )
     found = _resolve(method, spec)
-    layer = found.validate(kernel, spec)
+    layer = _validate(found, method, kernel, spec)
     kwargs = _options(found, n_iter, options)
     with tf32_disabled():
         out = found.torch_func(kernel, layer, **kwargs)
@@ -130,7 +149,7 @@ def spectral_norm_batched(
     kernels: torch.Tensor,
     method: str = GRAM,
     *,
-    padding: str = "circular",
+    padding: str = "zeros",
     pad: Any = "same",
     input_size: Any = None,
     stride: Any = 1,
@@ -158,7 +177,7 @@ def spectral_norm_batched(
     )
     found = _resolve(method, spec)
     cpu = kernels.detach().to("cpu", torch.float64).numpy()  # one transfer for validation
-    layers: list[Layer] = [found.validate(k, spec) for k in cpu]
+    layers: list[Layer] = [_validate(found, method, k, spec) for k in cpu]
     kwargs = _options(found, n_iter, options)
     with tf32_disabled():
         if getattr(found.torch_func, "supports_batch", False):

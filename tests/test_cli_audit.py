@@ -1,14 +1,16 @@
-"""``specbound audit``: run as a user runs it (subprocesses, ``--json``), and its errors."""
+"""``specbound audit`` in process (``cli.main``; tests/test_cli.py has the subprocess smoke test):
+``--json``, text and its errors."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,19 +36,13 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"  # as the in-process tests (fixture one_thread)
-    proc = subprocess.run(
-        [sys.executable, "-m", "specbound", "audit", *args, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
+def run(*args: str, check: bool = True) -> SimpleNamespace:
+    """``specbound audit ARGS --no-progress`` in process (``cli.main``), with its exit status
+    and captured output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["audit", *args, "--no-progress"])
+    proc = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -95,6 +91,8 @@ def test_default_audits_the_bundled_model_and_matches_the_library():
     out = json.loads(run("--json", "--rtol", "0.3").stdout)
     assert out["model"] == "DigitsCNN" and out["input_shape"] == [1, 8, 8]
     assert "bundled" in out["source"]
+    assert out["versions"]["torch"] == torch.__version__
+    assert out["command"] == ["specbound", "audit", "--json", "--rtol", "0.3", "--no-progress"]
     expected = A.audit(bundled_digits_cnn(), (1, 8, 8), rtol=0.3)
     assert out["upper"] == expected.upper
     assert [row["name"] for row in out["layers"]] == [row.name for row in expected.layers]

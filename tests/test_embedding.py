@@ -15,6 +15,7 @@ from specbound import ConvSpec
 from specbound.bounds import compute, get_method
 from specbound.bounds.embedding import bernstein_factor
 from specbound.operators import conv_matrix
+from specbound.testing import drawn_kernel, valid_geometry, within_symbol_domain
 
 ROUND = 1e-12  # the one stated rounding constant of the bound tests
 
@@ -36,15 +37,9 @@ def kernels(draw, max_c=2, max_k=3):
     g = draw(st.sampled_from([1, 2]))
     c_out, c_in = g * draw(st.integers(1, max_c)), g * draw(st.integers(1, max_c))
     shape = (c_out, c_in // g, draw(st.integers(1, max_k)), draw(st.integers(1, max_k)))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["gauss", "rank1", "nonneg", "zero_sum"]))
-    k = rng.standard_normal(shape)
-    if kind == "rank1":
-        k = np.einsum("o,c,a,b->ocab", *(rng.standard_normal(n) for n in shape))
-    elif kind == "nonneg":
-        k = np.abs(k)
-    elif kind == "zero_sum":  # the symbol vanishes at frequency 0
-        k = k - k.mean(axis=(2, 3), keepdims=True)
+    # vanishing_frequency: the symbol vanishes at frequency 0
+    family = draw(st.sampled_from(["gaussian", "rank_one", "nonnegative", "vanishing_frequency"]))
+    k = drawn_kernel(draw, family, shape)
     return k * draw(st.sampled_from([1.0, 1e-150, 1e150])), g
 
 
@@ -136,10 +131,8 @@ def zero_padded(draw):
         dilation=draw(st.sampled_from([1, 2])),
         groups=g,
     )
-    try:
-        spec.layer(kernel, need_size=True)
-    except ValueError:
-        assume(False)
+    assume(valid_geometry(kernel.shape, spec))
+    spec.layer(kernel, need_size=True)
     return kernel, spec
 
 
@@ -166,10 +159,8 @@ def test_g1_zero_padded_norm_is_below_every_embedding_torus(case, n, pad, extra)
     kh, kw = kernel.shape[2:]
     ph, pw = min(pad, kh - 1), min(pad, kw - 1)
     zero = ConvSpec(padding="zeros", pad=(ph, pw), input_size=n, groups=g)
-    try:
-        zero.layer(kernel, need_size=True)
-    except ValueError:
-        assume(False)
+    assume(valid_geometry(kernel.shape, zero))
+    zero.layer(kernel, need_size=True)
     torus = (n + ph + extra, n + pw + extra)
     assert dense_norm(kernel, zero) <= circ(kernel, torus, groups=g) * (1 + ROUND)
 
@@ -236,11 +227,9 @@ def symbol_bounded_layers(draw):
         dilation=draw(st.sampled_from([1, 2])),
         groups=g,
     )
-    try:
-        layer = spec.layer(kernel, need_size=True)
-        get_method("bernstein_grid").validate(kernel, spec.replace(input_size=None))
-    except ValueError:
-        assume(False)
+    assume(valid_geometry(kernel.shape, spec) and within_symbol_domain(kernel.shape, spec))
+    layer = spec.layer(kernel, need_size=True)
+    get_method("bernstein_grid").validate(kernel, spec.replace(input_size=None))
     return kernel, spec, layer
 
 

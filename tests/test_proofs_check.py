@@ -167,6 +167,7 @@ def test_planted_plain_cholesky_criterion_fails():
         "FP-FROB",
         "FP-FROB-RANGE",
         "FP-GRAM-RANGE",
+        "FP-OPLOWER-RANGE",
         "FP-MATVEC",
         "AOL-N1",
         "G1-SHARP",
@@ -179,7 +180,9 @@ def test_registered_checks_pass(theorem_id):
     assert result.verdict == "PASS", result.to_dict()
 
 
-@pytest.mark.parametrize("theorem_id", ["KGI-QUAD", "FP-OPLOWER-RANGE", "CN-CLAIM"])
+@pytest.mark.parametrize(
+    "theorem_id", ["KGI-QUAD", "CN-CLAIM", "FP-SCALEBACK-NEAREST", "L8-PAD-BEYOND"]
+)
 def test_claims_known_false_are_reported_with_a_counterexample(theorem_id):
     result = get(theorem_id).check(QUICK)
     assert result.verdict == "FAIL" and result.counterexample

@@ -15,7 +15,9 @@ ORDER = (
     "fantastic_four",
     "convnorm",
     "rounding",
+    "scaling",
     "cholesky",
+    "audit_rules",
     "verified",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""

@@ -279,9 +279,11 @@ register(
         "entry in [1, 2)) before squaring",
         relied_on=True,
         check=lambda mode: run(frob_search(False), mode),
-        proof="After the exact power-of-two scaling the exact sum of squares is >= 1, so squares "
-        "that underflow lose < 2^-1074 each, inside the 4u slack of the rounding factor. (Before "
-        "this scaling was added, entries below ~1e-162 gave 0: found by this check.)",
+        proof="After the exact power-of-two scaling (capped at 2^1023) the largest entry is in "
+        "[1, 2), or in [2^-51, 1) for an all-subnormal block; squares that underflow lose < "
+        "2^-1074 each, and n 2^-1074 is added to the sum; a subnormal final division is rounded "
+        "up. (Before this scaling was added, entries below ~1e-162 gave 0: found by this check; "
+        "FP-SUBNORMAL covers all-subnormal blocks.)",
         family=FAMILY,
     )
 )
@@ -711,15 +713,14 @@ register(
         latex=r"\mathrm{operator\_lower}(A, x) \overset{?}{\le} \|Ax\|_2/\|x\|_2\ \text{(any "
         r"scale)}",
         source=SOURCE,
-        conditions="none (informative): kernels at 1e-150 with inputs at 2^-10..2^-60, where "
-        "the squares of the outputs are subnormal (likewise inputs whose own squares underflow); "
-        "certify never calls it there",
-        relied_on=False,
-        expected="FAIL",
+        conditions="none: kernels at 1e-150 with inputs at 2^-10..2^-60, where the squares of the "
+        "outputs are subnormal (likewise inputs whose own squares underflow)",
+        relied_on=True,
         check=lambda mode: run(oplower_search(False), mode),
-        proof="Outside the model: subnormal squares lose relative accuracy, so ||fl(Ax)|| is no "
-        "longer within (1 - gamma) of ||Ax||, and the rounding slack gamma_T || |K| * |x| || "
-        "underflows too.",
+        proof="Under gradual underflow each square and product that underflows adds at most "
+        "2^-1075, which operator_lower subtracts explicitly (2^-1074 per term), and a result "
+        "that may be subnormal is moved 4 ulps down. (Before issue 12 these allowances were "
+        "missing and this check found violations: subnormal squares lose relative accuracy.)",
         family=FAMILY,
     )
 )

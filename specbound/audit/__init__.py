@@ -77,7 +77,11 @@ The Lipschitz constant of a nonlinear network is not bracketed from below here. 
 where the network is differentiable ``||J(x)|| <= Lip``, but a Jacobian power iteration there is
 a floating-point estimate of a local slope (and at a ReLU kink autograd's chain-rule product
 need not be a derivative at all), usually far below ``Lip``: it must never serve as the
-reference value of ``Lip`` (the mistake of gram.md Sec. 6 item 14), and is not reported. When every
+reference value of ``Lip`` (the mistake of gram.md Sec. 6 item 14). It is reported only as
+``AuditReport.local_estimate``, labelled a local lower *estimate* (not a certificate), next to
+the composed upper bound (:func:`local_lipschitz_estimate`). Rules added for issue 14
+(normalisation, max/sort, broadcasts, resampling, transposed convolutions, folding and merging)
+are listed with their theorems in the audit how-to. When every
 operator is affine, the network is ``x -> A x + b`` and its Lipschitz constant is ``||A||_2``;
 then a witness ``v`` from a float64 power iteration gives the rigorous lower bound
 ``(||fl(A v)|| - gamma_N || |A| |v| ||) / ||v||`` (Higham, *Accuracy and Stability of Numerical
@@ -99,9 +103,10 @@ from torch import nn
 
 from .activations import gelu_lipschitz, smooth_activation_bracket
 from .analyser import _Analyser
-from .compose import _compose
+from .compose import _compose, composition_note
 from .errors import AuditError
 from .graph import _op_name, _type_name
+from .local import local_lipschitz_estimate
 from .lower import _linear_lower
 from .pooling import max_pool_lipschitz
 from .progress import _Progress
@@ -199,7 +204,11 @@ def audit(
     modes = {m: m.training for m in model.modules()}
     _set_eval(model)
     try:
-        return _audit(model, shape, float(rtol), device, progress, max_seconds_per_layer, start)
+        # a parametrized weight (torch.nn.utils.parametrize) is computed once and reused by
+        # the shape-recording pass and every certificate: some parametrizations give slightly
+        # different weights at every access
+        with torch.nn.utils.parametrize.cached():
+            return _audit(model, shape, float(rtol), device, progress, max_seconds_per_layer, start)
     finally:
         for m, training in modes.items():
             m.training = training
@@ -237,8 +246,8 @@ def _audit(
         frontend, title = "the given torch.fx.GraphModule", type(model).__name__
         title = "GraphModule" if "GraphModule" in title else title
     else:
-        gm = trace(model)
-        frontend, title = "torch.fx.symbolic_trace", type(model).__name__
+        gm = trace(model, example)
+        frontend, title = gm.meta["specbound_frontend"], type(model).__name__
     _set_eval(gm)
     modules = dict(gm.named_modules())
 
@@ -284,6 +293,9 @@ def _audit(
     ]
     if n_sums:
         notes.append("sums (residual additions): the bound of u + v is L(u) + L(v)")
+    local = _local_estimate(model, shape)
+    if not linear and upper > 0:
+        notes.append(composition_note(an.ops, output, upper))
     return AuditReport(
         model=title,
         input_shape=shape,
@@ -299,7 +311,17 @@ def _audit(
         elapsed_s=time.perf_counter() - start,
         frontend=frontend,
         notes=notes,
+        local_estimate=local,
     )
+
+
+def _local_estimate(model: nn.Module, shape: tuple[int, ...]) -> float | None:
+    """Largest Jacobian norm at 3 random inputs (:func:`local_lipschitz_estimate`, at most
+    about 2 s), or None when the model cannot be run in float64 with autograd."""
+    try:
+        return local_lipschitz_estimate(model, shape, n_inputs=3, iters=8, max_seconds=2.0)
+    except Exception:
+        return None
 
 
 __all__ = [
@@ -308,6 +330,7 @@ __all__ = [
     "LayerBound",
     "audit",
     "gelu_lipschitz",
+    "local_lipschitz_estimate",
     "max_pool_lipschitz",
     "report_markdown",
     "smooth_activation_bracket",

@@ -15,15 +15,71 @@ from .activations import _ActivationRules, _function_activation, _module_activat
 from .errors import AuditError
 from .graph import _bind, _Op, _op_name, _type_name
 from .linear import _conv_geometry, _LinearRules
+from .normalization import _NormalizationRules
 from .outward import _down, _up
 from .padding import _pad_module_mode, _PaddingRules
 from .pooling import _PoolingRules
 from .report import LayerBound
+from .resample import _ResampleRules
 from .structural import _STRUCT_FUNCS, _StructuralRules
-from .trace import _Info, _Recorder
+from .trace import _Info, _Recorder, conv_subclass_agrees, is_peer_sorting_activation
 
 
-class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules, _PaddingRules):
+def _module_path(node: fx.Node) -> str:
+    """`` in module 'path' (Type)`` from the innermost entry of the node's module stack (set
+    by torch.fx and torch.export), or the empty string at the top level."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, typ = list(stack.values())[-1]
+    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    typ = typ.rsplit(".", 1)[-1]
+    return f" in module '{path}' ({typ})" if path else ""
+
+
+_NORM_FUNCS = ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "rms_norm")
+
+_ATEN_RESAMPLE = (
+    ("nearest_exact", "nearest-exact"),
+    ("nearest", "nearest"),
+    ("bilinear", "bilinear"),
+    ("trilinear", "trilinear"),
+    ("bicubic", "bicubic"),
+    ("linear", "linear"),
+)
+
+
+PEER_LIBRARIES = ("deel.torchlip", "orthogonium")
+"""Libraries whose layers are presented as 1-Lipschitz: the audit reports for each of their
+layers whether that claim is confirmed (``upper <= 1``) or refuted (``lower > 1``)."""
+
+
+def _peer_library(mod: Any) -> str:
+    for cls in type(mod).__mro__ if mod is not None else ():
+        for lib in PEER_LIBRARIES:
+            if cls.__module__.startswith(lib + ".") or cls.__module__ == lib:
+                return lib
+    return ""
+
+
+def _attention_refusal(where: str) -> str:
+    return (
+        f"{where} is attention (softmax(Q K^T) V multiplies input-dependent tensors): not "
+        "globally Lipschitz (Kim, Papamakarios & Mnih, 'The Lipschitz constant of "
+        "self-attention', ICML 2021), so no bound exists; audit the sub-network before it "
+        "(e.g. the patch embedding), or use a Lipschitz attention (e.g. L2 attention)"
+    )
+
+
+class _Analyser(
+    _StructuralRules,
+    _ActivationRules,
+    _LinearRules,
+    _PoolingRules,
+    _PaddingRules,
+    _NormalizationRules,
+    _ResampleRules,
+):
     def __init__(
         self,
         gm: fx.GraphModule,
@@ -49,7 +105,7 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             mod = self.modules.get(str(node.target))
             return f"module '{node.target}' ({_type_name(mod)})"
         if node.op in ("call_function", "call_method"):
-            return f"node '{node.name}' ({_op_name(node)[0]})"
+            return f"node '{node.name}' ({_op_name(node)[0]}){_module_path(node)}"
         return f"node '{node.name}'"
 
     def info(self, node: Any) -> _Info | None:
@@ -196,6 +252,19 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             op = self.parse(node)
             self.ops[node] = op
         self.fold_batchnorm()
+        self.tag_peer_claims()
+
+    def tag_peer_claims(self) -> None:
+        """Mark the rows of layers from libraries that present them as 1-Lipschitz
+        (:data:`PEER_LIBRARIES`), with the padding mode of convolutions."""
+        for op in self.ops.values():
+            if op.row is None or op.node.op != "call_module":
+                continue
+            mod = self.modules.get(str(op.node.target))
+            lib = _peer_library(mod)
+            if lib:
+                op.row.claim = lib
+                op.row.padding = str(getattr(mod, "padding_mode", "") or "")
 
     def check_inplace(self, node: fx.Node) -> None:
         inplace = False
@@ -237,7 +306,15 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
                 pad = (0, mod.padding[0])
             else:
                 pad = tuple(mod.padding)
-            weight = mod.weight.detach()
+            weight = mod.weight.detach()  # the effective weight of a parametrized conv
+            if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
+                if not conv_subclass_agrees(mod, self.in_shape(node)):
+                    raise AuditError(
+                        f"{self.describe(node)} subclasses a convolution but its forward is not "
+                        "the plain convolution of its weight with its padding, stride, dilation "
+                        "and groups at this input size; export it to a plain torch.nn conv "
+                        "(e.g. the library's vanilla_export) before auditing"
+                    )
             conv = _conv_geometry(
                 weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups
             )
@@ -249,6 +326,23 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
                 return mod._conv_forward(x, w.to(x).abs(), None)
 
             return self.conv_op(node, weight, conv, lin, absf)
+        if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+                raise AuditError(f"{self.describe(node)}: only zero padding is supported")
+            return self.transposed_conv_op(
+                node,
+                mod.weight.detach(),
+                mod.stride,
+                mod.padding,
+                mod.output_padding,
+                mod.dilation,
+                mod.groups,
+            )
+        if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)):
+            raise AuditError(
+                f"{self.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
+                "convolutions and transposed convolutions are)"
+            )
         if isinstance(mod, ConstrainedConv2d):
             weight = mod.weight.detach()
             top, bottom, left, right = mod.pads
@@ -275,6 +369,15 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
 
             return self.conv_op(node, weight, conv, c_lin, lambda x: c_lin(x, a=True))
         if isinstance(mod, (nn.Linear, RescaledLinear)):
+            if (
+                isinstance(mod, nn.Linear)
+                and type(mod).forward is not nn.Linear.forward
+                and not conv_subclass_agrees(mod, self.in_shape(node))
+            ):
+                raise AuditError(
+                    f"{self.describe(node)} subclasses Linear but its forward is not x W^T + b "
+                    "with its weight; export it to a plain torch.nn.Linear before auditing"
+                )
             return self.linear_op(node, mod.weight.detach())
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if mod.training or mod.running_var is None:
@@ -285,6 +388,10 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             return self.bn_op(node, mod.weight, mod.running_var, mod.eps)
         if isinstance(mod, (SLLConv2d, SLLLinear)):
             return self.sll_op(node, mod)
+        if is_peer_sorting_activation(mod):
+            return self.act_op(
+                node, 1.0, "sorts disjoint groups of entries (or |x|): 1-Lipschitz (AUD-MAX)"
+            )
         if isinstance(mod, MaxMin):
             return self.act_op(node, 1.0, "MaxMin: permutes each pair (Anil et al. 2019)")
         if isinstance(mod, (nn.Identity, nn.Flatten, nn.Unflatten)):
@@ -295,6 +402,22 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             if mod.training:
                 raise AuditError(f"{self.describe(node)} is in training mode (random)")
             return self.struct_op(node)
+        if isinstance(
+            mod,
+            (
+                nn.LayerNorm,
+                nn.GroupNorm,
+                nn.RMSNorm,
+                nn.InstanceNorm1d,
+                nn.InstanceNorm2d,
+                nn.InstanceNorm3d,
+            ),
+        ):
+            return self.norm_module_op(node, mod)
+        if isinstance(mod, nn.Upsample):  # also UpsamplingNearest2d / UpsamplingBilinear2d
+            return self.resample_op(node, str(mod.mode), lambda x: mod(x))
+        if isinstance(mod, nn.MultiheadAttention):
+            raise AuditError(_attention_refusal(self.describe(node)))
         act = _module_activation(mod)
         if act is not None:
             return self.activation(node, *act)
@@ -356,8 +479,29 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             if bool(self.const(b.get("training", b.get("train", False)))):
                 raise AuditError(f"{self.describe(node)} is in training mode (random)")
             return self.struct_op(node, identity=True)
+        if name == "stochastic_depth":  # torchvision.ops: the identity in eval
+            b = _bind(node, ("input", "p", "mode", "training"), {"training": True})
+            if bool(self.const(b["training"])) and float(self.const(b["p"])) > 0:
+                raise AuditError(f"{self.describe(node)} is in training mode (random)")
+            return self.struct_op(node, identity=True)
         if name in ("conv1d", "conv2d", "convolution", "_convolution"):
             return self.functional_conv(node, name)
+        if name in ("conv_transpose1d", "conv_transpose2d"):
+            b = _bind(
+                node,
+                ("input", "weight", "bias", "stride", "padding", "output_padding", "groups"),
+                {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1},
+            )
+            b.setdefault("dilation", node.args[7] if len(node.args) > 7 else 1)
+            return self.transposed_conv_op(
+                node,
+                torch.as_tensor(self.const(b["weight"])).detach(),
+                self.const(b["stride"]),
+                self.const(b["padding"]),
+                self.const(b["output_padding"]),
+                self.const(b["dilation"]),
+                int(self.const(b["groups"])),
+            )
         if name in ("linear", "addmm", "mm", "matmul"):
             return self.functional_linear(node, name)
         if name in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"):
@@ -429,6 +573,31 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             "_pad_circular",
         ):
             return self.functional_pad(node, name)
+        if name in _NORM_FUNCS:
+            return self.functional_norm(node, name)
+        if name in ("max", "min", "maximum", "minimum", "amax", "amin", "fmax", "fmin"):
+            return self.minmax_op(node, name)
+        if name in ("expand", "expand_as", "broadcast_to", "repeat", "tile"):
+            return self.expand_op(node)
+        if name in ("norm", "linalg_vector_norm", "vector_norm"):
+            b = _bind(node, ("input", "p", "dim"), {"p": 2})
+            p = self.const(b.get("p", b.get("ord", 2)))
+            if p not in (2, 2.0, "fro", None):
+                raise AuditError(f"{self.describe(node)}: only the L2 norm has a rule")
+            # 1-Lipschitz over disjoint groups: | |x| - |y| | <= |x - y| (AUD-MAX)
+            return self.unary(node, linear=False, kind="norm")
+        if name in ("sort", "msort", "topk"):  # 1-Lipschitz (AUD-MAX)
+            return self.unary(node, linear=False, kind="sort")
+        if name == "interpolate" or name.startswith(("upsample", "_upsample")):
+            return self.functional_resample(node, name)
+        if name in (
+            "scaled_dot_product_attention",
+            "multi_head_attention_forward",
+            "bmm",
+            "baddbmm",
+        ):
+            if len(self.dep_inputs(node)) > 1:
+                raise AuditError(_attention_refusal(self.describe(node)))
         act = _function_activation(name, node, self)
         if act is not None:
             return self.activation(node, *act)
@@ -436,5 +605,21 @@ class _Analyser(_StructuralRules, _ActivationRules, _LinearRules, _PoolingRules,
             f"no Lipschitz rule for {self.describe(node)}; an operator without a rule is never "
             "assumed 1-Lipschitz (see specbound.audit's docstring for the supported ones)"
         )
+
+    def functional_resample(self, node: fx.Node, name: str) -> _Op:
+        if name == "interpolate" or name == "upsample":
+            b = _bind(node, ("input", "size", "scale_factor", "mode"), {"mode": "nearest"})
+            mode = str(self.const(b["mode"]))
+        else:
+            mode = next(
+                (m for key, m in _ATEN_RESAMPLE if key in name),
+                name,
+            )
+        fn = node.target
+        extra = [self.const(v) for v in node.args[1:]]
+        kw = {k: self.const(v) for k, v in node.kwargs.items()}
+        if node.op == "call_method":
+            return self.resample_op(node, mode, lambda x: getattr(x, str(fn))(*extra, **kw))
+        return self.resample_op(node, mode, lambda x: fn(x, *extra, **kw))
 
     # ---------------------------------------------------------------- rules

@@ -66,6 +66,17 @@ class _Op:
     scale: torch.Tensor | None = None
     folded_into: _Op | None = None
     fold: _Op | None = None
+    # how many times each input's entries are repeated by broadcasting (sum and rss nodes):
+    # the term's bound is multiplied by sqrt(repeat); None means 1 for every input
+    repeats: list[int] | None = None
+    # a padding node: (mode, pads in F.pad order); a conv with a padding folded into it: the
+    # padding's op (the conv is then certified at the padding's input size with its mode)
+    padding: tuple[str, tuple[int, ...]] | None = None
+    pre_pad: _Op | None = None
+    # a linear operator merged into this one (its first factor) and the Frobenius bound of
+    # the merge's float64 rounding, per unit of the padding operator's norm
+    merged: _Op | None = None
+    merge_error: float = 0.0
 
 
 def _type_name(mod: Any) -> str:

@@ -181,8 +181,19 @@ class _LinearRules:
                 ),
             )
             transposed = bool(self.const(b["transposed"]))
+        if self.dep(b["weight"]):
+            raise AuditError(f"{self.describe(node)}: the kernel depends on the input")
         if transposed:
-            raise AuditError(f"{self.describe(node)} is a transposed convolution: no rule yet")
+            weight = torch.as_tensor(self.const(b["weight"])).detach()
+            return self.transposed_conv_op(
+                node,
+                weight,
+                self.const(b["stride"]),
+                self.const(b["padding"]),
+                self.const(b["output_padding"]),
+                self.const(b["dilation"]),
+                int(self.const(b["groups"])),
+            )
         if self.dep(b["weight"]):
             raise AuditError(f"{self.describe(node)}: the kernel depends on the input")
         weight = torch.as_tensor(self.const(b["weight"])).detach()
@@ -224,6 +235,12 @@ class _LinearRules:
             x, wnode, transpose = b["input"], b["mat2"], True
         else:  # mm, matmul: x @ W
             x, wnode, transpose = node.args[0], node.args[1], True
+        if self.dep(x) and self.dep(wnode):
+            raise AuditError(
+                f"{self.describe(node)} multiplies two input-dependent matrices (as attention's "
+                "Q K^T and its product with V do): not globally Lipschitz, so no bound exists; "
+                "audit the sub-network before this node"
+            )
         if not self.dep(x) or self.dep(wnode):
             raise AuditError(
                 f"{self.describe(node)}: only input-dependent @ constant matrix is supported"
@@ -281,8 +298,9 @@ class _LinearRules:
 
     # ---------------------------------------------------------------- folding and tasks
     def fold_batchnorm(self) -> None:
+        self.fold_padding()
         for op in self.ops.values():
-            if op.kind != "bn":
+            if op.kind not in ("bn", "chscale"):
                 continue
             src = op.inputs[0][0]
             prev = self.ops.get(src)
@@ -294,8 +312,9 @@ class _LinearRules:
             if op.scale.numel() != channels:
                 continue
             prev.fold, op.folded_into = op, prev
+        self.merge_linear()
         for node, op in self.ops.items():
-            if op.kind in ("conv", "linear"):
+            if op.kind in ("conv", "linear", "convT"):
                 self.certified_row(op)
             elif op.kind == "bn" and op.folded_into is None:
                 s = op.scale.abs()
@@ -312,6 +331,129 @@ class _LinearRules:
                     linear=True,
                 )
 
+    def fold_padding(self) -> None:
+        """Fold a padding node (module or ``F.pad``, any mode) into the 2-D convolution that is
+        its sole user when that convolution pads nothing itself: the pair is one convolution
+        with that padding mode and those pads, certified as a whole at the padding's input size
+        (tighter than the product of the two norms)."""
+        for op in self.ops.values():
+            if op.kind != "conv" or op.conv is None or op.weight is None or op.weight.dim() != 4:
+                continue
+            pad = op.conv["pad"]
+            unpadded = op.conv["padding"] == "zeros" and (
+                pad in ("valid", 0) or (isinstance(pad, tuple) and not any(pad))
+            )
+            src = op.inputs[0][0]
+            prev = self.ops.get(src)
+            if not unpadded or prev is None or prev.kind != "pad" or prev.padding is None:
+                continue
+            mode, pads = prev.padding
+            if len(pads) != 4 or len(src.users) != 1 or prev.folded_into is not None:
+                continue
+            op.conv = dict(op.conv, padding=mode, pad=pads)
+            op.pre_pad, prev.folded_into = prev, op
+
+    def transposed_conv_op(
+        self,
+        node: fx.Node,
+        weight: torch.Tensor,
+        stride: Any,
+        padding: Any,
+        output_padding: Any,
+        dilation: Any,
+        groups: int,
+    ) -> _Op:
+        """``ConvTranspose1d/2d``: the adjoint of the convolution with the same weight, stride,
+        padding, dilation and groups on the transposed layer's output size (PyTorch defines the
+        transposed convolution, ``output_padding`` included, as that convolution's gradient with
+        respect to its input), so its norm is that convolution's, certified at that size."""
+        one_d = weight.dim() == 3
+        n = 1 if one_d else 2
+        if isinstance(padding, str):
+            raise AuditError(f"{self.describe(node)}: string padding {padding!r} not supported")
+        s, p, d = _tuple(stride, n), _tuple(padding, n), _tuple(dilation, n)
+        op_ = _tuple(output_padding, n)
+        if any(o >= si for o, si in zip(op_, s, strict=True)):
+            raise AuditError(
+                f"{self.describe(node)}: output_padding {op_} is not below the stride {s}; "
+                "then it is not the adjoint of one convolution, no rule"
+            )
+        pad: Any = (0, p[0]) if one_d else p
+        conv = _conv_geometry(weight, "zeros", pad, s, d, groups)
+        fn = F.conv_transpose1d if one_d else F.conv_transpose2d
+
+        def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x), None, s, p, op_, groups, d)
+
+        def absf(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+            return fn(x, weight.to(x).abs(), None, s, p, op_, groups, d)
+
+        nops = weight.shape[0] // groups * math.prod(weight.shape[2:])
+        op = self.unary(node, linear=True, nops=nops, lin=lin, absf=absf, kind="convT")
+        op.weight, op.conv = weight, conv
+        return op
+
+    def merge_linear(self) -> None:
+        """Merge two consecutive linear operators with nothing nonlinear between them into one
+        when the product is still a convolution: a convolution (any geometry, a BatchNorm
+        after it folded) followed by a 1x1, stride-1, unpadded, ungrouped convolution, or a
+        Linear followed by a Linear. The merged kernel ``W2 (s1 W1)`` is certified once; the
+        float64 rounding of the product (each entry a sum of ``C1`` products, error at most
+        ``gamma_{C1+2}`` times the same sum of absolute values) is added to the bracket through
+        the Frobenius norm of that bound times ``sqrt(taps)`` (a convolution's norm is at most
+        the sum of its taps' norms, Cauchy-Schwarz) and the padding operator's norm."""
+        for op in self.ops.values():
+            if op.kind not in ("conv", "linear") or op.weight is None or op.fold is not None:
+                continue
+            src = op.inputs[0][0]
+            prev = self.ops.get(src)
+            if prev is not None and prev.kind in ("bn", "chscale") and prev.folded_into:
+                prev = prev.folded_into  # the conv/linear whose BatchNorm is src
+            if prev is None or prev is op or prev.kind != op.kind or prev.weight is None:
+                continue
+            out_node = prev.fold.node if prev.fold is not None else prev.node
+            if out_node is not src or len(src.users) != 1 or prev.folded_into is not None:
+                continue
+            w2 = op.weight.detach().to("cpu", torch.float64)
+            w1 = prev.weight.detach().to("cpu", torch.float64)
+            if prev.fold is not None:
+                w1 = w1 * prev.fold.scale.to(torch.float64).view(-1, *([1] * (w1.dim() - 1)))
+            if op.kind == "conv":
+                c = op.conv
+                pad = c["pad"]
+                plain_1x1 = (
+                    w2.dim() == 4
+                    and w1.dim() == 4
+                    and tuple(w2.shape[2:]) == (1, 1)
+                    and c["stride"] == (1, 1)
+                    and c["groups"] == 1
+                    and (pad in ("valid", 0) or (isinstance(pad, tuple) and not any(pad)))
+                    and op.pre_pad is None
+                )
+                if not plain_1x1:
+                    continue
+                g = prev.conv["groups"]
+                c1, cin_g = w1.shape[0], w1.shape[1]
+                full = torch.zeros(c1, cin_g * g, *w1.shape[2:], dtype=torch.float64)
+                per = c1 // g
+                for k in range(g):
+                    full[k * per : (k + 1) * per, k * cin_g : (k + 1) * cin_g] = w1[
+                        k * per : (k + 1) * per
+                    ]
+                merged = torch.einsum("oc,cihw->oihw", w2[:, :, 0, 0], full)
+                bound = torch.einsum("oc,cihw->oihw", w2[:, :, 0, 0].abs(), full.abs())
+                taps = full.shape[2] * full.shape[3]
+                op.conv = dict(prev.conv, groups=1)
+            else:
+                merged, bound, taps = w2 @ w1, w2.abs() @ w1.abs(), 1
+            from ..rigorous.rounding import gamma
+
+            fro = float(torch.linalg.vector_norm(bound)) * (1 + 4 * gamma(bound.numel() + 2))
+            op.merge_error = _up(math.sqrt(taps) * gamma(w2.shape[1] + 2) * fro, 4)
+            op.weight = merged
+            op.merged, op.pre_pad = prev, prev.pre_pad
+            prev.folded_into = op
+
     def certified_row(self, op: _Op) -> None:
         node = op.node
         name, typ = self.label(node, node.meta.get("specbound_weight"))
@@ -323,13 +465,38 @@ class _LinearRules:
             shape = (-1,) + (1,) * (weight.dim() - 1)
             weight = weight * bn.scale.view(shape)
             name, typ = f"{name}+{bn_name}", f"{typ}+{bn_typ}"
-            notes.append(f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W")
+            notes.append(
+                f"BatchNorm '{bn_name}' folded: W' = diag(gamma/sqrt(var+eps)) W"
+                if bn.kind == "bn"
+                else f"per-channel scale '{bn_name}' folded: W' = diag(c) W"
+            )
+        in_node = node
+        if op.merged is not None:
+            first = op.merged
+            in_node = first.node
+            first_name, first_typ = self.label(first.node, first.node.meta.get("specbound_weight"))
+            if first.fold is not None:
+                bn_name, bn_typ = self.label(first.fold.node)
+                first_name, first_typ = f"{first_name}+{bn_name}", f"{first_typ}+{bn_typ}"
+            name, typ = f"{first_name}+{name}", f"{first_typ}+{typ}"
+            notes.append(
+                f"'{first_name}' merged: no nonlinearity between, the product is one "
+                "convolution (linear map), certified once"
+            )
+        if op.pre_pad is not None:
+            in_node = op.pre_pad.node
+            pad_name, _ = self.label(in_node)
+            name = f"{pad_name}+{name}"
+            notes.append(
+                f"padding '{pad_name}' ({op.conv['padding']}, {op.conv['pad']}) folded: "
+                "certified as one convolution with that padding"
+            )
         kernel = weight.numpy()
         out_node = op.fold.node if op.fold is not None else node
         row = LayerBound(
             name,
             typ,
-            self.in_shape(node),
+            self.in_shape(in_node),
             self.out_shape(out_node),
             None,
             math.inf,
@@ -339,21 +506,20 @@ class _LinearRules:
             notes=notes,
         )
         op.row = row
-        size = self.in_shape(node)
+        size = self.in_shape(in_node)
 
         def task() -> None:
             start = time.perf_counter()
-            if op.kind == "conv":
+            if op.kind in ("conv", "convT"):
                 c = op.conv
                 k4 = kernel[:, :, None, :] if kernel.ndim == 3 else kernel
-                hw = (1, size[-1]) if kernel.ndim == 3 else tuple(size[-2:])
+                # a transposed conv is the adjoint of the conv on its output size
+                sized = self.out_shape(node) if op.kind == "convT" else size
+                hw = (1, sized[-1]) if kernel.ndim == 3 else tuple(sized[-2:])
                 spec = ConvSpec(c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"])
                 expected = spec.layer(k4).out_size
-                traced = (
-                    tuple(self.out_shape(node)[-2:])
-                    if kernel.ndim == 4
-                    else (1, self.out_shape(node)[-1])
-                )
+                other = size if op.kind == "convT" else self.out_shape(node)
+                traced = tuple(other[-2:]) if kernel.ndim == 4 else (1, other[-1])
                 if expected != traced:
                     raise AuditError(
                         f"{self.describe(node)}: specbound's geometry gives output size "
@@ -395,6 +561,10 @@ class _LinearRules:
                 )
                 pad_norm = 1.0
             lower, upper = cert.lower, cert.upper
+            if op.merge_error:
+                err = _up(op.merge_error * _up(pad_norm, 2), 2)
+                upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
+                row.notes.append(f"merge rounding allowance {err:.3g} added to the bracket")
             if op.fold is not None:
                 err = _fold_allowance(k4, _up(pad_norm, 2))
                 upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)

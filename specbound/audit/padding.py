@@ -50,7 +50,8 @@ class _PaddingRules:
                 else F.pad(x, list(pads), value=0.0)
             )
 
-        op = self.unary(node, linear=True, lin=lin, absf=lin)
+        op = self.unary(node, linear=True, lin=lin, absf=lin, kind="pad")
+        op.padding = (mode, tuple(int(p) for p in pads))
         op.row = self.exact(
             node,
             norm,

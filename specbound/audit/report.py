@@ -44,6 +44,21 @@ class LayerBound:
     linear: bool = True
     notes: list[str] = field(default_factory=list)
     certificate: Certificate | None = field(default=None, repr=False)
+    claim: str = ""
+    padding: str = ""
+
+    @property
+    def claim_status(self) -> str:
+        """For a layer of a library that presents it as 1-Lipschitz (``claim`` names the
+        library): ``"confirmed"`` (certified ``upper <= 1``), ``"refuted"`` (certified
+        ``lower > 1``) or ``"open"``; ``""`` for other layers."""
+        if not self.claim:
+            return ""
+        if self.upper <= 1.0:
+            return "confirmed"
+        if self.lower is not None and self.lower > 1.0:
+            return "refuted"
+        return "open"
 
     @property
     def rel_gap(self) -> float | None:
@@ -67,6 +82,9 @@ class LayerBound:
             "converged": self.converged,
             "linear": self.linear,
             "notes": list(self.notes),
+            "claim": self.claim,
+            "claim_status": self.claim_status,
+            "padding": self.padding,
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
         }
 
@@ -85,6 +103,9 @@ class AuditReport:
         One row per operator with a Lipschitz factor, in graph order.
     composition : dict
         Counts of the composition nodes: ``sums`` (residual additions), ``concatenations``.
+    local_estimate : float or None
+        The largest Jacobian norm found by float64 power iteration at 3 random inputs: a local
+        lower *estimate* of the constant (not a certificate), shown next to ``upper``.
     """
 
     model: str
@@ -101,6 +122,7 @@ class AuditReport:
     elapsed_s: float
     frontend: str
     notes: list[str] = field(default_factory=list)
+    local_estimate: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -127,6 +149,7 @@ class AuditReport:
             "composition": dict(self.composition),
             "layers": [layer.to_dict() for layer in self.layers],
             "notes": list(self.notes),
+            "local_estimate": self.local_estimate,
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -157,6 +180,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         out.append(f"Lower bound: {report['lower']:.6g} ({report['lower_method']})")
     else:
         out.append(f"Lower bound: none — {report['lower_note']}")
+    if report.get("local_estimate") is not None:
+        out.append(
+            f"Local lower estimate (not a certificate): {report['local_estimate']:.6g}, the "
+            "largest Jacobian norm found by float64 power iteration at up to 3 random inputs; the "
+            "true Lipschitz constant lies between it and the upper bound"
+        )
     n_cert = sum(row["kind"] == "certified" for row in layers)
     out += [
         "",
@@ -182,6 +211,21 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"concatenations {comp.get('concatenations', 0)} (bound: root-sum-square of the "
         "branch bounds). Traced with " + report["frontend"] + ".",
     ]
+    claims = [row for row in layers if row.get("claim")]
+    if claims:
+        out += ["", "1-Lipschitz claims of peer-library layers (certified):", ""]
+        for row in claims:
+            status = row["claim_status"]
+            low = "—" if row["lower"] is None else f"{row['lower']:.10g}"
+            why = {
+                "confirmed": f"upper {row['upper']:.10g} <= 1",
+                "refuted": f"certified lower {low} > 1",
+                "open": f"lower {low} <= 1 < upper {row['upper']:.10g}: undecided at this rtol",
+            }[status]
+            pad = f", padding '{row['padding']}'" if row.get("padding") else ""
+            out.append(
+                f"- `{row['name']}` ({row['type']}, {row['claim']}{pad}): **{status}** ({why})"
+            )
     if report["notes"]:
         out += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(out) + "\n"

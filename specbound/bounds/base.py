@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import PADDING_MODES, ConvSpec, Layer
+from ..spec import PADDING_MODES, ConvSpec, Layer, check_spec
 
 KINDS = ("exact", "upper", "lower", "estimate")
 """``exact``: the norm up to float64 rounding; ``upper``/``lower``: guaranteed one-sided (a
@@ -188,7 +188,8 @@ def get_method(name: str) -> Method:
 
 def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
     """Run the registered ``method`` on ``(kernel, spec)``; refuses layers outside its domain."""
-    return get_method(method)(kernel, spec, **options)
+    found = get_method(method)
+    return found(kernel, check_spec(spec), **options)
 
 
 def methods() -> list[Method]:

@@ -23,6 +23,7 @@ at 1e-150) and the result scaled back.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from scipy.special import betainc
 
 from ..operators.matrix_free import ConvOperator
 from ..rigorous.witness import operator_lower
-from ..spec import Layer
+from ..spec import Layer, check_real
 from .base import SIZE_GIVEN, Bound, register
 from .exact import binary_exponent
 
@@ -177,14 +178,31 @@ class Krylov:
     invariant: bool
 
 
-def lanczos_iteration(apply_gram: Any, start: np.ndarray, n_iter: int, tol: float | None) -> Krylov:
+def _top_ritz(alpha: list[float], beta: list[float]) -> tuple[float, np.ndarray]:
+    """Largest eigenvalue of the tridiagonal ``T`` and its eigenvector (only that pair)."""
+    j = len(alpha) - 1
+    values, vectors = eigh_tridiagonal(
+        np.array(alpha), np.array(beta), select="i", select_range=(j, j)
+    )
+    return float(values[-1]), vectors[:, -1]
+
+
+def lanczos_iteration(
+    apply_gram: Any,
+    start: np.ndarray,
+    n_iter: int,
+    tol: float | None,
+    deadline: float | None = None,
+) -> Krylov:
     """Lanczos on a symmetric PSD ``G`` with full reorthogonalisation (twice per step).
 
     Builds an orthonormal basis ``V_j`` of the Krylov space ``span{b, G b, ..., G^{j-1} b}`` and
     the tridiagonal ``T_j = V_j^T G V_j``; the largest Ritz value is
     ``max_{y in K_j} y^T G y / y^T y``. Stops after ``n_iter`` steps, at breakdown (an invariant
-    subspace: the Ritz values are then eigenvalues), or, if ``tol`` is given, once the residual
-    ``beta_j |s_j|`` of the top Ritz pair is at most ``tol * theta``.
+    subspace: the Ritz values are then eigenvalues), if ``tol`` is given once the residual
+    ``beta_j |s_j|`` of the top Ritz pair is at most ``tol * theta``, or after the first step
+    that ends past ``deadline`` (a :func:`time.perf_counter` value). Without ``tol`` the top
+    Ritz pair is computed once, at the end.
     """
     n = start.size
     k_max = max(1, min(int(n_iter), n))
@@ -200,13 +218,18 @@ def lanczos_iteration(apply_gram: Any, start: np.ndarray, n_iter: int, tol: floa
         for _ in range(2):
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         b_j = float(np.linalg.norm(w))
-        values, vectors = eigh_tridiagonal(np.array(alpha), np.array(beta))
-        theta, s = float(values[-1]), vectors[:, -1]
-        residual = b_j * abs(float(s[-1]))
-        scale = max(theta, max(abs(a) for a in alpha))
+        # theta >= max(alpha) for a PSD G, so this scale is at most max(theta, |alpha|)
+        scale = max(abs(a) for a in alpha)
         invariant = b_j <= 64 * np.finfo(float).eps * scale or scale == 0.0
-        done = invariant or (tol is not None and residual <= tol * theta)
+        late = deadline is not None and time.perf_counter() > deadline
+        if tol is not None:
+            theta, s = _top_ritz(alpha, beta)
+            residual = b_j * abs(float(s[-1]))
+        done = invariant or late or (tol is not None and residual <= tol * theta)
         if done or j + 1 == k_max:
+            if tol is None:
+                theta, s = _top_ritz(alpha, beta)
+                residual = b_j * abs(float(s[-1]))
             return Krylov(theta, s @ basis[: j + 1], j + 1, residual, invariant)
         beta.append(b_j)
         basis[j + 1] = w / b_j
@@ -285,6 +308,13 @@ def lanczos(
 
 
 # ----------------------------------------------------------------------------- probabilistic
+LANCZOS_MAX_BYTES = 2**30
+"""Memory for the Krylov basis of :func:`lanczos_probabilistic` (1 GiB by default)."""
+LANCZOS_MAX_STEPS = 1000
+"""Most Lanczos steps :func:`lanczos_probabilistic` takes (each costs O(j n) to
+reorthogonalise, so k steps cost O(k^2 n))."""
+
+
 def log_chebyshev(m: int, x: float) -> float:
     """``log T_m(x)`` for ``x >= 1`` without overflow (``T_m(cosh t) = cosh(m t)``)."""
     t = m * math.acosh(x)
@@ -369,6 +399,8 @@ def lanczos_probabilistic(
     rtol: float = 0.01,
     seed: Any = None,
     device: Any = None,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
 ) -> Bound:
     """Upper bound ``sqrt(xi_k / (1 - eps))`` holding with probability ``>= 1 - delta``.
 
@@ -390,14 +422,26 @@ def lanczos_probabilistic(
         (fresh entropy) unless reproducing a run.
     device : str or torch.device, optional
         Where torch runs the mat-vecs.
+    max_seconds : float, optional
+        Stop after the first Lanczos step that ends past this many seconds; ``eps`` is then
+        that of the steps actually done (the bound stays valid: the number of steps depends
+        on the clock, not on the random start).
+    max_bytes : int, optional
+        Memory for the Krylov basis (default :data:`LANCZOS_MAX_BYTES`); ``k`` is capped at
+        ``max_bytes / (8 n)`` steps, and at :data:`LANCZOS_MAX_STEPS`.
 
     Returns
     -------
     Bound
         ``kind="estimate"``, ``probability=1-delta``, ``details``: ``bound_type``
-        (``"probabilistic upper"``), ``epsilon``, ``n``, ``lower`` (a certified lower bound
-        from the same Ritz vector).
+        (``"probabilistic upper"``), ``epsilon``, ``steps`` (planned), ``done`` (steps
+        done), ``n``, ``lower`` (a certified lower bound from the same Ritz vector).
     """
+    start = time.perf_counter()
+    if max_seconds is not None:
+        max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise TypeError(f"max_bytes must be None or an int, got {max_bytes!r}")
     scaled = Scaled.of(layer)
     op = ConvOperator(scaled.layer, device=device)
     side = GramSide(op)
@@ -405,8 +449,12 @@ def lanczos_probabilistic(
     k = lanczos_steps(delta, n, rtol) if n_iter is None else int(n_iter)
     if k < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter!r}")
-    eps = lanczos_epsilon(delta, k, n)
-    krylov = lanczos_iteration(side.apply, sphere_start(n, seed), k, None)
+    budget = LANCZOS_MAX_BYTES if max_bytes is None else int(max_bytes)
+    k = max(1, min(k, LANCZOS_MAX_STEPS, budget // (8 * n)))
+    deadline = None if max_seconds is None else start + max_seconds
+    krylov = lanczos_iteration(side.apply, sphere_start(n, seed), k, None, deadline)
+    # at breakdown K_j = K_k (invariant): the planned k's epsilon holds; else the steps done
+    eps = lanczos_epsilon(delta, k if krylov.invariant else krylov.dimension, n)
     y = unit(krylov.vector)
     xi = side.rayleigh(y)
     certified = lower_bound("lanczos_probabilistic", scaled, side.witness(y), krylov.dimension, {})
@@ -420,6 +468,7 @@ def lanczos_probabilistic(
             "bound_type": "probabilistic upper",
             "epsilon": eps,
             "steps": k,
+            "done": krylov.dimension,
             "n": n,
             "lower": certified.value,
         },

@@ -18,7 +18,8 @@ Domain of the conv guarantees: zero padding of any amount; circular padding with
 ``<= dilation*(k-1)`` per axis (more is refused); reflect/replicate padding with the kernel
 divided by the exact bound on the padding operator's norm (``module.padding_norm``); any input
 size, stride, dilation and groups (BCOP: stride by space-to-depth). Every layer has
-``certify(input_size=...)`` (:func:`specbound.certify`) and an export to plain torch modules.
+``certify(input_size=...)`` (:func:`specbound.certify`); :func:`export_model` replaces every
+specbound layer of a model by plain torch modules and checks that the outputs match.
 """
 
 from ._base import ROUNDING_ALLOWANCE, CachedTransform, ConstrainedConv2d
@@ -26,6 +27,7 @@ from .activations import MaxMin
 from .aol import AOLConv2d, AOLLinear
 from .bcop import BCOPConv2d, BCOPKernel, bcop_, bcop_kernel, bjorck, norm_upper_bound
 from .convnorm import ConvNorm2d, convnorm_normalizer
+from .export import ResidualBlock, export_model
 from .padding import pad2d, pad2d_adjoint, padding_norm, padding_norm_bound
 from .rescaling import (
     RescaledLinear,
@@ -52,6 +54,7 @@ __all__ = [
     "MaxMin",
     "RescaledLinear",
     "Rescaling",
+    "ResidualBlock",
     "SLLConv2d",
     "SLLLinear",
     "SRConv2d",
@@ -62,6 +65,7 @@ __all__ = [
     "bcop_kernel",
     "bjorck",
     "convnorm_normalizer",
+    "export_model",
     "norm_upper_bound",
     "pad2d",
     "pad2d_adjoint",

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import ConvSpec, check_dense_size
+from ..spec import ConvSpec, check_dense_size, check_spec
 from .indexing import layer_axis_indices
 
 
@@ -33,7 +33,7 @@ def conv_matrix(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) ->
     numpy.ndarray
         float64 array of shape ``(c_out*OH*OW, c_in*H*W)``.
     """
-    layer = spec.layer(kernel, need_size=True)
+    layer = check_spec(spec).layer(kernel, need_size=True)
     check_dense_size((layer.out_dim, layer.in_dim), "the dense matrix", max_bytes)
     (h, w), (oh, ow) = layer.input_size, layer.out_size
     taps = layer.dense_channel_taps()

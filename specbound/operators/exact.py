@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
       of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
       ``max_bytes``.
 
+    The kernel is first scaled by a power of two (largest entry in ``[1, 2)``) and the norm
+    scaled back, so kernels at ``1e300`` or ``1e-300`` neither overflow nor underflow (a
+    norm above the largest float is ``inf``).
+
     Accuracy: float64 rounding, relative to the norm for the dense route; the frequency
     route's error is absolute, of order ``u * sum|K|``, which matters only when taps cancel
     (a norm far below ``sum|K|``). :func:`specbound.certify` accounts for both rigorously.
@@ -52,12 +57,25 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
             "input size is the symbol supremum S(K), which is only bracketed (use certify)"
         )
     layer = spec.layer(kernel, need_size=True)
+    # work on the kernel scaled by 2^j (max |K| in [1, 2)), exact barring subnormals, so
+    # that neither the Gram matrix nor the frequency matrices over- or underflow for a
+    # kernel at 1e300 or 1e-300; the norm is scaled back by 2^-j at the end
+    peak = float(np.abs(layer.kernel).max()) if layer.kernel.size else 0.0
+    j = 1 - math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 0
+    scaled = Layer(np.ldexp(layer.kernel, j), layer.spec)
     if _route(layer) == "circulant":
-        return circulant_norm(layer)
+        return _unscale(circulant_norm(scaled), j)
     small = min(layer.in_dim, layer.out_dim)
     check_dense_size(
         (layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram", max_bytes
     )
-    a = conv_matrix(layer.kernel, spec, max_bytes=max_bytes)
+    a = conv_matrix(scaled.kernel, spec, max_bytes=max_bytes)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0)))
+    return _unscale(float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))), j)
+
+
+def _unscale(value: float, j: int) -> float:
+    try:
+        return math.ldexp(value, -j)
+    except OverflowError:
+        return math.inf

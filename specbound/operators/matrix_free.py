@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import LinearOperator
 
-from ..spec import ConvSpec, Layer
+from ..spec import ConvSpec, Layer, check_spec, resolve_device
 from .indexing import padded_index
 
 
@@ -95,4 +95,5 @@ def conv_operator(
     Memory is ``O(c * H * W)`` per vector, so this works where even :func:`conv_sparse` does
     not fit. Computation is float64; ``device`` selects where torch runs it.
     """
-    return ConvOperator(spec.layer(kernel, need_size=True), device=device)
+    layer = check_spec(spec).layer(kernel, need_size=True)
+    return ConvOperator(layer, device=resolve_device(device))

@@ -10,7 +10,10 @@ its own computation, under the standard model of IEEE-754 binary64 arithmetic:
   ``|fl(x^T y) - x^T y| <= gamma_n |x|^T |y|`` with ``gamma_n = n u / (1 - n u)`` (Higham,
   *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 and §3.5); this holds
   for every conventional (non-Strassen) GEMM, on CPU and GPU, in float64;
-* ``cos`` and ``sin`` are accurate to ``LIBM_ULPS`` units in the last place.
+* ``cos`` and ``sin`` are accurate to ``LIBM_ULPS`` units in the last place;
+* gradual underflow (no flush-to-zero): checked, and enforced for the call, by
+  :mod:`~specbound.rigorous.fpenv`; the power-of-two scalings handle subnormal blocks and the
+  final scale-back rounds outward (:mod:`~specbound.rigorous.rounding`).
 
 Upper bounds come from rigorous Gram iterations (:mod:`~specbound.rigorous.gram`) or, for a
 given input size, from a verified block-banded Cholesky test of :math:`\\mu^2 I - A^TA

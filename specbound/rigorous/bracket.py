@@ -9,6 +9,7 @@ bound from the Gram iterates' dominant columns. Every returned number is rigorou
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -82,7 +83,7 @@ def bracket_matrices(
         refinement can settle it; the caller splits it instead).
     """
     b = m.shape[0]
-    fro = frobenius_upper(m) + error
+    fro = safe_upper(frobenius_upper(m) + error)
     upper = fro.clone()
     # lower bound from a few power-iteration vectors on the matrices with the largest caps
     top = torch.topk(fro, min(n_candidates, b)).indices
@@ -106,7 +107,7 @@ def bracket_matrices(
     previous = upper[active].clone()
     for step in range(1, MAX_GRAM_STEPS + 1):
         gram.step()
-        bound = torch.minimum(gram.bound() + error, previous)
+        bound = torch.minimum(safe_upper(gram.bound() + error), previous)
         upper[active] = bound
         res.steps = step
         # improve the lower bound with the dominant directions of the leading candidates
@@ -134,8 +135,32 @@ def bracket_matrices(
     return res
 
 
+def safe_upper(x: torch.Tensor) -> torch.Tensor:
+    """Upper bounds with every NaN replaced by ``+inf`` (a NaN is no bound; ``inf`` is a
+    safe one, and ``torch.minimum``/comparisons then keep it instead of dropping it)."""
+    return torch.where(torch.isnan(x), torch.full_like(x, math.inf), x)
+
+
+def max_upper(*values: float) -> float:
+    """NaN-propagating maximum of upper bounds: ``inf`` if any is NaN (Python's ``max``
+    silently drops a NaN that is not its first argument)."""
+    vals = [float(v) for v in values]
+    if any(math.isnan(v) for v in vals):
+        return math.inf
+    return max(vals)
+
+
+def max_lower(*values: float) -> float:
+    """Maximum of lower bounds, ignoring NaN ones (a NaN is no lower bound; 0 if none)."""
+    vals = [float(v) for v in values if not math.isnan(float(v))]
+    return max(vals, default=0.0)
+
+
 def relative_gap(upper: float, lower: float) -> float:
-    """``(upper - lower) / upper``; 0 when both vanish."""
+    """``(upper - lower) / upper``; 0 when both vanish; 1 when ``upper`` is not finite or
+    either end is NaN (no finite certificate)."""
+    if math.isnan(upper) or math.isnan(lower) or math.isinf(upper):
+        return 1.0
     if upper <= 0:
         return 0.0
     return max(0.0, (upper - lower) / upper)

@@ -549,7 +549,9 @@ def factor_error_bound(band: torch.Tensor) -> float:
     top = max(float(band[k].abs().max()) for k in range(n_blocks))
     if top == 0.0:
         return 0.0
-    e = 1 - math.frexp(top)[1]  # exact power-of-two scaling of the largest entry into [1, 2)
+    # exact power-of-two scaling of the largest entry into [1, 2); capped at 2^1023 (a
+    # subnormal top is scaled into [2^-51, 1) instead of overflowing)
+    e = min(1 - math.frexp(top)[1], 1023)
     v = torch.empty(n_blocks, b, dtype=band.dtype, device=band.device)
     sq = 0.0
     for k in range(n_blocks):

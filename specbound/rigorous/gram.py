@@ -5,10 +5,13 @@ Gram iteration (Delattre et al., ICML 2023, arXiv 2305.16173, Sec. 3) bounds ``s
 error; here every step is accounted for:
 
 * the iterate is normalised by an exact power of two ``s_t`` (:func:`pow2_scale`), so
-  ``H_t = s_t G_t`` is exact and every ``G_t`` stays of order one (no logs, no overflow);
+  ``H_t = s_t G_t`` is exact and every ``G_t`` stays of order one (no logs, no overflow;
+  an iterate whose entries are all subnormal is scaled by ``2^1023``, still exactly);
 * ``G_{t+1} = fl(H_t^* H_t)`` is computed by real GEMMs of inner length ``2m`` (the complex
   product written out), so ``|G_{t+1} - H_t^* H_t| <= sqrt(2) gamma_{2m} |H_t|^T |H_t|``
-  entrywise and ``||E_t||_2 <= e_t := sqrt(2) gamma_{2m} ||H_t||_F^2``;
+  entrywise, plus ``2^-1075`` per product that underflows (gradual underflow; additions
+  of subnormals are exact), so ``||E_t||_2 <= e_t := sqrt(2) gamma_{2m} ||H_t||_F^2 +
+  2 m r 2^-1074`` (``r`` the Gram size);
 * by Weyl's inequality ``sigma_1(H_t)^2 = lambda_max(H_t^* H_t) <= sigma_1(G_{t+1}) + e_t``,
   hence ``sigma_1(G_t) <= sqrt(sigma_1(G_{t+1}) + e_t) / s_t``; starting from
   ``sigma_1(G_T) <= ||G_T||_F`` and unwinding with upward rounding gives a bound on
@@ -24,7 +27,15 @@ import math
 
 import torch
 
-from .rounding import U, frobenius_upper, gamma, pow2_scale
+from .rounding import (
+    TINY_UNIT,
+    U,
+    frobenius_upper,
+    gamma,
+    pow2_scale,
+    round_down_if_subnormal,
+    round_up_if_subnormal,
+)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -70,11 +81,13 @@ class RigorousGram:
         # under- or overflow where a norm of the matrix could
         s = pow2_scale(g.abs().amax(dim=(-2, -1)))
         h = g * s[:, None, None]
+        # products that underflow: <= 2^-1075 each, 2m per entry of an r x r result
+        tiny = 2 * self.inner * h.shape[-1] * TINY_UNIT
         if h.is_complex():  # written as real GEMMs of inner length 2m
-            e = SQRT2 * gamma(2 * self.inner) * frobenius_upper(h) ** 2 * (1 + 4 * U)
+            e = SQRT2 * gamma(2 * self.inner) * frobenius_upper(h) ** 2 * (1 + 4 * U) + tiny
             self.current = _gram(h)
         else:
-            e = gamma(self.inner) * frobenius_upper(h) ** 2 * (1 + 4 * U)
+            e = gamma(self.inner) * frobenius_upper(h) ** 2 * (1 + 4 * U) + tiny
             self.current = h.mT @ h
         self.inner = self.current.shape[-1]
         self.scales.append(s)
@@ -84,8 +97,8 @@ class RigorousGram:
         """Rigorous upper bound on ``sigma_1(G_0)`` for each matrix, shape ``(B,)``."""
         b = frobenius_upper(self.current)
         for s, e in zip(reversed(self.scales), reversed(self.errors), strict=True):
-            b = torch.sqrt((b + e) * (1 + 2 * U)) * (1 + 2 * U) / s
-        return b
+            b = round_up_if_subnormal(torch.sqrt((b + e) * (1 + 2 * U)) * (1 + 2 * U) / s)
+        return torch.where(torch.isnan(b), torch.full_like(b, float("inf")), b)
 
     def top_vectors(self) -> torch.Tensor:
         """Approximate top right singular vectors of the original matrices (columns of the
@@ -106,19 +119,27 @@ def matvec_norm_lower(m: torch.Tensor, v: torch.Tensor, matrix_error: float) -> 
     ``||M - m||_2 <= matrix_error`` (``m`` ``(B, p, q)``, ``v`` ``(B, q)``).
 
     ``y = fl(m v)`` has ``|y - m v| <= sqrt(2) gamma_{2q} |m||v|``, so
-    ``||M v|| >= ||y|| - sqrt(2) gamma_{2q} ||m||_F ||v|| - matrix_error ||v||``.
+    ``||M v|| >= ||y|| - sqrt(2) gamma_{2q} ||m||_F ||v|| - matrix_error ||v||``. Under
+    gradual underflow each product of ``y`` and each square of ``||y||^2`` may carry
+    ``2^-1075`` more (subtracted), and the result is moved down past any subnormal rounding.
+    A NaN (from non-finite input) gives 0.
     """
     if not m.is_complex():
         m = m.to(torch.complex128)
     v = v.to(m.dtype)
     y = (m @ v[..., None])[..., 0]
     n_y = 2 * y.shape[-1]
-    y_norm = torch.sqrt((y.real**2 + y.imag**2).sum(-1) * (1 - gamma(n_y + 2))) * (1 - 2 * U)
+    sq = (y.real**2 + y.imag**2).sum(-1) * (1 - gamma(n_y + 2)) - n_y * TINY_UNIT
+    y_norm = torch.sqrt(torch.clamp(sq, min=0.0)) * (1 - 2 * U)
     v_up = frobenius_upper(v[..., None])
+    # each entry of y: 2q products that may underflow
+    y_tiny = 2 * m.shape[-1] * TINY_UNIT * (n_y**0.5) * (1 + 4 * U)
     slack = (SQRT2 * gamma(2 * m.shape[-1] + 2) * frobenius_upper(m) + matrix_error) * v_up
     safe_v = torch.where(v_up > 0, v_up, torch.ones_like(v_up))
-    lower = (y_norm - slack * (1 + 4 * U)) * (1 - 2 * U) / safe_v * (1 - 2 * U)
-    return torch.where(v_up > 0, torch.clamp(lower, min=0.0), torch.zeros_like(lower))
+    lower = (y_norm - y_tiny - slack * (1 + 4 * U)) * (1 - 2 * U) / safe_v * (1 - 2 * U)
+    lower = round_down_if_subnormal(round_down_if_subnormal(torch.clamp(lower, min=0.0)))
+    ok = (v_up > 0) & ~torch.isnan(lower)
+    return torch.where(ok, lower, torch.zeros_like(lower))
 
 
 def power_vectors(m: torch.Tensor, n_iter: int = 30, seed: int = 0) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec, Layer
-from .bracket import relative_gap
+from .bracket import max_upper, relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
@@ -85,14 +85,14 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
         if start > 0 and ctx.out_of_time():
             # frequencies not reached: |M(w)| <= A_abs entrywise, so sigma_1(M(w)) <=
             # ||A_abs||_2 for every w (verified core on the small A_abs matrices)
-            upper = max(upper, _abs_symbol_bound(sym))
+            upper = max_upper(upper, _abs_symbol_bound(sym))
             notes.append(f"stopped by max_seconds after {start} of {m1} frequency rows")
             break
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
         flat = mats.reshape(-1, p, q)
         res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
-        upper = max(upper, float(res.upper.max()))
+        upper = max_upper(upper, float(res.upper.max()))
         if res.vector is not None and res.lower > lower:
             gi, rest = divmod(res.argmax, len(rows) * half)
             ui, vi = divmod(rest, half)
@@ -138,7 +138,7 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
         lower = operator_lower(layer, x, ctx.device)
         witness = {"input": x}
     return Bracket(
-        float(res.upper.max()),
+        max_upper(float(res.upper.max())),
         lower,
         "dense_verified_core",
         "dense_witness",
@@ -163,6 +163,36 @@ def _cells(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, half
 
 
+def check_every_size_pads(layer: Layer) -> None:
+    """Refuse an every-size (``input_size=None``) layer for which the symbol supremum ``S``
+    is not a bound: the submatrix property behind L8.
+
+    A zero-padded layer of any size, pad and stride is a submatrix of the convolution on
+    ``Z^2`` (distinct output rows are distinct rows of the bi-infinite operator), so
+    ``||A_n|| <= S`` for every pad. A circular layer is a submatrix of the block circulant
+    (whose norm is at most ``S``) only when at most ``d(k-1)`` is padded in total per axis:
+    a larger circular pad repeats output rows (a 1x1 kernel ``[1]`` with circular pad 1 on a
+    1x1 input is the 3x3 all-ones matrix, norm 3 > S = 1).
+
+    Raises
+    ------
+    ValueError
+        for circular padding whose total pad exceeds ``d(k-1)`` on an axis.
+    """
+    if layer.spec.padding != "circular":
+        return
+    top, bottom, left, right = layer.pads
+    (eh, ew) = layer.extent
+    if top + bottom > eh - 1 or left + right > ew - 1:
+        raise ValueError(
+            f"pad={layer.spec.pad!r} with padding='circular' and input_size=None cannot be "
+            f"certified: it pads ({top}+{bottom}, {left}+{right}) in total per axis, more than "
+            f"dilation*(kernel_size-1) = ({eh - 1}, {ew - 1}), so output rows repeat and the "
+            "norm exceeds the symbol supremum at small sizes; pass input_size=(H, W), or a pad "
+            "of at most dilation*(kernel_size-1) in total per axis"
+        )
+
+
 def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
     """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
 
@@ -175,9 +205,16 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
     Hence ``S <= max_cells sigma_1(M(c)) / sqrt(1 - rho_c^2 / 2)``; cells whose cap exceeds
     the target are split in four until the gap closes. The half torus suffices because
     ``M(-w) = conj M(w)`` for a real kernel.
+
+    Holds for every layer whose operator is a submatrix of the bi-infinite one (zero
+    padding with any pad; circular padding with at most ``d(k-1)`` padded in total per axis:
+    :func:`check_every_size_pads`). With stride 1 the symbol of the undilated kernel is used
+    (same values); the witness records the dilation of the symbol it refers to.
     """
     spec = layer.spec
+    symbol_dilation = list(spec.dilation)
     if spec.stride == (1, 1) and spec.dilation != (1, 1):
+        symbol_dilation = [1, 1]
         # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
         layer = Layer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
     sym = PolyphaseSymbol.from_layer(
@@ -242,9 +279,9 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         target = lower / (1 - ctx.rtol)
         done = caps <= target
         if done.any():
-            settled = max(settled, float(caps[done].max()))
+            settled = max_upper(settled, float(caps[done].max()))
         open_caps = caps[~done]
-        upper = max(settled, float(open_caps.max()) if open_caps.size else 0.0)
+        upper = max_upper(settled, float(open_caps.max()) if open_caps.size else 0.0)
         if not open_caps.size:
             break
         if processed < f_all or ctx.out_of_time():
@@ -277,6 +314,7 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             "frequency": [float(w[0]), float(w[1])],
             "group": gi,
             "vector": vec.detach().cpu().numpy(),
+            "dilation": symbol_dilation,
         }
     notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
     return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness, notes)

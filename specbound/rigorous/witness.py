@@ -11,15 +11,18 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
+import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from ..operators.matrix_free import ConvOperator
 from ..spec import Layer
-from .rounding import U, frobenius_upper, gamma
+from .rounding import TINY_UNIT, U, frobenius_upper, gamma
 
 
 def plane_wave(layer: Layer, group: int, freq: tuple[int, int], vector: torch.Tensor) -> np.ndarray:
@@ -64,7 +67,9 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
 
     The convolution runs in float64 with cuDNN and oneDNN switched off (im2col + GEMM, whose
     inner products obey the standard error model); ``|A||x|`` is computed the same way and
-    bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``.
+    bounds the rounding: ``||A x|| >= ||y|| - gamma_T/(1-gamma_T) || |K| * |x| ||``. Under
+    gradual underflow each product and each square may carry ``2^-1075`` more; that is
+    subtracted too, and the result is moved below any subnormal rounding (a NaN gives 0).
     """
     op = ConvOperator(layer, device=device)
     xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(
@@ -76,13 +81,39 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
         z = abs_op.apply(xt.abs())
     t = layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
     g = gamma(t)
-    y_low = math.sqrt(float((y**2).sum()) * (1 - gamma(y.numel() + 2))) * (1 - 2 * U)
+    sq = float((y**2).sum()) * (1 - gamma(y.numel() + 2)) - y.numel() * TINY_UNIT
+    y_low = math.sqrt(max(sq, 0.0)) * (1 - 2 * U)
+    # products that underflow in y: <= 2^-1075 each, t per entry
+    y_tiny = t * TINY_UNIT * math.sqrt(y.numel()) * (1 + 4 * U)
     z_up = float(frobenius_upper(z.reshape(1, -1, 1))) / (1 - g)
     x_up = float(frobenius_upper(xt.reshape(1, -1, 1)))
-    if x_up == 0:
+    if not x_up > 0:
         return 0.0
-    value = (y_low - g * z_up * (1 + 4 * U)) / x_up * (1 - 4 * U)
-    return max(0.0, value)
+    value = (y_low - y_tiny - g * z_up * (1 + 4 * U)) / x_up * (1 - 4 * U)
+    if math.isnan(value) or value <= 0:
+        return 0.0
+    return max(0.0, value - 4 * TINY_UNIT)  # rounding below 2^-1022 is absolute
+
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "witness_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def time_budget(deadline: float | None) -> Iterator[None]:
+    """Within this block, :func:`lanczos_direction` and :func:`power_refine` stop at
+    ``deadline`` (a :func:`time.perf_counter` value; None: no limit) unless given their own,
+    returning the best vector found so far."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+class _OutOfTime(Exception):
+    """Raised inside the ARPACK mat-vec callback once the deadline has passed."""
 
 
 def lanczos_direction(
@@ -93,37 +124,68 @@ def lanczos_direction(
     tol: float = 1e-10,
     maxiter: int = 300,
     ncv: int | None = None,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """Top right singular vector of ``A`` by Lanczos (``scipy.sparse.linalg.eigsh`` on
     ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses.
 
     ``tol``, ``maxiter`` and ``ncv`` (Lanczos vectors kept between restarts; ARPACK's
-    default when None) are passed to ``eigsh``."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    default when None) are passed to ``eigsh``. A start with ``A^T A x = 0`` (``x`` only on
+    input pixels the layer never reads, e.g. with stride or dilation) is replaced by a random
+    one, which ARPACK needs (it refuses a start outside the range of the operator). At
+    ``deadline`` (:func:`time.perf_counter`; by default that of the enclosing
+    :func:`time_budget`) the run stops and the mat-vec input with the largest Rayleigh
+    quotient is returned (ARPACK's Ritz vector is not reachable mid-run).
+    """
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
+    deadline = _DEADLINE.get() if deadline is None else deadline
     op = ConvOperator(layer, device=device)
     n = op.shape[1]
     if n < 8:
-        return power_refine(layer, x, 200, device, seed)
-    gram = LinearOperator((n, n), matvec=lambda v: op.rmatvec(op.matvec(v)), dtype=np.float64)
+        return power_refine(layer, x, 200, device, seed, deadline=deadline)
     rng = np.random.default_rng(seed)
-    v0 = rng.standard_normal(n) if x is None else np.asarray(x, dtype=np.float64).ravel()
-    if not np.any(v0):
+    best = {"ratio": -1.0, "vector": None}
+
+    def gram_matvec(v: np.ndarray) -> np.ndarray:
+        if deadline is not None and time.perf_counter() > deadline and best["vector"] is not None:
+            raise _OutOfTime
+        v = np.asarray(v, dtype=np.float64).ravel()
+        g = op.rmatvec(op.matvec(v))
+        vv = float(v @ v)
+        if vv > 0 and float(v @ g) / vv > best["ratio"]:
+            best["ratio"], best["vector"] = float(v @ g) / vv, v.copy()
+        return g
+
+    v0 = None if x is None else np.asarray(x, dtype=np.float64).ravel()
+    if v0 is None or not np.any(gram_matvec(v0)):
         v0 = rng.standard_normal(n)
+        if not np.any(gram_matvec(v0)):  # A^T A vanishes on a random vector: A = 0
+            return v0.reshape(layer.c_in, *layer.input_size)
+    gram = LinearOperator((n, n), matvec=gram_matvec, dtype=np.float64)
     try:
         if ncv is not None:
             ncv = min(max(ncv, 3), n)
         _, vec = eigsh(gram, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
         vec = vec[:, 0]
     except ArpackNoConvergence as err:
-        vec = err.eigenvectors[:, 0] if err.eigenvectors.size else v0
+        vec = err.eigenvectors[:, 0] if err.eigenvectors.size else best["vector"]
+    except (_OutOfTime, ArpackError):
+        vec = best["vector"]
     return vec.reshape(layer.c_in, *layer.input_size)
 
 
 def power_refine(
-    layer: Layer, x: np.ndarray | None, n_iter: int, device=None, seed: int = 0
+    layer: Layer,
+    x: np.ndarray | None,
+    n_iter: int,
+    device=None,
+    seed: int = 0,
+    deadline: float | None = None,
 ) -> np.ndarray:
-    """``n_iter`` steps of power iteration on ``A^T A`` from ``x`` (random if None)."""
+    """``n_iter`` steps of power iteration on ``A^T A`` from ``x`` (random if None), fewer
+    once ``deadline`` (by default that of the enclosing :func:`time_budget`) has passed."""
+    deadline = _DEADLINE.get() if deadline is None else deadline
     op = ConvOperator(layer, device=device)
     shape = (1, layer.c_in, *layer.input_size)
     if x is None:
@@ -131,10 +193,16 @@ def power_refine(
         xt = torch.randn(shape, generator=gen, dtype=torch.float64).to(op.device)
     else:
         xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(shape)
-    for _ in range(n_iter):
-        xt = op.apply_adjoint(op.apply(xt))
-        norm = torch.linalg.vector_norm(xt)
-        if norm == 0:
+    for it in range(n_iter):
+        if deadline is not None and time.perf_counter() > deadline:
             break
-        xt = xt / norm
+        image = op.apply_adjoint(op.apply(xt))
+        norm = torch.linalg.vector_norm(image)
+        if norm == 0:  # xt in the null space: retry once from a random start, else keep xt
+            if it > 0 or x is None:
+                break
+            gen = torch.Generator().manual_seed(seed)
+            xt = torch.randn(shape, generator=gen, dtype=torch.float64).to(op.device)
+            continue
+        xt = image / norm
     return xt.reshape(shape[1:]).cpu().numpy()

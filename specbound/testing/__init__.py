@@ -8,6 +8,12 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
 * :func:`adversarial_kernels`, :func:`adversarial_layers`, :func:`family_kernel` — the same
   plus exactly tight cases (:data:`ADVERSARIAL_FAMILIES`: constant, orthogonal centre tap,
   identical filters, a single tap, sparse, checkerboard), also without Hypothesis;
+* :func:`drawn_kernel`, :func:`valid_geometry` — a family kernel drawn entry by entry (so
+  failures shrink), and the independent predicate for specs ``ConvSpec.layer`` must accept;
+* :mod:`specbound.testing.adversarial` — adversarial ``certify`` calls by family (tight at
+  rtol 1e-12, subnormal, 1e+-300, mixed-scale groups, every dtype, pads beyond ``d(k-1)``,
+  every size, far strides, a millisecond budget, the probabilistic guarantee) with an mpmath
+  truth (issue 12);
 * :func:`circulant_specs`, :func:`symbol_bounded_specs`, :func:`lipschitz_specs` — the domains
   of the exact circulant route, of every-size bounds and of the 1-Lipschitz layers;
 * :func:`matrices`, :func:`repeated_top_matrices`, :func:`family_matrix` — dense matrices
@@ -16,7 +22,9 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
 Assertions (one-sided, against the exact float64 operator, with a rounding allowance):
 :func:`assert_upper_bound`, :func:`assert_lower_bound`, :func:`assert_bracket`,
 :func:`assert_every_size_upper_bound`, :func:`assert_lipschitz_layer` (a module or a kernel),
-and :func:`module_matrix` (the dense Jacobian of an affine module).
+:func:`module_matrix` (the dense Jacobian of an affine module), and
+:func:`assert_upper_dominates_jacobian` (a whole network's certified upper bound against the
+largest Jacobian norm found at random inputs).
 
 Example
 -------
@@ -46,6 +54,7 @@ from .families import (
     TIGHT_FAMILIES,
     adversarial_kernels,
     adversarial_suite,
+    drawn_kernel,
     family_kernel,
     family_matrix,
     matrices,
@@ -60,6 +69,7 @@ from .lipschitz import (
     assert_lipschitz_layer,
     module_matrix,
 )
+from .network import JACOBIAN_RTOL, assert_upper_dominates_jacobian
 from .specs import (
     adversarial_layers,
     circulant_specs,
@@ -67,10 +77,11 @@ from .specs import (
     symbol_bounded_specs,
     within_symbol_domain,
 )
-from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers
+from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geometry
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
+    "JACOBIAN_RTOL",
     "KERNEL_FAMILIES",
     "LIPSCHITZ_RTOL",
     "MATRIX_FAMILIES",
@@ -84,8 +95,10 @@ __all__ = [
     "assert_lipschitz_layer",
     "assert_lower_bound",
     "assert_upper_bound",
+    "assert_upper_dominates_jacobian",
     "circulant_specs",
     "conv_specs",
+    "drawn_kernel",
     "family_kernel",
     "family_matrix",
     "kernels",
@@ -96,6 +109,7 @@ __all__ = [
     "repeated_top_matrices",
     "repeated_top_matrix",
     "symbol_bounded_specs",
+    "valid_geometry",
     "with_singular_values",
     "within_symbol_domain",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 KERNEL_FAMILIES = (
     "gaussian",
@@ -141,11 +142,74 @@ def adversarial_kernels(
 ) -> np.ndarray:
     """Hypothesis strategy: a kernel of ``shape`` from any of :data:`ADVERSARIAL_FAMILIES`.
 
-    The superset of :func:`~specbound.testing.kernels` with the tight families; shrinks
-    towards the first family listed and seed 0.
+    The superset of :func:`~specbound.testing.kernels` with the tight families; drawn entry
+    by entry (:func:`drawn_kernel`), so it shrinks towards the first family listed and
+    small entries.
     """
     family = draw(st.sampled_from(families))
-    return family_kernel(family, shape, draw(st.integers(0, 2**32 - 1)))
+    return drawn_kernel(draw, family, shape)
+
+
+ENTRIES = st.one_of(st.just(0.0), st.floats(1e-3, 4.0), st.floats(-4.0, -1e-3))
+"""Entries of drawn kernels: 0, or ``1e-3 <= |v| <= 4`` (extreme scales are the ``tiny`` and
+``huge`` families); shrinks towards 0."""
+
+
+def _entries(draw: st.DrawFn, shape: tuple[int, ...], nonnegative: bool = False) -> np.ndarray:
+    elements = st.one_of(st.just(0.0), st.floats(1e-3, 4.0)) if nonnegative else ENTRIES
+    return draw(hnp.arrays(np.float64, shape, elements=elements))
+
+
+def _orthonormal_columns(a: np.ndarray) -> np.ndarray:
+    """Orthonormal columns spanning (a completion of) ``a``'s column space (``rows >= cols``)."""
+    rows, cols = a.shape
+    a = a + np.eye(rows, cols) * (np.abs(a).sum() == 0)  # an all-zero draw: the identity
+    q, r = np.linalg.qr(a)
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+def drawn_kernel(draw: st.DrawFn, family: str, shape: Shape) -> np.ndarray:
+    """A kernel of ``shape`` from ``family`` whose random parts are drawn element by element
+    (:func:`hypothesis.extra.numpy.arrays`), so a failing example shrinks; the families are
+    those of :func:`family_kernel`."""
+    if family not in ADVERSARIAL_FAMILIES:
+        raise ValueError(f"family must be one of {ADVERSARIAL_FAMILIES}, got {family!r}")
+    c_out, c_in, kh, kw = shape
+    if family == "zero":
+        return np.zeros(shape)
+    if family == "constant":
+        return np.ones(shape)
+    if family == "rank_one":
+        k = np.einsum("o,c,a,b->ocab", *(_entries(draw, (n,)) for n in shape))
+    elif family == "vanishing_frequency":
+        k = _entries(draw, shape)
+        k -= k.mean(axis=2, keepdims=True)
+        k -= k.mean(axis=3, keepdims=True)
+    elif family in ("nonnegative", "checkerboard"):
+        if family == "nonnegative":
+            k = _entries(draw, shape, nonnegative=True)
+        else:
+            signs = (-1.0) ** np.add.outer(np.arange(kh), np.arange(kw))
+            k = _entries(draw, (c_out, c_in, 1, 1), nonnegative=True) * signs
+    elif family == "integer":
+        k = draw(hnp.arrays(np.int64, shape, elements=st.integers(-2, 2))).astype(np.float64)
+    elif family == "orthogonal_center":
+        k = np.zeros(shape)
+        tall = c_out >= c_in
+        a = _entries(draw, (max(c_out, c_in), min(c_out, c_in)))
+        q = _orthonormal_columns(a)
+        k[:, :, (kh - 1) // 2, (kw - 1) // 2] = q if tall else q.T
+    elif family == "identical_filters":
+        k = np.broadcast_to(_entries(draw, (1, c_in, kh, kw)), shape).copy()
+    elif family == "single_tap":
+        k = np.zeros(shape)
+        k[tuple(draw(st.integers(0, n - 1)) for n in shape)] = draw(ENTRIES)
+    elif family == "sparse":
+        mask = draw(hnp.arrays(np.bool_, shape, elements=st.booleans()))
+        k = _entries(draw, shape) * mask
+    else:  # gaussian, tiny, huge
+        k = _entries(draw, shape)
+    return np.ascontiguousarray(k * SCALES.get(family, 1.0))
 
 
 # ----------------------------------------------------------------------------- dense matrices

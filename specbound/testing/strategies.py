@@ -14,7 +14,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from ..spec import PADDING_MODES, ConvSpec
-from .families import KERNEL_FAMILIES, family_kernel
+from .families import KERNEL_FAMILIES, drawn_kernel
 
 
 @st.composite
@@ -25,9 +25,28 @@ def kernels(
 ) -> np.ndarray:
     """A float64 kernel of ``shape`` from one of ``families`` (default
     :data:`KERNEL_FAMILIES`; :data:`~specbound.testing.ADVERSARIAL_FAMILIES` adds the tight
-    ones), built by :func:`~specbound.testing.family_kernel`."""
+    ones), drawn entry by entry so that failures shrink
+    (:func:`~specbound.testing.families.drawn_kernel`)."""
     family = draw(st.sampled_from(families))
-    return family_kernel(family, shape, draw(st.integers(0, 2**32 - 1)))
+    return drawn_kernel(draw, family, shape)
+
+
+def valid_geometry(shape: tuple[int, int, int, int], spec: ConvSpec) -> bool:
+    """True when ``spec.layer`` must accept a kernel of ``shape`` (computed independently of
+    it): ``groups`` divides ``c_out``, and at a given size the output is non-empty and a
+    reflect pad is smaller than the input. Tests draw with ``assume(valid_geometry(...))``
+    and then call ``spec.layer`` unguarded, so a validation regression fails the test
+    instead of being filtered out."""
+    c_out, _, kh, kw = shape
+    if c_out % spec.groups:
+        return False
+    if spec.input_size is None:
+        return True
+    (h, w), (dh, dw) = spec.input_size, spec.dilation
+    top, bottom, left, right = spec.pads((kh, kw))
+    if spec.padding == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
+        return False
+    return h + top + bottom >= dh * (kh - 1) + 1 and w + left + right >= dw * (kw - 1) + 1
 
 
 def _pad_choice(kh: int, kw: int, dh: int, dw: int, max_pad: int | None) -> st.SearchStrategy:
@@ -84,11 +103,7 @@ def conv_specs(
     size = (h, w) if need_size or draw(st.booleans()) else None
     spec = ConvSpec(mode, pad, size, (sh, sw), (dh, dw), groups)
     shape = (c_out, c_in_g, kh, kw)
-    if size is not None:
-        top, bottom, left, right = spec.pads((kh, kw))
-        if mode == "reflect":
-            assume(max(top, bottom) < h and max(left, right) < w)
-        assume(h + top + bottom >= dh * (kh - 1) + 1 and w + left + right >= dw * (kw - 1) + 1)
+    assume(valid_geometry(shape, spec))
     return shape, spec
 
 
