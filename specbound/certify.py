@@ -8,10 +8,10 @@ given, including every rounding error of its own computation (see
 layer                                       strategy
 ==========================================  =================================================
 circular, stride dividing the size          exact per frequency (wrapped polyphase kernel),
-                                            rigorous Gram iteration on the frequencies that
+                                            the verified core (L10) on the frequencies that
                                             can still exceed the lower bound; plane-wave
                                             witness
-small enough for a dense Gram (any mode)    dense matrix, rigorous Gram iteration
+small enough for a dense Gram (any mode)    dense matrix, the verified core (L10)
 zeros, given size                           circular embedding ``N >= n + P`` (upper) and
                                             Lanczos on the true operator (lower); if that
                                             misses ``rtol``, a verified block-banded
@@ -253,7 +253,16 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[np.ndarray, ConvSpec]:
+def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, ConvSpec]:
+    if isinstance(kernel, torch.nn.Linear):
+        # a Linear layer is the 1x1 convolution at input size 1x1 (docs/certify.md L11)
+        if spec_fields["input_size"] not in (None, (1, 1), [1, 1]):
+            raise ValueError(
+                "input_size must be None or (1, 1) for a torch.nn.Linear (it acts on vectors), "
+                f"got {spec_fields['input_size']!r}"
+            )
+        # the weight is converted to float64 once, by ConvSpec.layer (memory: one copy)
+        return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
     if isinstance(kernel, torch.nn.Conv2d):
         if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
             raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
@@ -343,10 +352,11 @@ def certify(
 
     Parameters
     ----------
-    kernel : array_like, torch.Tensor or torch.nn.Conv2d
+    kernel : array_like, torch.Tensor, torch.nn.Conv2d or torch.nn.Linear
         ``(c_out, c_in // groups, kh, kw)``; a ``Conv2d`` supplies padding mode, pad,
         stride, dilation and groups itself (the other arguments are then ignored, except
-        ``input_size``).
+        ``input_size``); a ``Linear`` is certified as the 1x1 convolution at input size
+        ``1 x 1`` (its weight matrix's norm).
     padding, pad, input_size, stride, dilation, groups
         As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
         (zeros and circular padding).
@@ -391,6 +401,7 @@ def certify(
         },
     )
     layer = spec.layer(k)
+    del k
     check_signal_size(layer)
     if spec.input_size is None:  # refused whatever the kernel's values, zero included
         if spec.padding not in ("zeros", "circular"):
@@ -399,6 +410,8 @@ def certify(
                 "padding operator's norm depends on the size; pass input_size=(H, W)"
             )
         check_every_size_pads(layer)
+    if _pointwise(layer):
+        return _pointwise_certificate(layer, float(rtol), dev, start)
     scaled, j, kerr = _prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
@@ -456,6 +469,46 @@ def certify(
         kernel=layer.kernel,
         guarantee=guarantee,
         device=str(dev),
+        elapsed_s=time.perf_counter() - start,
+        notes=notes,
+    )
+
+
+def _pointwise(layer: Layer) -> bool:
+    """A 1x1 layer certified on its weight matrix (L11): at a given size any padding and
+    stride; with every size, zeros or circular padding at stride 1."""
+    spec = layer.spec
+    if layer.kernel_size != (1, 1):
+        return False
+    if spec.input_size is not None:
+        return True
+    return spec.padding in ("zeros", "circular") and spec.stride == (1, 1)
+
+
+def _pointwise_certificate(
+    layer: Layer, rtol: float, device: torch.device, start: float
+) -> Certificate:
+    from .rigorous.matrix import conv1x1_bracket
+
+    upper, lower, method, witness, notes = conv1x1_bracket(layer, rtol, device)
+    gap = relative_gap(upper, lower)
+    converged = gap <= rtol
+    if not converged:
+        notes.append(
+            f"rel_gap {gap:.3g} above rtol {rtol:g}: the weight's top singular value "
+            "is (nearly) repeated; ask for a larger rtol"
+        )
+    return Certificate(
+        upper=upper,
+        lower=lower,
+        converged=converged,
+        rtol=rtol,
+        upper_method=method,
+        lower_method="weight_matrix_witness",
+        witness=witness,
+        spec=layer.spec,
+        kernel=layer.kernel,
+        device=str(device),
         elapsed_s=time.perf_counter() - start,
         notes=notes,
     )

@@ -272,7 +272,7 @@ def _exact_float64(arr: np.ndarray) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     with np.errstate(over="ignore", under="ignore"):  # checked just below
-        out = arr.astype(np.float64)
+        out = arr.astype(np.float64, copy=False)  # as_kernel copies unless already fresh
     if arr.dtype.itemsize > 8 or arr.dtype == np.longdouble:
         with np.errstate(over="ignore", under="ignore"):
             inexact = out.astype(arr.dtype) != arr
@@ -313,11 +313,16 @@ def as_kernel(kernel: Any) -> np.ndarray:
             "kernel.filled(0) to certify the masked taps as zeros, or kernel.data to "
             "certify the values under the mask"
         )
+    fresh = False
     try:
         import torch
 
         if isinstance(kernel, torch.Tensor):
+            dtype = kernel.dtype
             kernel = _torch_kernel(kernel)
+            # a floating tensor of another dtype was converted into fresh memory (no copy
+            # needed below: a Linear(25088, 4096) weight is held once in float64)
+            fresh = dtype.is_floating_point and dtype != torch.float64
     except ImportError:  # pragma: no cover - torch is a run-time dependency
         pass
     if hasattr(kernel, "toarray") and hasattr(kernel, "nnz"):  # scipy.sparse
@@ -343,7 +348,9 @@ def as_kernel(kernel: Any) -> np.ndarray:
         )
     if 0 in arr.shape:
         raise ValueError(f"kernel must have no empty axis, got shape {arr.shape}")
-    arr = np.array(_exact_float64(arr), dtype=np.float64, order="C")  # fresh, standard strides
+    arr = _exact_float64(arr)
+    if not (fresh and arr.dtype == np.float64 and arr.flags.c_contiguous):
+        arr = np.array(arr, dtype=np.float64, order="C")  # fresh, standard strides
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     return arr

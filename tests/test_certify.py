@@ -122,7 +122,7 @@ def test_not_converged_says_why(monkeypatch):
     # the verified Cholesky step reaches 1e-9 here; with no memory for it, the embedding stays
     monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
     cert = certify(k, **spec.to_dict(), rtol=1e-9)
-    assert cert.upper_method == "circulant_gram_rigorous"
+    assert cert.upper_method == "circulant_verified_core"
     assert not cert.converged
     assert cert.rel_gap > 1e-9 and any("rtol" in n for n in cert.notes)
     assert any("CHOLESKY_MAX_BYTES" in n for n in cert.notes)
@@ -183,7 +183,7 @@ def test_probabilistic_guarantee_is_labelled_and_contains_exact(monkeypatch):
     assert exact <= prob.upper
     small = np.random.default_rng(7).standard_normal((4, 4, 3, 3))
     converged = certify(small, "reflect", input_size=(6, 6), rtol=1e-3, guarantee="probabilistic")
-    assert converged.upper_method == "dense_gram_rigorous"  # deterministic already enough
+    assert converged.upper_method == "dense_verified_core"  # deterministic already enough
 
 
 @pytest.mark.parametrize("stop_after", [2, 3, 5])

@@ -111,7 +111,7 @@ def test_registry_covers_the_issue():
     assert required <= ids
     relied = {t.id for t in theorems() if t.relied_on}
     assert {"G1", "C1", "Z1", "SR1", "G5", "FP-GRAM", "FP-FROB", "FP-CERTIFY"} <= relied
-    assert {"CHOL-PSD", "CHOL-NORM"} <= relied
+    assert {"CHOL-PSD", "CHOL-NORM", "VER-SIGMA"} <= relied
     assert get("KGI-QUAD").relied_on is False and get("KGI-QUAD").expected == "FAIL"
 
 
@@ -455,3 +455,14 @@ def test_planted_max_over_taps_fails_and_the_tap_sum_passes():
     assert result.verdict == "FAIL" and result.margin < 0 and result.counterexample
     assert run(tap_search(), QUICK).verdict == "PASS"
     assert get("AUDIT-TAP").relied_on
+
+
+def test_planted_unverified_sigma_criterion_fails():
+    """'A completed Cholesky of fl(t I - fl(M^T M)) proves sigma_1^2 <= t' is false (no
+    rounding terms); the verified core (L10) passes on the same instances."""
+    from proofs_check.families.verified import naive_sigma_search, sigma_search
+
+    result = run(naive_sigma_search(), QUICK)
+    assert result.verdict == "FAIL" and result.margin < 0 and result.counterexample
+    search, counts = sigma_search()
+    assert run(search, QUICK).verdict == "PASS" and counts["accepted"] > 0

@@ -19,6 +19,7 @@ ORDER = (
     "cholesky",
     "audit_rules",
     "audit",
+    "verified",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 

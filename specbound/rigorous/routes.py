@@ -18,11 +18,12 @@ from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec, Layer
-from .bracket import bracket_matrices, max_upper, relative_gap
+from .bracket import max_upper, relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
-from .witness import lanczos_direction, operator_lower, plane_wave
+from .verified import verified_bracket, verified_sigma
+from .witness import lanczos_direction, operator_lower, plane_wave, power_refine
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
 DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
@@ -67,8 +68,9 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     """Circular layer, block-circulant (stride dividing the size): exact per frequency.
 
     Frequency matrices of the wrapped polyphase kernel with a rigorous error bound; Frobenius
-    caps prune the frequencies that cannot exceed the running lower bound; rigorous Gram
-    iteration on the rest; the witness is the real plane wave of the best frequency.
+    caps prune the frequencies that cannot exceed the running lower bound; the verified core
+    (:mod:`~specbound.rigorous.verified`, L10) on the rest; the witness is the real plane
+    wave of the best frequency.
     """
     rtol = ctx.rtol if rtol is None else rtol
     sym = PolyphaseSymbol.from_layer(layer, device=ctx.device, kernel_error=ctx.kernel_error)
@@ -78,13 +80,18 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     half = m2 // 2 + 1
     rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, g * half * p * q))
     upper, lower, best = 0.0, 0.0, None
-    steps = 0
+    notes: list[str] = []
     for start in range(0, m1, rows_per_chunk):
+        if start > 0 and ctx.out_of_time():
+            # frequencies not reached: |M(w)| <= A_abs entrywise, so sigma_1(M(w)) <=
+            # ||A_abs||_2 for every w (verified core on the small A_abs matrices)
+            upper = max_upper(upper, _abs_symbol_bound(sym))
+            notes.append(f"stopped by max_seconds after {start} of {m1} frequency rows")
+            break
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
         flat = mats.reshape(-1, p, q)
-        res = bracket_matrices(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
-        steps = max(steps, res.steps)
+        res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
         upper = max_upper(upper, float(res.upper.max()))
         if res.vector is not None and res.lower > lower:
             gi, rest = divmod(res.argmax, len(rows) * half)
@@ -94,13 +101,24 @@ def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Br
     if best is not None:
         gi, freq, vec = best
         witness = {"input": plane_wave(layer, gi, freq, vec), "frequency": freq, "group": gi}
-    notes = [f"{steps} rigorous Gram steps at most per frequency"]
-    return Bracket(upper, lower, "circulant_gram_rigorous", "plane_wave_witness", witness, notes)
+    notes.insert(0, f"{m1 * half * g} frequency matrices, verified core (L10)")
+    return Bracket(upper, lower, "circulant_verified_core", "plane_wave_witness", witness, notes)
+
+
+def _abs_symbol_bound(sym: PolyphaseSymbol) -> float:
+    """``max_groups ||A_abs||_2 + error_bound``: ``A_abs[o, (c, r)]`` sums ``|K|`` over the
+    taps of phase ``r``; every frequency matrix is entrywise at most ``A_abs`` in modulus, so
+    its norm is at most ``|| |M(w)| ||_2 <= ||A_abs||_2`` (Perron-Frobenius)."""
+    _g, _p, _c, kh, kw = sym.kernel.shape
+    sums = sym.abs_matrix()
+    # sums of at most kh*kw non-negative terms: exact <= computed / (1 - gamma)
+    bound, *_ = verified_sigma(sums, 0.0, 1e-3)
+    return up(float(bound.max()) / (1 - gamma(kh * kw)) + sym.error_bound, 2)
 
 
 # ---------------------------------------------------------------------------- dense
 def dense_route(layer: Layer, ctx: Context) -> Bracket:
-    """Any layer small enough: the dense matrix with a rigorous Gram iteration.
+    """Any layer small enough: the dense matrix with the verified core (L10).
 
     Entries of the matrix are sums of at most ``kh*kw`` taps (several taps meet one pixel
     only with reflect/replicate/circular wrapping), so ``||A~ - A||_2 <=
@@ -112,7 +130,7 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     abs_fro = float(np.sqrt((conv_sparse(np.abs(layer.kernel), layer.spec).data ** 2).sum()))
     err = up(gamma(kh * kw) * abs_fro * (1 + gamma(a.size)) + ctx.kernel_error * kh * kw)
     mat = torch.from_numpy(a).to(ctx.device)[None]
-    res = bracket_matrices(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
+    res = verified_bracket(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
     x = _real_direction(res.vector) if res.vector is not None else None
     witness, lower = None, 0.0
     if x is not None:
@@ -122,10 +140,10 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     return Bracket(
         max_upper(float(res.upper.max())),
         lower,
-        "dense_gram_rigorous",
+        "dense_verified_core",
         "dense_witness",
         witness,
-        [f"{res.steps} rigorous Gram steps on the {a.shape} matrix"],
+        [f"verified core (L10) on the {a.shape} matrix"],
     )
 
 
@@ -230,28 +248,21 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
             mats = sym.at_points(omega)  # (g, F, p, q)
             g, f = mats.shape[:2]
-            if lower == 0.0:  # seed the lower bound from the coarsest level's best cells
-                seed_b = bracket_matrices(
-                    mats.reshape(g * f, *mats.shape[2:]),
-                    sym.error_bound,
-                    target_rtol,
-                    n_candidates=8,
-                    deadline=ctx.deadline,
-                )
-                if seed_b.vector is not None:
-                    gi, fi = divmod(seed_b.argmax, f)
-                    lower, best = seed_b.lower, (gi, centres[start + fi].copy(), seed_b.vector)
             cell_target = torch.as_tensor(
                 np.tile(shrink[part] * lower / (1 - target_rtol) * (1 - 4 * U), g),
                 device=ctx.device,
             )
-            res = bracket_matrices(
+            res = verified_bracket(
                 mats.reshape(g * f, *mats.shape[2:]),
                 sym.error_bound,
                 target_rtol / 4,
                 lower=lower,
                 deadline=ctx.deadline,
                 threshold=cell_target,
+                lazy=True,  # cells that cannot settle are split: their Frobenius cap suffices
+                lazy_factor=torch.as_tensor(
+                    np.tile(shrink[part] / (1 - target_rtol), g), device=ctx.device
+                ),
             )
             evaluated += f
             if res.vector is not None and res.lower > lower:
@@ -278,6 +289,14 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
             break
         if evaluated + 4 * open_caps.size > max_cells:
             notes.append(f"stopped at {evaluated} symbol evaluations (max_cells={max_cells})")
+            # the open cells kept Frobenius caps (lazy): verify them once for the final upper
+            open_c, open_rho = centres[~done], rho[~done]
+            tight = _verified_cell_sigma(sym, open_c, ctx, cells_per_chunk)
+            if tight is not None:
+                again = tight / np.sqrt((1 - open_rho**2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+                again = np.where(ok[~done], again, np.inf)
+                open_caps = np.minimum(open_caps, again)
+                upper = max(settled, float(open_caps.max()))
             break
         # split the open cells in four (one axis only when the other has degree 0)
         c, hw = centres[~done], half[~done]
@@ -299,6 +318,26 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         }
     notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
     return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness, notes)
+
+
+def _verified_cell_sigma(
+    sym: PolyphaseSymbol, centres: np.ndarray, ctx: Context, per_chunk: int
+) -> np.ndarray | None:
+    """Verified ``sigma_1`` upper bounds (max over groups) at the cell centres; None when the
+    deadline passes first."""
+    out = np.full(centres.shape[0], np.inf)
+    for start in range(0, centres.shape[0], per_chunk):
+        if ctx.out_of_time():
+            return None
+        part = slice(start, min(centres.shape[0], start + per_chunk))
+        omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
+        mats = sym.at_points(omega)
+        g, f = mats.shape[:2]
+        res = verified_bracket(
+            mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4
+        )
+        out[part] = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
+    return out
 
 
 # ---------------------------------------------------------------------------- zeros, size
@@ -346,7 +385,7 @@ def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bra
     embeddings = embedding_layers(layer)
     if not embeddings:
         up_b = symbol_sup_route(layer, ctx)
-        x = lanczos_direction(layer, None, ctx.device)
+        x = _witness_direction(layer, None, ctx)
         result = Bracket(
             up_b.upper,
             operator_lower(layer, x, ctx.device),
@@ -387,13 +426,26 @@ def _embedding_bracket(
         notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)", *b.notes, *base]
         if best is None:  # the witness of the first embedding seeds Lanczos
             seed = b.witness["input"][:, :h, :w] if b.witness else None
-            x = lanczos_direction(layer, seed, ctx.device)
+            x = _witness_direction(layer, seed, ctx)
             lower = operator_lower(layer, x, ctx.device)
             best = Bracket(b.upper, lower, b.upper_method, "lanczos_witness", {"input": x}, notes)
         elif b.upper < best.upper:
             best = replace(best, upper=b.upper, upper_method=b.upper_method, notes=notes)
     assert best is not None
     return best
+
+
+def _witness_direction(layer: Layer, seed: np.ndarray | None, ctx: Context) -> np.ndarray:
+    """Lanczos from ``seed``; under a deadline, power steps on ``A^T A`` instead, as many as
+    half the time left allows (measured on one step), so that ``max_seconds`` holds."""
+    if ctx.deadline is None:
+        return lanczos_direction(layer, seed, ctx.device)
+    t0 = time.perf_counter()
+    x = power_refine(layer, seed, 1, ctx.device)
+    step = max(time.perf_counter() - t0, 1e-6)
+    left = ctx.deadline - time.perf_counter()
+    n_iter = int(min(300, max(0.0, 0.5 * left / step)))
+    return power_refine(layer, x, n_iter, ctx.device) if n_iter else x
 
 
 # ---------------------------------------------------------------------------- verified Cholesky
@@ -543,7 +595,7 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
     )
     inner = zero_given_route(valid, ctx, tighten=False)
     upper = up(p_norm * inner.upper, 2)
-    x = lanczos_direction(layer, None, ctx.device)
+    x = _witness_direction(layer, None, ctx)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
     result = Bracket(

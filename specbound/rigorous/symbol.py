@@ -122,9 +122,10 @@ class PolyphaseSymbol:
         one_stage = r2 * gamma(kh * kw) * (1 + e_prod) + e_prod
         return up(max(two_stage, one_stage), 8)
 
-    def abs_frobenius(self) -> float:
-        """``max_groups ||A_abs||_F`` with ``A_abs[o,(c,r)] = sum_{taps of phase r} |K|``."""
-        g, p, _c, kh, kw = self.kernel.shape
+    def abs_matrix(self) -> torch.Tensor:
+        """``A_abs[g, o, (c, r)] = sum_{taps of phase r} |K|`` as computed (sums of at most
+        ``kh kw`` non-negative terms: exact ``<=`` computed ``/ (1 - gamma_{kh kw})``)."""
+        g, p, _c, _kh, _kw = self.kernel.shape
         (ph, pw), (sh, sw) = self.phases, self.strides
         a = self.kernel.abs()
         sel_h = torch.as_tensor(
@@ -133,7 +134,12 @@ class PolyphaseSymbol:
         sel_w = torch.as_tensor(
             pw[:, None] == np.arange(sw)[None, :], dtype=a.dtype, device=a.device
         )
-        sums = torch.einsum("gocab,ar,bs->gocrs", a, sel_h, sel_w).reshape(g, p, -1)
+        return torch.einsum("gocab,ar,bs->gocrs", a, sel_h, sel_w).reshape(g, p, -1)
+
+    def abs_frobenius(self) -> float:
+        """``max_groups ||A_abs||_F`` with ``A_abs[o,(c,r)] = sum_{taps of phase r} |K|``."""
+        _g, _p, _c, kh, kw = self.kernel.shape
+        sums = self.abs_matrix()
         n_terms = kh * kw
         # sums of non-negative terms: exact <= computed / (1 - gamma)
         return up(float(frobenius_upper(sums).max()) / (1 - gamma(n_terms)))
