@@ -46,6 +46,7 @@ from .rigorous.routes import (
     circulant_route,
     dense_fits,
     padded_route,
+    support_layer,
     symbol_sup_route,
     zero_given_route,
 )
@@ -292,10 +293,12 @@ def _unscale(value: float, j: int, upward: bool) -> float:
 def _route(layer: Layer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
-        if spec.padding == "circular" and spec.stride != (1, 1):
+        if spec.stride == (1, 1):
+            return symbol_sup_route(support_layer(layer), ctx)
+        if spec.padding == "circular":
             # every circular size: rows of stride-1 circulants, norms <= S of the
             # stride-1 symbol; the strided symbol's sup is attained along sizes s*m
-            up_b = symbol_sup_route(Layer(layer.kernel, spec.replace(stride=1)), ctx)
+            up_b = symbol_sup_route(support_layer(layer), ctx)
             low_b = symbol_sup_route(layer, ctx)
             return Bracket(
                 up_b.upper,

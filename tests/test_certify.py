@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import specbound as sb
 from specbound.certify import Certificate, certify
@@ -74,6 +75,11 @@ def test_tight_single_channel_nonnegative_is_exact():
     kernels((2, 3, 3, 2), ("gaussian", "rank_one", "nonnegative")),
     st.sampled_from(["zeros", "circular"]),
     st.sampled_from([1, 2]),
+)
+@example(  # a single tap: a constant-norm symbol that the Bernstein cells could not settle
+    kernel=np.pad(np.ones((1, 1, 1, 1)), ((0, 1), (0, 2), (0, 2), (0, 1))),
+    mode="zeros",
+    stride=1,
 )
 def test_every_size_bounds_all_sizes(kernel, mode, stride):
     cert = certify(kernel, mode, input_size=None, stride=stride, rtol=1e-4)
@@ -208,3 +214,20 @@ def test_every_size_stopped_inside_a_level_stays_rigorous(monkeypatch, stop_afte
     assert math.isfinite(cert.upper)
     assert cert.lower <= cert.upper
     assert_every_size_upper_bound(cert.upper, kernel, sb.ConvSpec("zeros", "same", (8, 8)))
+
+
+@FEW
+@given(
+    arrays(np.float64, (2, 2, 1, 1), elements=st.floats(-4, 4, allow_subnormal=False)),
+    st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+    st.sampled_from(["zeros", "circular"]),
+)
+def test_every_size_of_a_kernel_padded_with_zero_taps_is_its_matrix_norm(w, border, mode):
+    """Zero tap rows/columns around a 1x1 kernel only shift the symbol by a unimodular
+    scalar: every size is bounded by ``||W||_2`` (attained), certified to rtol 1e-10."""
+    top, bottom, left, right = border
+    kernel = np.pad(w, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    norm = np.linalg.norm(w[:, :, 0, 0], 2)
+    cert = certify(kernel, mode, input_size=None, pad=0, rtol=1e-10)
+    assert cert.lower <= norm * (1 + 1e-13) and norm <= cert.upper * (1 + 1e-13)
+    assert cert.converged

@@ -174,6 +174,7 @@ def test_planted_plain_cholesky_criterion_fails():
         "G1-SHARP",
         "CHOL-PSD",
         "CHOL-NORM",
+        "SYM-SUPPORT",
     ],
 )
 def test_registered_checks_pass(theorem_id):
@@ -182,7 +183,8 @@ def test_registered_checks_pass(theorem_id):
 
 
 @pytest.mark.parametrize(
-    "theorem_id", ["KGI-QUAD", "CN-CLAIM", "FP-SCALEBACK-NEAREST", "L8-PAD-BEYOND"]
+    "theorem_id",
+    ["KGI-QUAD", "CN-CLAIM", "FP-SCALEBACK-NEAREST", "L8-PAD-BEYOND", "SYM-SUPPORT-GAPS"],
 )
 def test_claims_known_false_are_reported_with_a_counterexample(theorem_id):
     result = get(theorem_id).check(QUICK)

@@ -15,9 +15,10 @@ import torch
 from hypothesis import strategies as st
 
 from specbound import ConvSpec, certify
-from specbound.operators import conv_matrix
+from specbound.operators import conv_matrix, symbol
 from specbound.rigorous.gram import RigorousGram
 from specbound.rigorous.rounding import frobenius_upper, scale_back_outward
+from specbound.rigorous.routes import support_layer
 
 from ..exact import fraction_sq_norm, mp_sigma_max
 from ..harness import Search, Skip, combine, describe, run
@@ -337,3 +338,105 @@ register(
         family=FAMILY,
     )
 )
+
+
+# --------------------------------------------------------------------------- SYM-SUPPORT
+def _support_margin(cut):
+    """``-(relative difference)`` of the top singular values of the full kernel's symbol and
+    of ``cut``'s kernel's symbol at one frequency."""
+
+    def margin(instance) -> float:
+        kernel, omega = instance
+        if not np.any(kernel):
+            raise Skip
+        full = np.linalg.norm(symbol(kernel, omega), 2)
+        trimmed = np.linalg.norm(symbol(cut(kernel), omega), 2)
+        return -abs(full - trimmed) / full
+
+    return margin
+
+
+def _library_support(kernel: np.ndarray) -> np.ndarray:
+    return support_layer(ConvSpec("zeros", 0, None).layer(kernel)).kernel
+
+
+def _drop_zero_lines(kernel: np.ndarray) -> np.ndarray:
+    """The planted false rule: every all-zero tap row and column removed, interior ones
+    too (that is not a shift: ``[1, 0, 1]`` becomes ``[1, 1]``)."""
+    rows = np.flatnonzero(np.any(kernel != 0, axis=(0, 1, 3)))
+    cols = np.flatnonzero(np.any(kernel != 0, axis=(0, 1, 2)))
+    return np.ascontiguousarray(kernel[:, :, rows][:, :, :, cols])
+
+
+def _support_random(rng: np.random.Generator, count: int):
+    for _ in range(count):
+        c_out, c_in, kh, kw = (int(v) for v in rng.integers(1, 4, size=4))
+        kh, kw = kh + 1, kw + 1
+        kernel = rng.standard_normal((c_out, c_in, kh, kw))
+        kernel *= rng.random((1, 1, kh, kw)) < 0.5  # whole tap positions set to zero
+        yield kernel, rng.uniform(0, 2 * np.pi, size=2)
+
+
+def _support_adversarial(mode: Mode):
+    one = np.zeros((1, 1, 3, 3))
+    one[0, 0, 1, 2] = 1.0
+    yield one, np.array([0.3, 1.1])
+    gap = np.zeros((1, 1, 1, 3))
+    gap[0, 0, 0, [0, 2]] = 1.0  # [1, 0, 1]: interior zero column
+    yield gap, np.array([0.0, np.pi / 2])
+    corner = np.zeros((2, 2, 3, 2))
+    corner[:, :, 2, 1] = [[1.0, -2.0], [0.5, 3.0]]
+    yield corner, np.array([2.0, 5.0])
+
+
+for _id, _cut, _relied, _expected, _title, _statement in (
+    (
+        "SYM-SUPPORT",
+        _library_support,
+        True,
+        "PASS",
+        "Cutting a kernel to the bounding box of its non-zero taps keeps its symbol's "
+        "singular values",
+        "sigma(K^(w)) = sigma(K_box^(w)) at every frequency w, K_box = "
+        "specbound.rigorous.routes.support_layer(K): the two symbols differ by the scalar "
+        "e^{i w.t0}.",
+    ),
+    (
+        "SYM-SUPPORT-GAPS",
+        _drop_zero_lines,
+        False,
+        "FAIL",
+        "Planted: removing interior zero tap rows/columns keeps the singular values",
+        "sigma(K^(w)) = sigma(K'^(w)) with every all-zero tap row and column of K removed "
+        "(false: it must FAIL).",
+    ),
+):
+    register(
+        Theorem(
+            id=_id,
+            title=_title,
+            statement=_statement,
+            latex=r"\hat K_{\mathrm{box}}(\omega) = e^{i\omega\cdot t_0}\hat K(\omega)",
+            source=SOURCE,
+            conditions="kernels up to 3x3 channels and 4x4 taps with whole tap positions "
+            "zeroed; random frequencies",
+            relied_on=_relied,
+            expected=_expected,
+            check=lambda mode, _cut=_cut, _id=_id: run(
+                Search(
+                    _support_margin(_cut),
+                    tolerance=1e-12,
+                    random=_support_random,
+                    adversarial=_support_adversarial,
+                    key=_id,
+                ),
+                mode,
+            ),
+            proof="K_box[a, b] = K[a + a0, b + b0] with (a0, b0) the box's corner, so "
+            "K^(w) = sum K_box[a, b] e^{-i w.((a, b) + t0)} = e^{-i w.t0} K_box^(w); a "
+            "unimodular scalar does not change singular values. An interior zero line is no "
+            "shift: [1, 0, 1] has symbol 1 + e^{-2iw}, zero at w = pi/2, where [1, 1] has "
+            "modulus sqrt 2.",
+            family=FAMILY,
+        )
+    )

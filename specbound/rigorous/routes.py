@@ -193,6 +193,22 @@ def check_every_size_pads(layer: Layer) -> None:
         )
 
 
+def support_layer(layer: Layer) -> Layer:
+    """The stride-1 layer of the kernel cut to the bounding box of its non-zero taps.
+
+    Its symbol is ``e^{i w.t0}`` times the full kernel's symbol (``t0`` the box's corner),
+    a unimodular scalar, so both have the same singular values at every frequency: the
+    every-size bound is unchanged, but the trigonometric degree, which sets how finely the
+    Bernstein cells must be cut, is that of the support (a single tap is degree 0: exact).
+    The pad is irrelevant to the symbol (``pad=0``).
+    """
+    k = layer.kernel
+    rows = np.flatnonzero(np.any(k != 0, axis=(0, 1, 3)))
+    cols = np.flatnonzero(np.any(k != 0, axis=(0, 1, 2)))
+    cut = k[:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return Layer(np.ascontiguousarray(cut), layer.spec.replace(stride=1, pad=0))
+
+
 def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
     """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
 
