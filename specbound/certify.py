@@ -264,12 +264,64 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, Con
             )
         # the weight is converted to float64 once, by ConvSpec.layer (memory: one copy)
         return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
-    if isinstance(kernel, torch.nn.Conv2d):
+    if isinstance(kernel, (torch.nn.Conv1d, torch.nn.Conv2d)):
         if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
             raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
+    if isinstance(kernel, torch.nn.Conv2d):
         spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
         return as_kernel(kernel.weight), spec
+    if isinstance(kernel, torch.nn.Conv1d):
+        return _conv1d_as_conv2d(kernel, spec_fields["input_size"])
+    if isinstance(kernel, torch.nn.Module):
+        raise TypeError(_unsupported_module(kernel))
     return as_kernel(kernel), ConvSpec(**spec_fields)
+
+
+def _conv1d_as_conv2d(conv: torch.nn.Conv1d, input_size: Any) -> tuple[np.ndarray, ConvSpec]:
+    """A ``Conv1d`` on length ``n`` is the ``Conv2d`` with kernel ``(c_out, c_in/g, 1, k)`` on
+    a ``1 x n`` input, padded along the width only: the same matrix, row for row."""
+    if input_size is None:
+        size = None
+    else:
+        n = input_size
+        if isinstance(input_size, (tuple, list)) and len(input_size) == 1:
+            n = input_size[0]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise ValueError(
+                "input_size must be None, an int or a 1-tuple (the length) for a "
+                f"torch.nn.Conv1d, got {input_size!r}"
+            )
+        size = (1, int(n))
+    pad = conv.padding if isinstance(conv.padding, str) else (0, int(conv.padding[0]))
+    spec = ConvSpec(
+        padding=conv.padding_mode,
+        pad=pad,
+        input_size=size,
+        stride=(1, conv.stride[0]),
+        dilation=(1, conv.dilation[0]),
+        groups=conv.groups,
+    )
+    return as_kernel(conv.weight.detach()[:, :, None, :]), spec
+
+
+def _unsupported_module(module: torch.nn.Module) -> str:
+    name = type(module).__name__
+    accepted = (
+        "kernel must be an array or torch.Tensor of shape (c_out, c_in // groups, kh, kw), "
+        "a torch.nn.Conv2d, a torch.nn.Conv1d or a torch.nn.Linear"
+    )
+    if isinstance(
+        module, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+    ):
+        return (
+            f"{accepted}; got a {name}: a transposed convolution's norm is that of its "
+            "adjoint, the convolution with the same weight, stride, padding, dilation and "
+            "groups on the transposed layer's output size (certify that, or audit the "
+            "network: specbound.audit handles ConvTranspose1d/2d)"
+        )
+    if isinstance(module, torch.nn.Conv3d):
+        return f"{accepted}; got a {name}: 3-D convolutions are not supported yet"
+    return f"{accepted}; got a {name}"
 
 
 def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
@@ -355,11 +407,14 @@ def certify(
 
     Parameters
     ----------
-    kernel : array_like, torch.Tensor, torch.nn.Conv2d or torch.nn.Linear
+    kernel : array_like, torch.Tensor, torch.nn.Conv2d, torch.nn.Conv1d or torch.nn.Linear
         ``(c_out, c_in // groups, kh, kw)``; a ``Conv2d`` supplies padding mode, pad,
         stride, dilation and groups itself (the other arguments are then ignored, except
-        ``input_size``); a ``Linear`` is certified as the 1x1 convolution at input size
-        ``1 x 1`` (its weight matrix's norm).
+        ``input_size``); a ``Conv1d`` likewise, certified as the one-row ``Conv2d`` with
+        kernel ``(c_out, c_in // groups, 1, k)`` on a ``1 x n`` input (``input_size`` is the
+        length ``n``, or None); a ``Linear`` is certified as the 1x1 convolution at input
+        size ``1 x 1`` (its weight matrix's norm). Other modules (``Conv3d``, transposed
+        convolutions) are refused with a ``TypeError``.
     padding, pad, input_size, stride, dilation, groups
         As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
         (zeros and circular padding).
