@@ -290,6 +290,7 @@ def test_lanczos_witness_stops_at_its_deadline(seconds):
     "call,exc,match",
     [
         (lambda: sb.operators.conv_matrix(BASE, None), TypeError, "spec must be a specbound"),
+        (lambda: sb.operators.exact_norm(BASE, {"padding": "zeros"}), TypeError, "spec must be"),
         (
             lambda: sb.operators.conv_matrix(BASE, ConvSpec(input_size=4), max_bytes="5"),
             TypeError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import ConvSpec, Layer, check_dense_size
+from ..spec import ConvSpec, Layer, check_dense_size, check_spec
 from .circulant import circulant_norm
 from .dense import conv_matrix
 
@@ -51,6 +51,7 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
     TooLargeError
         when the dense route does not fit in ``max_bytes``.
     """
+    spec = check_spec(spec)
     if spec.input_size is None:
         raise ValueError(
             "exact_norm needs a finite input_size: with input_size=None the norm over every "
