@@ -11,8 +11,6 @@ from ..spec import ConvSpec, Layer, check_dense_size
 from .circulant import circulant_norm
 from .dense import conv_matrix
 
-ROUTES = ("circulant", "dense")
-
 
 def exact_route(kernel: Any, spec: ConvSpec) -> str:
     """Name of the route :func:`exact_norm` takes: ``"circulant"`` or ``"dense"``."""
