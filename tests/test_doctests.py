@@ -33,6 +33,7 @@ MODULES = [
     "specbound.layers.rescaling",
     "specbound.layers.sll",
     "specbound.audit",
+    "specbound.audit.report",
     "specbound.metrics",
 ]
 

@@ -213,6 +213,29 @@ def audit(
     AuditError
         The model cannot be traced, the forward pass fails at ``input_shape``, or an operator
         has no Lipschitz rule (the message names the module or node).
+
+    References
+    ----------
+    .. [1] docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+       budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    .. [2] C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+       (the product of per-layer norms bounds the network's Lipschitz constant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+    ...     torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    >>> report = sb.audit(model, (1, 4, 4), progress=False)
+    >>> [layer.name for layer in report.layers], report.layers[0].kind
+    (['0', '1', '3'], 'certified')
+    >>> report.converged, report.lower is None  # ReLU: no certified lower bound
+    (True, True)
+    >>> round(report.upper, 4)
+    0.7206
     """
     start = time.perf_counter()
     shape = _check_shape(input_shape)
