@@ -91,8 +91,8 @@ class Certificate:
 
     References
     ----------
-    .. [1] docs/certify.md: what the two ends mean and the lemmas behind each route
-       (``upper_method``, ``lower_method``).
+    * docs/certify.md: what the two ends mean and the lemmas behind each route
+      (``upper_method``, ``lower_method``).
 
     Examples
     --------
@@ -463,17 +463,17 @@ def certify(
 
     References
     ----------
-    .. [1] docs/certify.md, the lemmas L1-L11 and the strategy per layer (section 3) that this
-       function implements; docs/proofs.md, theorems G1 (circular embedding) and G5
-       (Bernstein cells).
-    .. [2] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (the circular route, per frequency).
-    .. [3] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (zero padding by circular
-       embedding).
-    .. [4] S. M. Rump, "Verification of Positive Definiteness", BIT Numerical Mathematics 46,
-       2006 (the verified Cholesky test, lemma L9); N. J. Higham, "Accuracy and Stability of
-       Numerical Algorithms", 2nd ed., SIAM 2002, Thm. 10.3.
+    * docs/certify.md, the lemmas L1-L11 and the strategy per layer (section 3) that this
+      function implements; docs/proofs.md, theorems G1 (circular embedding) and G5
+      (Bernstein cells).
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the circular route, per frequency).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (zero padding by circular
+      embedding).
+    * S. M. Rump, "Verification of Positive Definiteness", BIT Numerical Mathematics 46,
+      2006 (the verified Cholesky test, lemma L9); N. J. Higham, "Accuracy and Stability of
+      Numerical Algorithms", 2nd ed., SIAM 2002, Thm. 10.3.
 
     Examples
     --------

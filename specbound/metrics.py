@@ -100,9 +100,9 @@ def margins(logits: Any, labels: Any) -> np.ndarray:
 
     References
     ----------
-    .. [1] Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
-       Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
-       (the radius ``margin / (sqrt(2) L)``).
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
 
     Examples
     --------
@@ -140,9 +140,9 @@ def certified_radius(logits: Any, labels: Any, lipschitz: Any) -> np.ndarray:
 
     References
     ----------
-    .. [1] Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
-       Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
-       (the radius ``margin / (sqrt(2) L)``).
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
 
     Examples
     --------
@@ -180,9 +180,9 @@ def certified_accuracy(
 
     References
     ----------
-    .. [1] Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
-       Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
-       (the radius ``margin / (sqrt(2) L)``).
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
 
     Examples
     --------

@@ -110,8 +110,8 @@ class ConvSpec:
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix": the operator this spec describes
-       (PyTorch's cross-correlation after padding with the mode).
+    * docs/theory/operators.md, "The layer as a matrix": the operator this spec describes
+      (PyTorch's cross-correlation after padding with the mode).
 
     Examples
     --------

@@ -130,12 +130,12 @@ def spectral_norm(
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
-       Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173,
-       Sec. 3 (``gram_circular``).
-    .. [2] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (``gram_zero``).
-    .. [3] docs/theory/bounds.md, "Gram iteration"; docs/proofs.md, theorems C1-C7 and Z1-Z8.
+    * B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
+      Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173,
+      Sec. 3 (``gram_circular``).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (``gram_zero``).
+    * docs/theory/bounds.md, "Gram iteration"; docs/proofs.md, theorems C1-C7 and Z1-Z8.
 
     Examples
     --------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,3 +57,59 @@ def test_module_examples(name: str) -> None:
             runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+# -- every public object has References and Examples; no pointer to notes outside the repository
+
+
+def _public_objects() -> list[tuple[str, object]]:
+    import specbound
+    import specbound.bounds
+    import specbound.layers
+    import specbound.metrics
+    import specbound.operators
+
+    objects = [
+        (f"specbound.{name}", getattr(specbound, name))
+        for name in (
+            "certify",
+            "Certificate",
+            "spectral_norm",
+            "methods",
+            "ConvSpec",
+            "audit",
+            "AuditReport",
+            "LayerBound",
+        )
+    ]
+    objects.append(("specbound.bounds.compute", specbound.bounds.compute))
+    for module in (specbound.operators, specbound.layers, specbound.metrics):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if callable(value):  # ROUNDING_ALLOWANCE is a documented constant
+                objects.append((f"{module.__name__}.{name}", value))
+    return objects
+
+
+@pytest.mark.parametrize(
+    "name,obj", _public_objects(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_public_object_has_references_and_examples(name: str, obj: object) -> None:
+    doc = obj.__doc__ or ""
+    assert "\nReferences\n" in doc.replace(" ", ""), f"{name} has no References section"
+    assert "\nExamples\n" in doc.replace(" ", ""), f"{name} has no Examples section"
+    assert ">>> " in doc, f"{name} has no runnable example"
+
+
+NOTES = re.compile(r"research/|(?<![/\w])(?:gram|layers|ecosystem)\.md\b")
+
+
+def test_no_pointer_to_notes_outside_the_repository() -> None:
+    package = Path(__file__).resolve().parents[1] / "specbound"
+    found = [
+        f"{path.relative_to(package.parent)}:{i}"
+        for path in sorted(package.rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if NOTES.search(line)
+    ]
+    assert not found, f"pointers to notes that are not in the repository: {found}"

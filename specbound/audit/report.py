@@ -31,10 +31,10 @@ class LayerBound:
 
     References
     ----------
-    .. [1] docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
-       budget fallback); each layer's certificate is :func:`specbound.certify`'s.
-    .. [2] C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
-       (the product of per-layer norms bounds the network's Lipschitz constant).
+    * docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+      budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    * C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+      (the product of per-layer norms bounds the network's Lipschitz constant).
 
     Examples
     --------
@@ -139,10 +139,10 @@ class AuditReport:
 
     References
     ----------
-    .. [1] docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
-       budget fallback); each layer's certificate is :func:`specbound.certify`'s.
-    .. [2] C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
-       (the product of per-layer norms bounds the network's Lipschitz constant).
+    * docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+      budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    * C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+      (the product of per-layer norms bounds the network's Lipschitz constant).
 
     Examples
     --------

@@ -191,8 +191,8 @@ def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
 
     References
     ----------
-    .. [1] docs/theory/bounds.md, "The registry": each method's paper and the equation or
-       theorem it implements (``Method.reference``).
+    * docs/theory/bounds.md, "The registry": each method's paper and the equation or
+      theorem it implements (``Method.reference``).
 
     Examples
     --------
@@ -220,8 +220,8 @@ def methods() -> list[Method]:
 
     References
     ----------
-    .. [1] docs/theory/bounds.md, "The registry"; the paper behind each entry is in its
-       ``reference`` field (and in CITATION.cff).
+    * docs/theory/bounds.md, "The registry"; the paper behind each entry is in its
+      ``reference`` field (and in CITATION.cff).
 
     Examples
     --------

@@ -138,8 +138,8 @@ class CachedTransform(nn.Module):
 
     References
     ----------
-    .. [1] PyTorch, ``torch.nn.utils.parametrize.register_parametrization`` (the
-       parametrization protocol this class implements).
+    * PyTorch, ``torch.nn.utils.parametrize.register_parametrization`` (the
+      parametrization protocol this class implements).
 
     Examples
     --------
@@ -194,7 +194,7 @@ class ConstrainedConv2d(nn.Module):
 
     References
     ----------
-    .. [1] docs/howto/train-1-lipschitz.md; the constraint of each subclass cites its paper.
+    * docs/howto/train-1-lipschitz.md; the constraint of each subclass cites its paper.
 
     Examples
     --------

@@ -15,8 +15,8 @@ class MaxMin(nn.Module):
 
     References
     ----------
-    .. [1] C. Anil, J. Lucas and R. Grosse, "Sorting Out Lipschitz Function Approximation",
-       ICML 2019 (GroupSort; MaxMin is GroupSort with groups of two).
+    * C. Anil, J. Lucas and R. Grosse, "Sorting Out Lipschitz Function Approximation",
+      ICML 2019 (GroupSort; MaxMin is GroupSort with groups of two).
 
     Examples
     --------

@@ -47,9 +47,9 @@ class AOLConv2d(_RescaledConv2d):
 
     References
     ----------
-    .. [1] B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-       Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    .. [2] docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
 
     Examples
     --------
@@ -108,9 +108,9 @@ class AOLLinear(RescaledLinear):
 
     References
     ----------
-    .. [1] B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-       Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    .. [2] docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
 
     Examples
     --------

@@ -4,7 +4,7 @@ Li, Haque, Anil, Lucas, Grosse & Jacobsen, "Preventing Gradient Attenuation in L
 Constrained Convolutional Networks", NeurIPS 2019 (arXiv 1911.00937). The construction is the
 block convolution of 2-tap orthogonal-projector kernels of Xiao et al. (ICML 2018, Alg. 1).
 
-Construction (implemented from the mathematics; notation of ``research/layers.md`` Sec. 2)
+Construction (implemented from the mathematics of the two papers above)
 ----------------------------------------------------------------------------------------------
 With ``m = max(c_in, c_out)`` channels (per group), one orthogonal ``H`` and symmetric
 projectors ``P_1..P_{kh-1}`` (vertical) and ``Q_1..Q_{kw-1}`` (horizontal) of rank
@@ -77,9 +77,9 @@ def norm_upper_bound(a: torch.Tensor, n_iter: int = 3) -> torch.Tensor:
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
-       Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173
-       (Gram iteration on a matrix); docs/proofs.md, theorem GI-UB.
+    * B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
+      Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173
+      (Gram iteration on a matrix); docs/proofs.md, theorem GI-UB.
 
     Examples
     --------
@@ -124,11 +124,11 @@ def bjorck(a: torch.Tensor, n_iter: int = 20, *, prescale: str = "gram") -> torc
 
     References
     ----------
-    .. [1] Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-       Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-       Sec. 4 (block convolution orthogonal parametrization).
-    .. [2] Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
-       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
+      Sec. 4 (block convolution orthogonal parametrization).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
     Examples
     --------
@@ -205,11 +205,11 @@ def bcop_kernel(
 
     References
     ----------
-    .. [1] Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-       Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-       Sec. 4 (block convolution orthogonal parametrization).
-    .. [2] Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
-       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
+      Sec. 4 (block convolution orthogonal parametrization).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
     Examples
     --------
@@ -279,11 +279,11 @@ class BCOPKernel(CachedTransform):
 
     References
     ----------
-    .. [1] Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-       Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-       Sec. 4 (block convolution orthogonal parametrization).
-    .. [2] Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
-       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
+      Sec. 4 (block convolution orthogonal parametrization).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
     Examples
     --------
@@ -416,11 +416,11 @@ class BCOPConv2d(ConstrainedConv2d):
 
     References
     ----------
-    .. [1] Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-       Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-       Sec. 4 (block convolution orthogonal parametrization).
-    .. [2] Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
-       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
+      Sec. 4 (block convolution orthogonal parametrization).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
     Examples
     --------
@@ -541,11 +541,11 @@ def bcop_(
 
     References
     ----------
-    .. [1] Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-       Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-       Sec. 4 (block convolution orthogonal parametrization).
-    .. [2] Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
-       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
+      Sec. 4 (block convolution orthogonal parametrization).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
     Examples
     --------

@@ -2,7 +2,7 @@
 
 Liu, Li, Zhai, You, Zhu, Fernandez-Granda & Qu, "Convolutional Normalization: Improving Deep
 Convolutional Network Robustness and Training", NeurIPS 2021 (arXiv 2103.00673). Implemented
-from the mathematics (``research/layers.md`` Sec. 4), with :mod:`torch.fft`.
+from the mathematics of the paper, with :mod:`torch.fft`.
 
 The normalisation step
 ----------------------
@@ -102,11 +102,11 @@ def convnorm_normalizer(
 
     References
     ----------
-    .. [1] S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
-       "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
-       Training", NeurIPS 2021, Sec. 3.
-    .. [2] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (the per-frequency view it rests on).
+    * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
+      "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
+      Training", NeurIPS 2021, Sec. 3.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the per-frequency view it rests on).
 
     Examples
     --------
@@ -167,11 +167,11 @@ class ConvNorm2d(nn.Module):
 
     References
     ----------
-    .. [1] S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
-       "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
-       Training", NeurIPS 2021, Sec. 3.
-    .. [2] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (the per-frequency view it rests on).
+    * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
+      "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
+      Training", NeurIPS 2021, Sec. 3.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the per-frequency view it rests on).
 
     Examples
     --------

@@ -55,8 +55,8 @@ class ResidualBlock(nn.Module):
 
     References
     ----------
-    .. [1] A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
-       Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3.
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3.
 
     Examples
     --------
@@ -261,8 +261,8 @@ def export_model(
 
     References
     ----------
-    .. [1] docs/howto/train-1-lipschitz.md (training, certifying and exporting a 1-Lipschitz
-       network).
+    * docs/howto/train-1-lipschitz.md (training, certifying and exporting a 1-Lipschitz
+      network).
 
     Examples
     --------

@@ -97,8 +97,8 @@ def padding_norm(size: tuple[int, int], pads: tuple[int, int, int, int], mode: s
 
     References
     ----------
-    .. [1] docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
-       square root of the largest multiplicity).
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
 
     Examples
     --------
@@ -130,8 +130,8 @@ def padding_norm_bound(
 
     References
     ----------
-    .. [1] docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
-       square root of the largest multiplicity).
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
 
     Examples
     --------
@@ -163,8 +163,8 @@ def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.
 
     References
     ----------
-    .. [1] docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
-       square root of the largest multiplicity).
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
 
     Examples
     --------
@@ -201,8 +201,8 @@ def pad2d_adjoint(
 
     References
     ----------
-    .. [1] docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
-       square root of the largest multiplicity).
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
 
     Examples
     --------

@@ -100,10 +100,10 @@ def rescaling_factors_for(
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -150,10 +150,10 @@ def rescale(
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -183,9 +183,9 @@ def aol(weight: torch.Tensor, *, side: str = "input", groups: int = 1, eps: floa
 
     References
     ----------
-    .. [1] B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-       Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    .. [2] docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
 
     Examples
     --------
@@ -204,10 +204,10 @@ class Rescaling(CachedTransform):
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -348,10 +348,10 @@ class SRConv2d(_RescaledConv2d):
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -409,10 +409,10 @@ class RescaledLinear(nn.Module):
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -489,10 +489,10 @@ class SRLinear(RescaledLinear):
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -542,10 +542,10 @@ def spectral_rescaling_(
 
     References
     ----------
-    .. [1] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
-       is AOL).
-    .. [2] docs/proofs.md, theorems SR1-SR5.
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -572,9 +572,9 @@ def aol_(module: nn.Module, *, side: str = "input", eps: float = 0.0) -> nn.Modu
 
     References
     ----------
-    .. [1] B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-       Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    .. [2] docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
 
     Examples
     --------

@@ -15,7 +15,7 @@ matrix ``C^T T^{-1} D C`` is symmetric PSD with largest eigenvalue
 in ``[-1, 1]``.
 
 ``T`` here is the residual spectral-rescaling factor with learnable positive weights ``q``
-(Delattre et al. 2024, arXiv 2402.00240; ``research/gram.md`` Sec. 5),
+(Delattre et al. 2024, arXiv 2402.00240; docs/proofs.md, theorem SR5),
 :func:`specbound.bounds.gram.rescaling_factors_residual`:
 ``t_i = (sum_{j, delta} |K_T[i, j, delta]| q_j / q_i)^{2^{-(T-1)}}`` with ``C C^T <= diag(t)``
 for every ``q > 0`` (weighted Schur test and Löwner–Heinz). ``n_iter = 1`` is the SLL matrix
@@ -60,11 +60,11 @@ def sll_factors(
 
     References
     ----------
-    .. [1] A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
-       Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
-       layer).
-    .. [2] B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
-       factors ``t``); docs/proofs.md, theorems SR1-SR5.
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -107,11 +107,11 @@ class SLLConv2d(nn.Module):
 
     References
     ----------
-    .. [1] A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
-       Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
-       layer).
-    .. [2] B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
-       factors ``t``); docs/proofs.md, theorems SR1-SR5.
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------
@@ -231,11 +231,11 @@ class SLLLinear(nn.Module):
 
     References
     ----------
-    .. [1] A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
-       Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
-       layer).
-    .. [2] B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
-       factors ``t``); docs/proofs.md, theorems SR1-SR5.
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
 
     Examples
     --------

@@ -85,12 +85,12 @@ def polyphase_kernel(layer: Layer) -> np.ndarray:
 
     References
     ----------
-    .. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
-    .. [2] A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
-       Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
-       strided layer).
-    .. [3] docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
 
     Examples
     --------
@@ -156,12 +156,12 @@ def frequency_matrices(
 
     References
     ----------
-    .. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
-    .. [2] A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
-       Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
-       strided layer).
-    .. [3] docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
 
     Examples
     --------
@@ -207,12 +207,12 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
 
     References
     ----------
-    .. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
-    .. [2] A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
-       Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
-       strided layer).
-    .. [3] docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
 
     Examples
     --------

@@ -35,7 +35,7 @@ def conv_matrix(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) ->
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
 
     Examples
     --------

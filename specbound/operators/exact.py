@@ -17,7 +17,7 @@ def exact_route(kernel: Any, spec: ConvSpec) -> str:
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "Exact routes, and their accuracy".
+    * docs/theory/operators.md, "Exact routes, and their accuracy".
 
     Examples
     --------
@@ -67,9 +67,9 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "Exact routes, and their accuracy".
-    .. [2] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
-       ICLR 2019, Thm. 6 (the circulant route).
+    * docs/theory/operators.md, "Exact routes, and their accuracy".
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the circulant route).
 
     Examples
     --------

@@ -23,7 +23,7 @@ class ConvOperator(LinearOperator):
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
 
     Examples
     --------
@@ -116,7 +116,7 @@ def conv_operator(
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
 
     Examples
     --------

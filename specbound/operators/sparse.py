@@ -21,7 +21,7 @@ def axis_selection(index: np.ndarray, n: int) -> list[sp.csr_array]:
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
 
     Examples
     --------
@@ -67,7 +67,7 @@ def conv_sparse(kernel: Any, spec: ConvSpec, *, layout: str = "channels_first") 
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
 
     Examples
     --------

@@ -30,10 +30,10 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The symbol supremum".
-    .. [2] B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
-       with Circular and Zero Paddings", arXiv:2402.00240, 2024 (the supremum of the symbol is
-       the every-size norm of a zero-padded layer).
+    * docs/theory/operators.md, "The symbol supremum".
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (the supremum of the symbol is
+      the every-size norm of a zero-padded layer).
 
     Examples
     --------
@@ -67,11 +67,11 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
 
     References
     ----------
-    .. [1] docs/theory/operators.md, "The symbol supremum"; docs/proofs.md, theorem G5 (how far
-       a grid maximum can sit below the supremum).
-    .. [2] A. Araujo, B. Negrevergne, Y. Chevaleyre and J. Atif, "On Lipschitz Regularization of
-       Convolutional Layers using Toeplitz Matrix Theory", AAAI 2021 (the symbol sampled on a
-       grid).
+    * docs/theory/operators.md, "The symbol supremum"; docs/proofs.md, theorem G5 (how far
+      a grid maximum can sit below the supremum).
+    * A. Araujo, B. Negrevergne, Y. Chevaleyre and J. Atif, "On Lipschitz Regularization of
+      Convolutional Layers using Toeplitz Matrix Theory", AAAI 2021 (the symbol sampled on a
+      grid).
 
     Examples
     --------
