@@ -125,8 +125,9 @@ def bjorck(a: torch.Tensor, n_iter: int = 20, *, prescale: str = "gram") -> torc
     References
     ----------
     * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-      Sec. 4 (block convolution orthogonal parametrization).
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
     * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
@@ -206,8 +207,9 @@ def bcop_kernel(
     References
     ----------
     * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-      Sec. 4 (block convolution orthogonal parametrization).
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
     * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
@@ -280,8 +282,9 @@ class BCOPKernel(CachedTransform):
     References
     ----------
     * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-      Sec. 4 (block convolution orthogonal parametrization).
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
     * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
@@ -417,8 +420,9 @@ class BCOPConv2d(ConstrainedConv2d):
     References
     ----------
     * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-      Sec. 4 (block convolution orthogonal parametrization).
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
     * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 
@@ -542,8 +546,9 @@ def bcop_(
     References
     ----------
     * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
-      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019,
-      Sec. 4 (block convolution orthogonal parametrization).
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
     * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
       Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
 

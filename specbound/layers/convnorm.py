@@ -104,7 +104,7 @@ def convnorm_normalizer(
     ----------
     * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
       "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
-      Training", NeurIPS 2021, Sec. 3.
+      Training", NeurIPS 2021.
     * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
       ICLR 2019, Thm. 6 (the per-frequency view it rests on).
 
@@ -169,7 +169,7 @@ class ConvNorm2d(nn.Module):
     ----------
     * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
       "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
-      Training", NeurIPS 2021, Sec. 3.
+      Training", NeurIPS 2021.
     * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
       ICLR 2019, Thm. 6 (the per-frequency view it rests on).
 
