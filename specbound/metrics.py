@@ -97,6 +97,20 @@ def margins(logits: Any, labels: Any) -> np.ndarray:
     -------
     numpy.ndarray
         ``(N,)`` float64.
+
+    References
+    ----------
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound.metrics import margins
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    >>> margins(logits, np.array([0, 1]))  # the second input is misclassified
+    array([ 2., -2.])
     """
     z, y = _check(logits, labels)
     rows = np.arange(z.shape[0])
@@ -123,6 +137,20 @@ def certified_radius(logits: Any, labels: Any, lipschitz: Any) -> np.ndarray:
     -------
     numpy.ndarray
         ``(N,)`` float64, rounded down: no perturbation of smaller L2 norm changes the class.
+
+    References
+    ----------
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound.metrics import certified_radius
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    >>> certified_radius(logits, np.array([0, 1]), 1.0)  # 2 / sqrt(2), and 0
+    array([1.414214, 0.      ])
     """
     m = margins(logits, labels)
     lip = _lipschitz(lipschitz)
@@ -149,6 +177,22 @@ def certified_accuracy(
     float or numpy.ndarray
         One accuracy in ``[0, 1]`` per radius (a float for a scalar ``radius``); NaN never
         appears (an empty batch is refused).
+
+    References
+    ----------
+    * Y. Tsuzuku, I. Sato and M. Sugiyama, "Lipschitz-Margin Training: Scalable
+      Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018
+      (the radius ``margin / (sqrt(2) L)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound.metrics import certified_accuracy
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    >>> certified_accuracy(logits, np.array([0, 1]), 1.0, 1.0)
+    0.5
+    >>> certified_accuracy(logits, np.array([0, 1]), 1.0, [0.0, 1.0, 1.5])
+    array([0.5, 0.5, 0. ])
     """
     r = certified_radius(logits, labels, lipschitz)
     if r.size == 0:

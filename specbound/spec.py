@@ -107,6 +107,28 @@ class ConvSpec:
         As in :class:`torch.nn.Conv2d`; each ``>= 1``.
     groups : int
         Number of blocks; must divide both channel counts.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix": the operator this spec describes
+      (PyTorch's cross-correlation after padding with the mode).
+
+    Examples
+    --------
+    >>> import specbound as sb
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(32, 32), stride=2)
+    >>> spec  # doctest: +ELLIPSIS
+    ConvSpec(padding='circular', pad='same', input_size=(32, 32), stride=(2, 2), ...)
+    >>> spec.replace(padding="zeros").padding
+    'zeros'
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect")
+    >>> sb.ConvSpec.from_module(conv, input_size=(16, 16))  # doctest: +ELLIPSIS
+    ConvSpec(padding='reflect', pad=(1, 1), input_size=(16, 16), ...)
+    >>> sb.ConvSpec(padding="mirror")
+    Traceback (most recent call last):
+    ...
+    ValueError: padding must be one of ...
     """
 
     padding: str = "zeros"

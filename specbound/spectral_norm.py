@@ -127,6 +127,30 @@ def spectral_norm(
     -----
     TF32 (``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``)
     is switched off during the call and restored afterwards.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
+      Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173,
+      Sec. 3 (``gram_circular``).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (``gram_zero``).
+    * docs/theory/bounds.md, "Gram iteration"; docs/proofs.md, theorems C1-C7 and Z1-Z8.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> kernel = torch.ones(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    >>> bound = sb.spectral_norm(kernel, padding="circular", input_size=(8, 8))
+    >>> round(bound.item(), 6)
+    9.0
+    >>> bound.backward()
+    >>> kernel.grad.shape
+    torch.Size([1, 1, 3, 3])
+    >>> every_size = sb.spectral_norm(kernel.detach())  # gram_zero: zeros, every input size
+    >>> every_size.item() >= 9.0 - 1e-9
+    True
     """
     kernel = _check_kernel(kernel, "kernel", 4)
     spec = ConvSpec(

@@ -586,18 +586,7 @@ def test_weight_cache_in_eval_mode():
     assert layer.parametrizations.weight.original.grad.abs().sum() > 0
 
 
-def require_certify():
-    """Skip only when specbound.certify itself is missing (ImportError / AttributeError)."""
-    try:
-        from specbound.layers._base import certify_function
-
-        certify_function()
-    except (ImportError, AttributeError):
-        pytest.skip("specbound.certify is not available yet")
-
-
 def test_certify_brackets_the_layer():
-    require_certify()
     torch.manual_seed(8)
     layer = AOLConv2d(2, 3, 3, padding_mode="circular", dtype=torch.float64)
     set_original(layer, torch.randn(3, 2, 3, 3, dtype=torch.float64))

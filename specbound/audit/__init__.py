@@ -39,7 +39,7 @@ Conv/Linear directly followed by eval     folded: ``W' = diag(gamma / sqrt(var +
 BatchNorm (sole user)                     certified (the fold's own rounding is added, see
                                           :func:`_fold_allowance`)
 other eval BatchNorm1d/2d                 ``max_c |gamma_c| / sqrt(var_c + eps)`` (a diagonal map;
-                                          **not** ``gamma / var``: gram.md Sec. 6 item 14)
+                                          **not** ``gamma / var``)
 Linear, F.linear, addmm, x @ W            ``||W||_2``, certified as a 1x1 conv on a 1x1 input
 AvgPool1d/2d, AdaptiveAvgPool1d/2d        exact: the map is ``I_C (x) B_h (x) B_w`` with 1-D
                                           averaging matrices ``B`` (PyTorch's divisor rules,
@@ -77,7 +77,7 @@ The Lipschitz constant of a nonlinear network is not bracketed from below here. 
 where the network is differentiable ``||J(x)|| <= Lip``, but a Jacobian power iteration there is
 a floating-point estimate of a local slope (and at a ReLU kink autograd's chain-rule product
 need not be a derivative at all), usually far below ``Lip``: it must never serve as the
-reference value of ``Lip`` (the mistake of gram.md Sec. 6 item 14). It is reported only as
+reference value of ``Lip``. It is reported only as
 ``AuditReport.local_estimate``, labelled a local lower *estimate* (not a certificate), next to
 the composed upper bound (:func:`local_lipschitz_estimate`). Rules added for issue 14
 (normalisation, max/sort, broadcasts, resampling, transposed convolutions, folding and merging)
@@ -213,6 +213,30 @@ def audit(
     AuditError
         The model cannot be traced, the forward pass fails at ``input_shape``, or an operator
         has no Lipschitz rule (the message names the module or node).
+
+    References
+    ----------
+    * docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+      budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    * C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+      (the product of per-layer norms bounds the network's Lipschitz constant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+    ...     torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    >>> report = sb.audit(model, (1, 4, 4), progress=False)
+    >>> [layer.name for layer in report.layers], report.layers[0].kind
+    (['0', '1', '3'], 'certified')
+    >>> report.converged, report.lower is None  # ReLU: no certified lower bound
+    (True, True)
+    >>> conv, relu, linear = report.layers
+    >>> report.upper >= conv.upper * relu.upper * linear.upper  # composed along the chain
+    True
     """
     start = time.perf_counter()
     shape = _check_shape(input_shape)

@@ -28,6 +28,28 @@ class LayerBound:
     kind : {"certified", "exact", "bound"}
         ``certified``: a :func:`specbound.certify` bracket (or a rigorous bracket of a small
         matrix); ``exact``: a closed form rounded outwards; ``bound``: an upper bound only.
+
+    References
+    ----------
+    * docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+      budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    * C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+      (the product of per-layer norms bounds the network's Lipschitz constant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+    ...     torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    >>> report = sb.audit(model, (1, 4, 4), progress=False)
+    >>> conv = report.layers[0]
+    >>> isinstance(conv, sb.LayerBound), conv.type, conv.upper_method
+    (True, 'Conv2d', 'dense_verified_core')
+    >>> conv.lower <= conv.upper
+    True
     """
 
     name: str
@@ -114,6 +136,27 @@ class AuditReport:
         ``rtol`` was not given and the audit's default was used.
     budget : dict
         ``max_seconds`` and ``max_seconds_per_layer`` the run used.
+
+    References
+    ----------
+    * docs/certify.md, section 6 "Audit rules beyond convolutions" and lemma L-TAP (the
+      budget fallback); each layer's certificate is :func:`specbound.certify`'s.
+    * C. Szegedy et al., "Intriguing properties of neural networks", ICLR 2014, Sec. 4.3
+      (the product of per-layer norms bounds the network's Lipschitz constant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+    ...     torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    >>> report = sb.audit(model, (1, 4, 4), progress=False)
+    >>> isinstance(report, sb.AuditReport), report.input_shape
+    (True, (1, 4, 4))
+    >>> print(report.to_markdown().splitlines()[0])
+    # specbound audit: Sequential, input 1x4x4
     """
 
     model: str

@@ -187,11 +187,52 @@ def get_method(name: str) -> Method:
 
 
 def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
-    """Run the registered ``method`` on ``(kernel, spec)``; refuses layers outside its domain."""
+    """Run the registered ``method`` on ``(kernel, spec)``; refuses layers outside its domain.
+
+    References
+    ----------
+    * docs/theory/bounds.md, "The registry": each method's paper and the equation or
+      theorem it implements (``Method.reference``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound import ConvSpec
+    >>> from specbound.bounds import compute
+    >>> spec = ConvSpec(padding="circular", input_size=(8, 8))
+    >>> bound = compute("sedghi", np.ones((1, 1, 3, 3)), spec)
+    >>> bound.kind, round(bound.value, 9)
+    ('exact', 9.0)
+
+    A method refuses a layer outside its domain:
+
+    >>> compute("sedghi", np.ones((1, 1, 3, 3)), ConvSpec(padding="zeros", input_size=(8, 8)))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
+    """
     found = get_method(method)
     return found(kernel, check_spec(spec), **options)
 
 
 def methods() -> list[Method]:
-    """Every registered method, in registration order."""
+    """Every registered method, in registration order.
+
+    References
+    ----------
+    * docs/theory/bounds.md, "The registry"; the paper behind each entry is in its
+      ``reference`` field (and in CITATION.cff).
+
+    Examples
+    --------
+    >>> import specbound as sb
+    >>> names = [m.name for m in sb.methods()]
+    >>> "gram_circular" in names and "sedghi" in names
+    True
+    >>> sedghi = next(m for m in sb.methods() if m.name == "sedghi")
+    >>> sedghi.kind, sedghi.paddings
+    ('exact', ('circular',))
+    >>> sedghi.reference  # doctest: +ELLIPSIS
+    'Sedghi, Gupta & Long, The Singular Values of Convolutional Layers, ICLR 2019, Thm. 6 ...'
+    """
     return list(REGISTRY.values())

@@ -269,10 +269,6 @@ def sedghi_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     return value
 
 
-def _check_circulant(layer: Layer) -> None:
-    require_circulant(layer)
-
-
 @register(
     name="sedghi",
     kind="exact",
@@ -282,7 +278,7 @@ def _check_circulant(layer: Layer) -> None:
     input_size=SIZE_GIVEN,
     differentiable=True,
     cost="O(HW c^2 k^2) for the frequency matrices + O(HW min(c_in,c_out)^3) eigenvalues",
-    check=_check_circulant,
+    check=require_circulant,
     torch_func=sedghi_norm,
 )
 def sedghi(layer: Layer) -> Bound:

@@ -17,7 +17,7 @@ Three methods and the spectral-rescaling factors built on the same iteration:
   :math:`S(K)` and hence on the layer for every input size.
 
 Every iteration rescales its iterate at each step and carries the scale in a log accumulator
-(``research/gram.md`` §2.2), so nothing overflows or underflows for kernel scales
+(docs/theory/bounds.md, "Gram iteration"), so nothing overflows or underflows for kernel scales
 between 1e-150 and 1e150, and an all-zero matrix or kernel gives exactly 0 (the normaliser
 is replaced by 1 where it vanishes). Normalisers are detached from autograd: the bounds are
 positively 1-homogeneous, so this leaves every gradient exact.
@@ -66,8 +66,8 @@ def tf32_disabled() -> Iterator[None]:
     """Switch TF32 off in CUDA matmul and cuDNN for the duration, then restore both flags.
 
     With TF32 (10-bit mantissa, the cuDNN default on Ampere/Hopper) a float32 self-correlation
-    or Gram product can move the result by ~1e-5 relative, in either direction (gram.md §8
-    item 4), which no float32 bound should absorb silently.
+    or Gram product can move the result by ~1e-5 relative, in either direction, which no float32
+    bound should absorb silently.
     """
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -301,7 +301,8 @@ def _complex_dtype(real: torch.dtype) -> torch.dtype:
 
 
 def _schatten_gradient(matrix: torch.Tensor, n_iter: int, value: torch.Tensor) -> torch.Tensor:
-    """Gradient of :math:`\\beta = \\|W\\|_{S_p}`, :math:`p = 2^{T+1}` (gram.md §2.3):
+    """Gradient of :math:`\\beta = \\|W\\|_{S_p}`, :math:`p = 2^{T+1}`
+    (docs/theory/bounds.md, "Differentiation"):
 
     .. math:: \\nabla_W \\|W\\|_{S_p} = \\frac{W (W^* W)^{p/2-1}}{\\|W\\|_{S_p}^{p-1}}.
 
@@ -366,9 +367,10 @@ def gram_iteration(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
               = \\Big(\\sum_i \\sigma_i^{2^{T+1}}\\Big)^{2^{-(T+1)}} \\ge \\sigma_1(W),
 
     non-increasing in ``T``, with :math:`\\beta_T \\le \\mathrm{rank}(W)^{2^{-(T+1)}}\\sigma_1`
-    (gram.md §2.1). Each step is Frobenius-normalised with a log accumulator (§2.2); the Gram
+    (docs/proofs.md, GI-UB and GI-RANK). Each step is Frobenius-normalised with a log
+    accumulator (docs/theory/bounds.md); the Gram
     product runs on the smaller side (``min(p, q)``). The backward is the closed-form gradient
-    of the Schatten norm (§2.3), not a differentiation through the iterations.
+    of the Schatten norm (GI-SCHATTEN), not a differentiation through the iterations.
 
     Parameters
     ----------
@@ -481,14 +483,15 @@ def rescaling_factors(kernel: torch.Tensor, n_iter: int, *, groups: int = 1) -> 
     """Spectral-rescaling factors of a conv kernel, one per output channel.
 
     Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), Sec. 5 (spectral rescaling),
-    gram.md §5: with :math:`K_1 = K \\star K` (full spatial self-correlation on the output
-    side, ``c_out x c_out`` channels) and :math:`K_{t+1} = K_t \\star K_t`,
+    docs/proofs.md, theorems SR1-SR5: with :math:`K_1 = K \\star K` (full spatial
+    self-correlation on the output side, ``c_out x c_out`` channels) and
+    :math:`K_{t+1} = K_t \\star K_t`,
 
     .. math:: t_i = \\Big(\\sum_{j,\\delta} |K_T[i,j,\\delta]|\\Big)^{2^{-T}}.
 
     Then :math:`\\|\\mathrm{diag}(t)^{-1}\\,\\mathrm{op}(K)\\|_2 \\le 1` for circular padding
     (any size), zero padding (any size and pad), any stride and any dilation (Schur test and
-    Löwner–Heinz, gram.md §5), and :math:`\\max_i t_i` is the ``gram_zero`` bound on the
+    Löwner–Heinz; theorem SR1), and :math:`\\max_i t_i` is the ``gram_zero`` bound on the
     output side. ``T = 1`` is AOL (Prach & Lampert 2022) on the output side. The factors do
     not depend on the dilation (the self-correlation of a dilated kernel is the dilated
     self-correlation), so pass the undilated kernel.
@@ -516,7 +519,8 @@ def rescaling_factors(kernel: torch.Tensor, n_iter: int, *, groups: int = 1) -> 
 
 
 def rescaling_factors_dense(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
-    """Spectral-rescaling factors of a matrix, one per row (gram.md §5, Delattre et al. 2024).
+    """Spectral-rescaling factors of a matrix, one per row (Delattre et al. 2024;
+    docs/proofs.md, theorem SR4).
 
     With :math:`M = (W W^\\top)^{2^{T-1}}`: :math:`t_i = (\\sum_j |M_{ij}|)^{2^{-T}}` and
     :math:`\\|\\mathrm{diag}(t)^{-1} W\\|_2 \\le 1`. ``T = 1`` is AOL on the rows.
@@ -541,7 +545,8 @@ def rescaling_factors_dense(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
 def rescaling_factors_residual(
     kernel_or_matrix: torch.Tensor, n_iter: int, q: torch.Tensor
 ) -> torch.Tensor:
-    """Residual (SLL-style) rescaling factors with positive weights ``q`` (gram.md §5).
+    """Residual (SLL-style) rescaling factors with positive weights ``q``
+    (docs/proofs.md, theorem SR5).
 
     .. math:: t^{\\mathrm{res}}_i = \\Big(\\sum_{j(,\\delta)} |M_{ij(\\delta)}|\\,
               \\frac{q_j}{q_i}\\Big)^{2^{-(T-1)}},
@@ -865,15 +870,15 @@ def _gram_circular_torch(
 
     ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> shape ``(...)``. The forward runs without
     autograd over every frequency (batched matrix products, chunked); the gradient is the
-    closed-form Schatten gradient at the maximising frequency (gram.md §2.3), chained to the
-    kernel through that frequency's matrix only.
+    closed-form Schatten gradient at the maximising frequency (docs/theory/bounds.md),
+    chained to the kernel through that frequency's matrix only.
 
     The value is the Gram iteration of Delattre et al. 2023 (Sec. 3) on every frequency
     matrix of the half-spectrum (:class:`_CircularDFT`, :func:`_circular_log_bounds`,
     :func:`_gram_powers`), an upper bound on the exact circular norm in exact arithmetic.
     It runs in the kernel's dtype (complex64 for float32, TF32 off), so a
     float32 value carries float32 rounding: about 1e-7 relative, and once converged it can
-    sit that much below the exact norm (gram.md §8); the float64 :class:`Bound` path is
+    sit that much below the exact norm; the float64 :class:`Bound` path is
     the one the rounding allowances are stated for.
     """
     n_iter = _check_n_iter(n_iter, 0)
@@ -1001,10 +1006,10 @@ def gram_circular(layer: Layer, *, n_iter: int = 6, chunk: int | None = None) ->
     by the 2-D DFT (Sedghi et al. 2019), so
     :math:`\\sigma_{\\mathrm{circ}} = \\max_\\omega \\sigma_1(\\hat K(\\omega)) \\le
     \\max_\\omega \\|\\hat K(\\omega)\\|_{S_{2^{T+1}}} \\le \\min(c_o, c_i)^{2^{-(T+1)}}
-    \\sigma_{\\mathrm{circ}}` (gram.md §3). The kernel is wrapped modulo the input size
-    (never cropped); stride through the polyphase reshape (the stride must divide the size);
-    dilation places the taps; the bound is the max over groups. ``chunk`` bounds the number
-    of frequencies per batched product (memory).
+    \\sigma_{\\mathrm{circ}}` (docs/proofs.md, theorems C1-C2). The kernel is wrapped modulo the
+    input size (never cropped); stride through the polyphase reshape (the stride must divide
+    the size); dilation places the taps; the bound is the max over groups. ``chunk`` bounds
+    the number of frequencies per batched product (memory).
     """
     value = _float64_value(_gram_circular_torch, layer, n_iter=n_iter, chunk=chunk)
     return Bound(value=value, kind="upper", method="gram_circular", iterations=n_iter)
@@ -1026,7 +1031,8 @@ def gram_circular(layer: Layer, *, n_iter: int = 6, chunk: int | None = None) ->
 def gram_zero(layer: Layer, *, n_iter: int = 4) -> Bound:
     """Gram iteration on the kernel: an upper bound on the symbol supremum :math:`S(K)`.
 
-    Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), "norm2toep"; gram.md §4.1. With
+    Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), "norm2toep";
+    docs/proofs.md, theorems Z1-Z8. With
     :math:`K_1 = K \\star K` on the side with fewer channels and :math:`K_{t+1} = K_t \\star
     K_t`, :math:`L(K_T) = (L(K)L(K)^*)^{2^{T-1}}` is self-adjoint, so by the Schur test
 
@@ -1043,7 +1049,7 @@ def gram_zero(layer: Layer, *, n_iter: int = 4) -> Bound:
     Convergence is only **linear** in the log-error: :math:`\\ln(\\beta_T/S)` shrinks by a
     ratio of about 1/2 per step (the envelope above), not quadratically as the dense Gram
     iteration does. The published code Grams the side with more channels; here the side with
-    fewer channels is used (cheaper, and tighter in the measured cases, gram.md §6 item 6).
+    fewer channels is used (cheaper, and tighter in the measured cases; theorem Z7-T).
     """
     value = _float64_value(_gram_zero_torch, layer, n_iter=n_iter)
     return Bound(value=value, kind="upper", method="gram_zero", iterations=n_iter)

@@ -135,6 +135,25 @@ class CachedTransform(nn.Module):
     (or one of this module's own parameters) changes: the cache key holds each tensor's storage
     pointer, version counter (bumped by in-place updates such as ``optimizer.step()`` and
     ``load_state_dict``), dtype, device and shape.
+
+    References
+    ----------
+    * PyTorch, ``torch.nn.utils.parametrize.register_parametrization`` (the
+      parametrization protocol this class implements).
+
+    Examples
+    --------
+    The layers' constrained weights are ``CachedTransform`` parametrizations:
+
+    >>> import torch
+    >>> from specbound import layers
+    >>> layer = layers.AOLConv2d(2, 3, 3).eval()
+    >>> transform = layer.parametrizations.weight[0]
+    >>> isinstance(transform, layers.CachedTransform)
+    True
+    >>> with torch.no_grad():
+    ...     layer.weight is layer.weight  # computed once in eval mode, then reused
+    True
     """
 
     def __init__(self) -> None:
@@ -172,6 +191,17 @@ class ConstrainedConv2d(nn.Module):
 
     Subclasses register a :class:`CachedTransform` on ``weight`` (``self._init_weight``); the
     forward pass, export and certification are shared.
+
+    References
+    ----------
+    * docs/howto/train-1-lipschitz.md; the constraint of each subclass cites its paper.
+
+    Examples
+    --------
+    >>> from specbound import layers
+    >>> layer = layers.SRConv2d(2, 3, 3)
+    >>> isinstance(layer, layers.ConstrainedConv2d), layer.padding_mode
+    (True, 'zeros')
     """
 
     def __init__(

@@ -12,6 +12,18 @@ class MaxMin(nn.Module):
 
     It permutes the entries of each pair, so it is 1-Lipschitz in the L2 norm and its Jacobian
     is a permutation (gradient-norm preserving) wherever it exists. Needs an even channel count.
+
+    References
+    ----------
+    * C. Anil, J. Lucas and R. Grosse, "Sorting Out Lipschitz Function Approximation",
+      ICML 2019 (GroupSort; MaxMin is GroupSort with groups of two).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> layers.MaxMin()(torch.tensor([[1.0, -2.0, 3.0, 4.0]]))
+    tensor([[ 3.,  4.,  1., -2.]])
     """
 
     def __init__(self, dim: int = 1) -> None:

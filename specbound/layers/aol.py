@@ -44,6 +44,24 @@ class AOLConv2d(_RescaledConv2d):
     initialisation), where the rescaling is the identity when ``c_out >= c_in``.
     ``self.weight`` is the rescaled kernel, cached in eval mode; the free kernel is
     ``self.parametrizations.weight.original``.
+
+    References
+    ----------
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.AOLConv2d(2, 3, 3, dtype=torch.float64)
+    >>> layer(torch.randn(1, 2, 6, 6, dtype=torch.float64)).shape
+    torch.Size([1, 3, 6, 6])
+    >>> cert = layer.certify(input_size=(6, 6))
+    >>> cert.lower <= 1 + layers.ROUNDING_ALLOWANCE, cert.upper <= 1 + 1e-9
+    (True, True)
     """
 
     def __init__(
@@ -86,7 +104,23 @@ class AOLConv2d(_RescaledConv2d):
 class AOLLinear(RescaledLinear):
     """Linear layer with AOL rescaling (Prach & Lampert 2022, Thm. 1 / Lemma 1):
     ``y = x (P D)^T + b`` with ``||P D|| <= 1``; ``side="input"`` (default) rescales the
-    columns as published, ``"output"`` the rows."""
+    columns as published, ``"output"`` the rows.
+
+    References
+    ----------
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.AOLLinear(4, 3, dtype=torch.float64)
+    >>> bool(torch.linalg.matrix_norm(layer.weight.detach(), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
+    True
+    """
 
     def __init__(
         self,

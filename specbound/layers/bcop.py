@@ -4,7 +4,7 @@ Li, Haque, Anil, Lucas, Grosse & Jacobsen, "Preventing Gradient Attenuation in L
 Constrained Convolutional Networks", NeurIPS 2019 (arXiv 1911.00937). The construction is the
 block convolution of 2-tap orthogonal-projector kernels of Xiao et al. (ICML 2018, Alg. 1).
 
-Construction (implemented from the mathematics; notation of ``research/layers.md`` Sec. 2)
+Construction (implemented from the mathematics of the two papers above)
 ----------------------------------------------------------------------------------------------
 With ``m = max(c_in, c_out)`` channels (per group), one orthogonal ``H`` and symmetric
 projectors ``P_1..P_{kh-1}`` (vertical) and ``Q_1..Q_{kw-1}`` (horizontal) of rank
@@ -74,6 +74,21 @@ def norm_upper_bound(a: torch.Tensor, n_iter: int = 3) -> torch.Tensor:
     (Delattre et al., ICML 2023, Thm. 1), with Frobenius normalisation at each squaring and
     the scale kept in log space. ``n_iter = J >= 0``; ``J = 0`` gives
     ``||A^T A||_F^{1/2} <= ||A||_F``. Differentiable; a zero matrix gives a tiny positive value.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy, A. Araujo and A. Allauzen, "Efficient Bound of Lipschitz
+      Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv:2305.16173
+      (Gram iteration on a matrix); docs/proofs.md, theorem GI-UB.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> a = torch.randn(1, 3, 4, dtype=torch.float64)
+    >>> bool(layers.norm_upper_bound(a) >= torch.linalg.matrix_norm(a, 2))
+    True
     """
     tiny = torch.finfo(a.dtype).tiny
     g = a.mT @ a
@@ -106,6 +121,24 @@ def bjorck(a: torch.Tensor, n_iter: int = 20, *, prescale: str = "gram") -> torc
     -------
     torch.Tensor
         Same shape; orthogonal in the limit, of norm ``<= 1`` at every step.
+
+    References
+    ----------
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> q = layers.bjorck(torch.randn(2, 3, 3, dtype=torch.float64), 30)
+    >>> torch.allclose(q @ q.mT, torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
+    True
     """
     if not isinstance(n_iter, int) or n_iter < 0:
         raise ValueError(f"bjorck_iters must be an int >= 0, got {n_iter!r}")
@@ -170,6 +203,29 @@ def bcop_kernel(
     -------
     torch.Tensor
         ``(out_channels, in_channels // groups, kh, kw)``.
+
+    References
+    ----------
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> import specbound as sb
+    >>> from specbound import layers
+    >>> from specbound.operators import exact_norm
+    >>> _ = torch.manual_seed(0)
+    >>> matrices = torch.randn(1, 5, 2, 2, dtype=torch.float64)
+    >>> kernel = layers.bcop_kernel(matrices, 2, 2, (3, 3), bjorck_iters=30)
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(6, 6))
+    >>> round(exact_norm(kernel.numpy(), spec), 9)
+    1.0
     """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     co, ci = out_channels // groups, in_channels // groups
@@ -221,7 +277,28 @@ def orthogonal_matrices(shape: tuple[int, ...], **factory: Any) -> torch.Tensor:
 
 
 class BCOPKernel(CachedTransform):
-    """Parametrization ``matrices -> BCOP kernel / padding_norm`` (cached in eval mode)."""
+    """Parametrization ``matrices -> BCOP kernel / padding_norm`` (cached in eval mode).
+
+    References
+    ----------
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> transform = layers.BCOPKernel(2, 2, (3, 3))
+    >>> transform.matrices_shape
+    (1, 5, 2, 2)
+    >>> transform(torch.randn(transform.matrices_shape, dtype=torch.float64)).shape
+    torch.Size([2, 2, 3, 3])
+    """
 
     def __init__(
         self,
@@ -339,6 +416,25 @@ class BCOPConv2d(ConstrainedConv2d):
     size; with stride, input size divisible by the stride), and reflect/replicate after
     compensation. Under circular ``"same"`` padding with converged Björck steps all singular
     values equal 1 (``J^T J = I`` if ``c_in < c_out``, ``J J^T = I`` if ``c_in > c_out``).
+
+    References
+    ----------
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.BCOPConv2d(2, 2, 3, bjorck_iters=30, dtype=torch.float64)
+    >>> cert = layer.certify(input_size=(6, 6))  # circular padding: orthogonal
+    >>> round(cert.lower, 6), cert.upper <= 1 + 1e-9
+    (1.0, True)
     """
 
     def __init__(
@@ -446,6 +542,26 @@ def bcop_(
     -------
     torch.nn.Conv2d
         ``module``, whose ``weight`` is now the BCOP kernel.
+
+    References
+    ----------
+    * Q. Li, S. Haque, C. Anil, J. Lucas, R. Grosse and J.-H. Jacobsen, "Preventing
+      Gradient Attenuation in Lipschitz Constrained Convolutional Networks", NeurIPS 2019
+      (block convolution orthogonal parametrization, on the projector kernels of Xiao et al.,
+      ICML 2018, Alg. 1).
+    * Å. Björck and C. Bowie, "An Iterative Algorithm for Computing the Best Estimate of an
+      Orthogonal Matrix", SIAM Journal on Numerical Analysis 8(2), 1971.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> from specbound import layers
+    >>> conv = torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular", dtype=torch.float64)
+    >>> conv = layers.bcop_(conv, bjorck_iters=30)
+    >>> cert = sb.certify(conv, input_size=(6, 6))
+    >>> round(cert.lower, 6), cert.upper <= 1 + 1e-9
+    (1.0, True)
     """
     if not isinstance(module, nn.Conv2d):
         raise TypeError(f"bcop_ takes a torch.nn.Conv2d, got {type(module).__name__}")

@@ -2,7 +2,7 @@
 
 Liu, Li, Zhai, You, Zhu, Fernandez-Granda & Qu, "Convolutional Normalization: Improving Deep
 Convolutional Network Robustness and Training", NeurIPS 2021 (arXiv 2103.00673). Implemented
-from the mathematics (``research/layers.md`` Sec. 4), with :mod:`torch.fft`.
+from the mathematics of the paper, with :mod:`torch.fft`.
 
 The normalisation step
 ----------------------
@@ -99,6 +99,22 @@ def convnorm_normalizer(
     dilation : int or pair
     eps : float
         Relative regulariser ``>= 0``.
+
+    References
+    ----------
+    * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
+      "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
+      Training", NeurIPS 2021.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the per-frequency view it rests on).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> kernel = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    >>> layers.convnorm_normalizer(kernel, (8, 8)).shape  # rfft2 half-grid
+    torch.Size([3, 8, 5])
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
@@ -148,6 +164,23 @@ class ConvNorm2d(nn.Module):
     The running estimate is tied to one grid size; a forward at another input size with
     ``track_running_stats=True`` raises ``ValueError``. If eval runs before any training step,
     the running estimate is initialised with the exact ``v`` of the current weights.
+
+    References
+    ----------
+    * S. Liu, X. Li, Y. Zhai, C. You, Z. Zhu, C. Fernandez-Granda and Q. Qu,
+      "Convolutional Normalization: Improving Deep Convolutional Network Robustness and
+      Training", NeurIPS 2021.
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the per-frequency view it rests on).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.ConvNorm2d(2, 3, 3, padding=1, dtype=torch.float64)
+    >>> layer(torch.randn(2, 2, 8, 8, dtype=torch.float64)).shape
+    torch.Size([2, 3, 8, 8])
     """
 
     def __init__(

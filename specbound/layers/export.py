@@ -52,6 +52,21 @@ class ResidualBlock(nn.Module):
         transposed weight), without bias.
     scale : torch.Tensor
         ``2 / t`` per hidden channel (0 where ``t = 0``), broadcast against ``inner(x)``.
+
+    References
+    ----------
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3.
+
+    Examples
+    --------
+    Produced by :func:`export_model` from an :class:`SLLConv2d` or :class:`SLLLinear`:
+
+    >>> import torch
+    >>> from specbound import layers
+    >>> plain = layers.export_model(layers.SLLLinear(4).eval(), torch.randn(2, 4))
+    >>> type(plain).__name__
+    'ResidualBlock'
     """
 
     def __init__(self, inner: nn.Module, adjoint: nn.Module, scale: torch.Tensor) -> None:
@@ -243,6 +258,22 @@ def export_model(
     ValueError
         If a layer cannot be exported (named), the tolerances are not finite and >= 0, or the
         outputs differ (the largest difference is given).
+
+    References
+    ----------
+    * docs/howto/train-1-lipschitz.md (training, certifying and exporting a 1-Lipschitz
+      network).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(layers.AOLConv2d(2, 4, 3), layers.MaxMin(),
+    ...                             layers.SLLConv2d(4, 4, 3)).eval()
+    >>> plain = layers.export_model(model, torch.randn(1, 2, 8, 8))
+    >>> [type(m).__name__ for m in plain]
+    ['Conv2d', 'MaxMin', 'ResidualBlock']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

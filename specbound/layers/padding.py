@@ -94,6 +94,19 @@ def padding_norm(size: tuple[int, int], pads: tuple[int, int, int, int], mode: s
     size : (H, W)
     pads : (top, bottom, left, right)
     mode : {"zeros", "circular", "reflect", "replicate"}
+
+    References
+    ----------
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
+
+    Examples
+    --------
+    >>> from specbound import layers
+    >>> layers.padding_norm((4, 4), (1, 1, 1, 1), "zeros")
+    1.0
+    >>> layers.padding_norm((4, 4), (1, 1, 1, 1), "replicate")  # sqrt(2) per axis
+    2.0
     """
     top, bottom, left, right = pads
     m_h = axis_multiplicity(size[0], top, bottom, mode)
@@ -114,6 +127,17 @@ def padding_norm_bound(
     Exact (a maximum, attained): the multiplicity pattern is constant for
     ``n >= lo + hi + 2`` (module docstring), so the supremum is a maximum over finitely many
     sizes, which are enumerated.
+
+    References
+    ----------
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
+
+    Examples
+    --------
+    >>> from specbound import layers
+    >>> round(layers.padding_norm_bound((1, 1, 1, 1), "reflect"), 9)  # sqrt(3) per axis
+    3.0
     """
     top, bottom, left, right = pads
     lows = (1, 1) if min_size is None else min_size
@@ -136,6 +160,19 @@ def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.
     ``"zeros"``, ``"reflect"`` and ``"replicate"`` use :func:`torch.nn.functional.pad`
     (PyTorch's semantics). ``"circular"`` is index-based, so that a pad larger than the input
     wraps around several times (the convolution on the torus), which ``F.pad`` refuses.
+
+    References
+    ----------
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> x = torch.arange(3.0).reshape(1, 1, 1, 3)
+    >>> layers.pad2d(x, (0, 0, 1, 1), "reflect")  # (top, bottom, left, right)
+    tensor([[[[1., 0., 1., 2., 1.]]]])
     """
     _check_mode(mode)
     top, bottom, left, right = pads
@@ -160,7 +197,21 @@ def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.
 def pad2d_adjoint(
     y: torch.Tensor, pads: tuple[int, int, int, int], mode: str, size: tuple[int, int]
 ) -> torch.Tensor:
-    """Adjoint ``P^T`` of :func:`pad2d`: sum each padded pixel back onto its source pixel."""
+    """Adjoint ``P^T`` of :func:`pad2d`: sum each padded pixel back onto its source pixel.
+
+    References
+    ----------
+    * docs/certify.md, lemma L7 (the padding operator: ``P^T P`` is diagonal, ``||P||`` the
+      square root of the largest multiplicity).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> y = torch.tensor([[[[1.0, 0.0, 1.0, 2.0, 1.0]]]])
+    >>> layers.pad2d_adjoint(y, (0, 0, 1, 1), "reflect", (1, 3))
+    tensor([[[[0., 3., 2.]]]])
+    """
     top, bottom, left, right = pads
     h, w = size
     for dim, n, lo, hi in ((-2, h, top, bottom), (-1, w, left, right)):

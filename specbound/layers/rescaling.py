@@ -97,6 +97,21 @@ def rescaling_factors_for(
     torch.Tensor
         ``(c_out,)`` for ``side="output"``; ``(groups, c_in // groups)`` for a kernel with
         ``side="input"``; ``(in,)`` for a matrix with ``side="input"``.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> W = torch.eye(3, dtype=torch.float64)
+    >>> layers.rescaling_factors_for(W, 3)  # an orthogonal matrix needs no rescaling
+    tensor([1., 1., 1.], dtype=torch.float64)
     """
     _check(n_iter, side, 0.0)
     if weight.dim() == 2:
@@ -132,6 +147,22 @@ def rescale(
 
     Delattre et al. 2024 (arXiv 2402.00240), spectral rescaling; ``n_iter=1`` is AOL (Prach &
     Lampert 2022, Lemma 1/2). Guarantee and proof in the module docstring. Differentiable.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> W = torch.randn(3, 4, dtype=torch.float64)
+    >>> bool(torch.linalg.matrix_norm(layers.rescale(W, 3), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
+    True
     """
     _check(n_iter, side, eps)
     t = rescaling_factors_for(weight, n_iter, side=side, groups=groups)
@@ -148,12 +179,46 @@ def rescale(
 
 def aol(weight: torch.Tensor, *, side: str = "input", groups: int = 1, eps: float = 0.0):
     """AOL rescaling (Prach & Lampert, ECCV 2022, Thm. 1 / Lemma 2): :func:`rescale` with
-    ``n_iter=1``; ``side="input"`` (default) is the published form ``P D``."""
+    ``n_iter=1``; ``side="input"`` (default) is the published form ``P D``.
+
+    References
+    ----------
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> W = torch.randn(3, 4, dtype=torch.float64)
+    >>> bool(torch.linalg.matrix_norm(layers.aol(W), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
+    True
+    """
     return rescale(weight, 1, side=side, groups=groups, eps=eps)
 
 
 class Rescaling(CachedTransform):
-    """Parametrization ``W -> rescale(W, n_iter, side) / padding_norm``, cached in eval mode."""
+    """Parametrization ``W -> rescale(W, n_iter, side) / padding_norm``, cached in eval mode.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.nn.utils import parametrize
+    >>> from specbound import layers
+    >>> conv = torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64)
+    >>> _ = parametrize.register_parametrization(conv, "weight", layers.Rescaling(3))
+    >>> isinstance(conv.parametrizations.weight[0], layers.CachedTransform)
+    True
+    """
 
     def __init__(
         self,
@@ -280,6 +345,24 @@ class SRConv2d(_RescaledConv2d):
 
     The free kernel is ``self.parametrizations.weight.original``; ``self.weight`` is the
     rescaled kernel (cached in eval mode).
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.SRConv2d(2, 3, 3, n_iter=3, dtype=torch.float64)
+    >>> layer(torch.randn(1, 2, 6, 6, dtype=torch.float64)).shape
+    torch.Size([1, 3, 6, 6])
+    >>> layer.certify(input_size=(6, 6)).upper <= 1 + 1e-9
+    True
     """
 
     def __init__(
@@ -322,7 +405,26 @@ class SRConv2d(_RescaledConv2d):
 
 class RescaledLinear(nn.Module):
     """Base of :class:`SRLinear` / :class:`~specbound.layers.AOLLinear`: ``y = x W^T + b``
-    with ``W = rescale(original)`` (cached in eval mode)."""
+    with ``W = rescale(original)`` (cached in eval mode).
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.RescaledLinear(4, 3, n_iter=2, dtype=torch.float64)
+    >>> layer(torch.randn(2, 4, dtype=torch.float64)).shape
+    torch.Size([2, 3])
+    >>> bool(torch.linalg.matrix_norm(layer.weight.detach(), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
+    True
+    """
 
     def __init__(
         self,
@@ -384,6 +486,22 @@ class SRLinear(RescaledLinear):
     """Linear layer with spectral rescaling (Delattre et al. 2024): ``||W||_2 <= 1``.
 
     ``side="output"`` (default) rescales rows, ``"input"`` columns; ``n_iter=1`` is AOL.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> layer = layers.SRLinear(4, 3, dtype=torch.float64)
+    >>> bool(torch.linalg.matrix_norm(layer.weight.detach(), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
+    True
     """
 
 
@@ -421,6 +539,23 @@ def spectral_rescaling_(
     becomes ``rescale(original) / padding_norm``. The conv's stride, padding, dilation and
     groups are read from the module; reflect/replicate padding is compensated for every input
     size; circular padding above ``dilation*(k-1)`` per axis raises ``ValueError``.
+
+    References
+    ----------
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (spectral rescaling; ``n_iter=1``
+      is AOL).
+    * docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> from specbound import layers
+    >>> conv = torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64)
+    >>> conv = layers.spectral_rescaling_(conv, n_iter=3)
+    >>> sb.certify(conv, input_size=(6, 6)).upper <= 1 + 1e-9
+    True
     """
     _check(n_iter, side, eps)
     return _attach(
@@ -433,5 +568,23 @@ def spectral_rescaling_(
 
 def aol_(module: nn.Module, *, side: str = "input", eps: float = 0.0) -> nn.Module:
     """Parametrize an existing conv or linear layer with AOL (Prach & Lampert 2022), in place:
-    :func:`spectral_rescaling_` with ``n_iter=1`` and ``side="input"`` by default."""
+    :func:`spectral_rescaling_` with ``n_iter=1`` and ``side="input"`` by default.
+
+    References
+    ----------
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
+    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import specbound as sb
+    >>> from specbound import layers
+    >>> conv = layers.aol_(torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64))
+    >>> type(conv).__name__
+    'ParametrizedConv2d'
+    >>> sb.certify(conv, input_size=(6, 6)).upper <= 1 + 1e-9
+    True
+    """
     return spectral_rescaling_(module, 1, side=side, eps=eps)

@@ -15,7 +15,7 @@ matrix ``C^T T^{-1} D C`` is symmetric PSD with largest eigenvalue
 in ``[-1, 1]``.
 
 ``T`` here is the residual spectral-rescaling factor with learnable positive weights ``q``
-(Delattre et al. 2024, arXiv 2402.00240; ``research/gram.md`` Sec. 5),
+(Delattre et al. 2024, arXiv 2402.00240; docs/proofs.md, theorem SR5),
 :func:`specbound.bounds.gram.rescaling_factors_residual`:
 ``t_i = (sum_{j, delta} |K_T[i, j, delta]| q_j / q_i)^{2^{-(T-1)}}`` with ``C C^T <= diag(t)``
 for every ``q > 0`` (weighted Schur test and Löwner–Heinz). ``n_iter = 1`` is the SLL matrix
@@ -56,7 +56,25 @@ def sll_factors(
     weight: torch.Tensor, n_iter: int, q: torch.Tensor, groups: int = 1
 ) -> torch.Tensor:
     """``t`` with ``C C^T <= diag(t)`` for a kernel ``(hidden, c // groups, kh, kw)`` or a
-    matrix ``(hidden, features)``, per group; shape ``(hidden,)``."""
+    matrix ``(hidden, features)``, per group; shape ``(hidden,)``.
+
+    References
+    ----------
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> kernel = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    >>> layers.sll_factors(kernel, 2, torch.ones(4, dtype=torch.float64)).shape
+    torch.Size([4])
+    """
     if groups == 1:
         return rescaling_factors_residual(weight, n_iter, q)
     hg = weight.shape[0] // groups
@@ -86,6 +104,25 @@ class SLLConv2d(nn.Module):
     -----
     Parameters: ``weight`` (the kernel of ``C``), ``bias`` and ``log_q`` (``q = exp(log_q)``).
     :meth:`certify` certifies ``||T^{-1/2} C||``: the block is 1-Lipschitz when it is ``<= 1``.
+
+    References
+    ----------
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> block = layers.SLLConv2d(2, 4, 3, dtype=torch.float64)
+    >>> block(torch.randn(1, 2, 6, 6, dtype=torch.float64)).shape
+    torch.Size([1, 2, 6, 6])
+    >>> block.certify(input_size=(6, 6)).upper <= 1 + 1e-9  # ||T^(-1/2) C|| <= 1
+    True
     """
 
     def __init__(
@@ -190,7 +227,27 @@ class SLLConv2d(nn.Module):
 class SLLLinear(nn.Module):
     """1-Lipschitz residual dense block ``x - 2 W^T T^{-1} relu(W x + b)`` (Araujo et al.
     2023), ``W`` of shape ``(hidden_features, features)``, ``W W^T <= diag(T)`` by the residual
-    spectral rescaling with learnable ``q = exp(log_q)``."""
+    spectral rescaling with learnable ``q = exp(log_q)``.
+
+    References
+    ----------
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SDP-based Lipschitz
+      layer).
+    * B. Delattre, Q. Barthélemy and A. Allauzen, arXiv:2402.00240, 2024 (the rescaled
+      factors ``t``); docs/proofs.md, theorems SR1-SR5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound import layers
+    >>> _ = torch.manual_seed(0)
+    >>> block = layers.SLLLinear(4, dtype=torch.float64)
+    >>> block(torch.randn(2, 4, dtype=torch.float64)).shape
+    torch.Size([2, 4])
+    >>> block.certify().upper <= 1 + 1e-9
+    True
+    """
 
     def __init__(
         self,

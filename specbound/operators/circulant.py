@@ -82,6 +82,25 @@ def polyphase_kernel(layer: Layer) -> np.ndarray:
     Returns an array of shape ``(c_out, c_in_g * s_h * s_w, H/s_h, W/s_w)`` (``c_in_g`` is the
     number of input channels per group; channel index is ``(c, r_h, r_w)`` in C order).
     The operator reads ``y[i] = sum_q K'[:, :, q] x'[(i + q) mod (n/s)]``.
+
+    References
+    ----------
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import polyphase_kernel
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(8, 8), stride=2)
+    >>> layer = spec.layer(np.ones((3, 2, 3, 3)), need_size=True)
+    >>> polyphase_kernel(layer).shape  # (c_out, c_in * s_h * s_w, H / s_h, W / s_w)
+    (3, 8, 4, 4)
     """
     ph, qh, pw, qw = polyphase_taps(layer)
     (h, w), (sh, sw) = layer.input_size, layer.spec.stride
@@ -134,6 +153,28 @@ def frequency_matrices(
     matrix at ``-w`` is the conjugate of the one at ``w``, with the same singular values, so
     maxima over the half equal maxima over the full grid. ``chunk`` bounds the number of
     frequencies per yielded array (memory control for wide layers).
+
+    References
+    ----------
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import frequency_matrices
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(4, 4))
+    >>> layer = spec.layer(np.ones((1, 1, 3, 3)), need_size=True)
+    >>> (blocks,) = frequency_matrices(layer)
+    >>> blocks.shape  # (groups, frequencies, c_out, c_in)
+    (1, 16, 1, 1)
+    >>> round(float(np.abs(blocks).max()), 9)  # frequency 0
+    9.0
     """
     kp = polyphase_kernel(layer)
     g = layer.groups
@@ -163,6 +204,27 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
     numpy.ndarray
         ``min(c_out*OH*OW, c_in*H*W)`` values: the multiset union over frequencies (and
         groups) of the singular values of the frequency matrices.
+
+    References
+    ----------
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (block-circulant layers are block-diagonalised by the 2-D DFT).
+    * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
+      Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3 (the polyphase view of a
+      strided layer).
+    * docs/theory/operators.md, "The circulant case"; docs/proofs.md, theorem ST-POLY.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import circulant_spectrum
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> sigma = circulant_spectrum(kernel, sb.ConvSpec(padding="circular", input_size=(4, 4)))
+    >>> sigma.shape
+    (16,)
+    >>> np.round(sigma[:4], 9)
+    array([9., 3., 3., 3.])
     """
     layer = spec.layer(kernel, need_size=True)
     parts = [np.linalg.svd(block, compute_uv=False).ravel() for block in frequency_matrices(layer)]

@@ -32,6 +32,27 @@ def conv_matrix(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) ->
     -------
     numpy.ndarray
         float64 array of shape ``(c_out*OH*OW, c_in*H*W)``.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> import specbound as sb
+    >>> from specbound.operators import conv_matrix
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> A = conv_matrix(kernel, sb.ConvSpec(padding="zeros", input_size=(4, 4)))
+    >>> A.shape
+    (16, 16)
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(kernel), padding=1)
+    >>> np.allclose(A @ x.ravel(), y.numpy().ravel())
+    True
+    >>> round(float(np.linalg.norm(A, 2)), 6)
+    6.854102
     """
     layer = check_spec(spec).layer(kernel, need_size=True)
     check_dense_size((layer.out_dim, layer.in_dim), "the dense matrix", max_bytes)

@@ -11,11 +11,25 @@ from ..spec import ConvSpec, Layer, check_dense_size, check_spec
 from .circulant import circulant_norm
 from .dense import conv_matrix
 
-ROUTES = ("circulant", "dense")
-
 
 def exact_route(kernel: Any, spec: ConvSpec) -> str:
-    """Name of the route :func:`exact_norm` takes: ``"circulant"`` or ``"dense"``."""
+    """Name of the route :func:`exact_norm` takes: ``"circulant"`` or ``"dense"``.
+
+    References
+    ----------
+    * docs/theory/operators.md, "Exact routes, and their accuracy".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import exact_route
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> exact_route(kernel, sb.ConvSpec(padding="circular", input_size=(4, 4)))
+    'circulant'
+    >>> exact_route(kernel, sb.ConvSpec(padding="zeros", input_size=(4, 4)))
+    'dense'
+    """
     return _route(spec.layer(kernel, need_size=True))
 
 
@@ -50,6 +64,27 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
         which no finite computation gives exactly: use ``certify`` for a rigorous bracket).
     TooLargeError
         when the dense route does not fit in ``max_bytes``.
+
+    References
+    ----------
+    * docs/theory/operators.md, "Exact routes, and their accuracy".
+    * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",
+      ICLR 2019, Thm. 6 (the circulant route).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import exact_norm
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> round(exact_norm(kernel, sb.ConvSpec(padding="circular", input_size=(4, 4))), 9)
+    9.0
+    >>> round(exact_norm(kernel, sb.ConvSpec(padding="zeros", input_size=(4, 4))), 9)
+    6.854101966
+    >>> exact_norm(kernel, sb.ConvSpec(padding="zeros"))  # every size: no finite matrix
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
     """
     spec = check_spec(spec)
     if spec.input_size is None:

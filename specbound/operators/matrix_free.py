@@ -20,6 +20,25 @@ class ConvOperator(LinearOperator):
     (so every mode and any pad work, including circular pads that wrap more than once) and
     runs ``torch.nn.functional.conv2d`` in float64; ``rmatvec`` is the exact adjoint:
     ``conv_transpose2d`` followed by the transposed gather (a scatter-add).
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+
+    Examples
+    --------
+    Built by :func:`conv_operator`; any ``scipy.sparse.linalg`` solver takes it:
+
+    >>> import numpy as np
+    >>> from scipy.sparse.linalg import svds
+    >>> import specbound as sb
+    >>> from specbound.operators import ConvOperator, conv_operator
+    >>> A = conv_operator(np.ones((1, 1, 3, 3)), sb.ConvSpec(input_size=(4, 4)))
+    >>> isinstance(A, ConvOperator)
+    True
+    >>> sigma = svds(A, k=1, return_singular_vectors=False, random_state=0)
+    >>> round(float(sigma[0]), 6)
+    6.854102
     """
 
     def __init__(self, layer: Layer, device: str | torch.device | None = None):
@@ -94,6 +113,26 @@ def conv_operator(
 
     Memory is ``O(c * H * W)`` per vector, so this works where even :func:`conv_sparse` does
     not fit. Computation is float64; ``device`` selects where torch runs it.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import conv_matrix, conv_operator
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> spec = sb.ConvSpec(padding="reflect", input_size=(4, 4))
+    >>> A = conv_operator(kernel, spec)
+    >>> A
+    <16x16 ConvOperator with dtype=float64>
+    >>> x = np.arange(16.0)
+    >>> np.allclose(A.matvec(x), conv_matrix(kernel, spec) @ x)
+    True
+    >>> np.allclose(A.rmatvec(x), conv_matrix(kernel, spec).T @ x)
+    True
     """
     layer = check_spec(spec).layer(kernel, need_size=True)
     return ConvOperator(layer, device=resolve_device(device))

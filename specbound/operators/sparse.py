@@ -18,6 +18,24 @@ def axis_selection(index: np.ndarray, n: int) -> list[sp.csr_array]:
 
     For zeros padding and stride 1 these are shifted identities (Toeplitz); for circular
     padding they are cyclic shifts (circulant); strides keep every ``s``-th row.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+
+    Examples
+    --------
+    Two output rows reading inputs ``(0, 1)`` and ``(1, 2)`` of an axis of length 3:
+
+    >>> import numpy as np
+    >>> from specbound.operators import axis_selection
+    >>> first, second = axis_selection(np.array([[0, 1], [1, 2]]), 3)
+    >>> first.toarray()
+    array([[1., 0., 0.],
+           [0., 1., 0.]])
+    >>> second.toarray()
+    array([[0., 1., 0.],
+           [0., 0., 1.]])
     """
     n_out, k = index.shape
     mats = []
@@ -46,6 +64,23 @@ def conv_sparse(kernel: Any, spec: ConvSpec, *, layout: str = "channels_first") 
         ``"channels_first"`` (default) flattens as PyTorch ``(c, H, W)`` and returns CSR, equal
         to :func:`conv_matrix`. ``"pixels_first"`` orders ``(H, W, c)`` and returns a BSR matrix
         whose ``c_out x c_in`` blocks are sums of kernel taps, ``sum R_a ⊗ C_b ⊗ K_ab``.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specbound as sb
+    >>> from specbound.operators import conv_matrix, conv_sparse
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(4, 4))
+    >>> A = conv_sparse(kernel, spec)
+    >>> A.shape, A.nnz
+    ((16, 16), 144)
+    >>> np.array_equal(A.toarray(), conv_matrix(kernel, spec))
+    True
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")

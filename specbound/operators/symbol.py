@@ -27,6 +27,23 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     -------
     numpy.ndarray
         complex128, shape ``(..., c_out, c_in)``.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The symbol supremum".
+    * B. Delattre, Q. Barthélemy and A. Allauzen, "Spectral Norm of Convolutional Layers
+      with Circular and Zero Paddings", arXiv:2402.00240, 2024 (the supremum of the symbol is
+      the every-size norm of a zero-padded layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound.operators import symbol
+    >>> kernel = np.ones((1, 1, 3, 3))
+    >>> symbol(kernel, (0.0, 0.0))
+    array([[9.+0.j]])
+    >>> np.round(np.abs(symbol(kernel, (np.pi, np.pi))), 9)
+    array([[1.]])
     """
     k = ConvSpec(groups=groups).layer(kernel).dense_channel_taps()
     dh, dw = _pair(dilation, "dilation", 1)
@@ -47,6 +64,21 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
 
     This equals the exact norm of the circular layer on ``N_h x N_w`` inputs (kernel
     wrapped), hence it is a lower bound on :math:`S(K)`.
+
+    References
+    ----------
+    * docs/theory/operators.md, "The symbol supremum"; docs/proofs.md, theorem G5 (how far
+      a grid maximum can sit below the supremum).
+    * A. Araujo, B. Negrevergne, Y. Chevaleyre and J. Atif, "On Lipschitz Regularization of
+      Convolutional Layers using Toeplitz Matrix Theory", AAAI 2021 (the symbol sampled on a
+      grid).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from specbound.operators import symbol_grid_norm
+    >>> round(symbol_grid_norm(np.ones((1, 1, 3, 3)), (8, 8)), 9)
+    9.0
     """
     from .circulant import circulant_norm
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 
-import numpy as np
 import torch
 
 U = 2.0**-53
@@ -127,7 +126,3 @@ def scale_back_outward(value: float, j: int, *, upward: bool) -> float:
     elif not upward and back > value:
         out = math.nextafter(out, 0.0)
     return out
-
-
-def as_float(x: torch.Tensor | np.ndarray | float) -> float:
-    return float(x.item() if hasattr(x, "item") else x)

@@ -361,7 +361,8 @@ EMBEDDING_CANDIDATES = 4
 
 
 def embedding_layers(layer: Layer) -> list[Layer]:
-    """Block-circulant layers that contain a zero-padded layer as a submatrix (gram.md G1):
+    """Block-circulant layers that contain a zero-padded layer as a submatrix
+    (theorem G1 of docs/proofs.md, lemma L6 of docs/certify.md):
     sizes ``N >= n + max(P_lo, P_hi)`` per axis, multiples of the stride, same left pads and
     ``d(k-1)`` padded in total. Empty when a pad exceeds ``d(k-1)``.
 
@@ -426,7 +427,7 @@ def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bra
 def _embedding_bracket(
     layer: Layer, ctx: Context, embeddings: list[Layer], start: Bracket | None
 ) -> Bracket:
-    """The best circular-embedding upper bound over ``embeddings`` (gram.md G1), kept only
+    """The best circular-embedding upper bound over ``embeddings`` (theorem G1), kept only
     where it beats ``start``; without ``start``, the Lanczos witness is seeded from the first
     embedding's plane wave."""
     (h, w) = layer.input_size
@@ -439,7 +440,7 @@ def _embedding_bracket(
         ):
             break
         b = circulant_route(emb, ctx, rtol=min(ctx.rtol / 10, 1e-6))
-        notes = [f"upper: circular embedding at N={emb.input_size} (gram.md G1)", *b.notes, *base]
+        notes = [f"upper: circular embedding at N={emb.input_size} (theorem G1)", *b.notes, *base]
         if best is None:  # the witness of the first embedding seeds Lanczos
             seed = b.witness["input"][:, :h, :w] if b.witness else None
             x = _witness_direction(layer, seed, ctx)
