@@ -30,12 +30,10 @@ from specbound.layers import (
 from specbound.layers.bcop import expand_stride, num_matrices
 from specbound.operators import conv_matrix, exact_norm
 from specbound.testing import valid_geometry
-from specbound.testing.families import ENTRIES
+from specbound.testing.families import ENTRIES, NONZERO_ENTRIES
 
 ALLOW = ROUNDING_ALLOWANCE
 F64 = torch.float64
-NONZERO = st.floats(1e-3, 4.0) | st.floats(-4.0, -1e-3)
-"""Entries of matrices that must not vanish (a Gaussian's are non-zero almost surely)."""
 
 
 def layer_spec(layer: BCOPConv2d, size, mode=None) -> ConvSpec:
@@ -194,7 +192,7 @@ def test_bjorck_keeps_singular_values_in_unit_interval(m, family, prescale, data
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 4), st.data())
 def test_norm_upper_bound(p, q, n_iter, data):
     """Gram-iteration pre-scale: sigma_1 <= bound <= ||A||_F (a true upper bound)."""
-    a = drawn(data, (p, q), NONZERO)  # a zero matrix gets a tiny positive bound, by design
+    a = drawn(data, (p, q), NONZERO_ENTRIES)  # a zero matrix gets a tiny positive bound, by design
     bound = float(norm_upper_bound(a, n_iter))
     assert bound >= float(torch.linalg.matrix_norm(a, 2)) * (1 - ALLOW)
     assert bound <= float(torch.linalg.matrix_norm(a)) * (1 + ALLOW)

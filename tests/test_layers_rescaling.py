@@ -35,11 +35,9 @@ from specbound.layers import (
 )
 from specbound.operators import conv_matrix, exact_norm
 from specbound.testing import conv_specs, kernels
-from specbound.testing.families import ENTRIES
+from specbound.testing.families import ENTRIES, NONZERO_ENTRIES
 
 ALLOW = ROUNDING_ALLOWANCE
-NONZERO = st.floats(1e-3, 4.0) | st.floats(-4.0, -1e-3)
-"""Entries of matrices that must not vanish (a Gaussian's are non-zero almost surely)."""
 
 
 def drawn(data, shape, elements=ENTRIES) -> torch.Tensor:
@@ -297,7 +295,7 @@ def test_largest_factor_bounds_the_norm(layer, n_iter):
 def test_rescaled_norm_tends_to_one(p, q, n_iter, data):
     """S4 with a proven rate: t_i <= p^{2^-(T+1)} sigma_1 (row l1 <= sqrt(p) row l2 on
     (W W^T)^{2^{T-1}}), so p^{-2^-(T+1)} <= ||diag(1/t) W|| <= 1."""
-    w = drawn(data, (p, q), NONZERO).numpy()
+    w = drawn(data, (p, q), NONZERO_ENTRIES).numpy()
     r = rescale(t64(w), n_iter).numpy()
     norm = np.linalg.norm(r, 2)
     assert norm >= p ** (-(2.0 ** -(n_iter + 1))) * (1 - ALLOW)
@@ -310,7 +308,7 @@ def test_residual_factors(p, q, n_iter, data):
     """S5: ||diag(t_res)^{-1/2} W|| <= 1 for random q > 0; t_res(q = 1) = t^2."""
     from specbound.bounds.gram import rescaling_factors_residual
 
-    w = drawn(data, (p, q), NONZERO)
+    w = drawn(data, (p, q), NONZERO_ENTRIES)
     weights = drawn(data, (p,)).exp()
     t_res = rescaling_factors_residual(w, n_iter, weights)
     assert np.linalg.norm((w / t_res.sqrt()[:, None]).numpy(), 2) <= 1 + ALLOW

@@ -154,6 +154,9 @@ ENTRIES = st.one_of(st.just(0.0), st.floats(1e-3, 4.0), st.floats(-4.0, -1e-3))
 """Entries of drawn kernels: 0, or ``1e-3 <= |v| <= 4`` (extreme scales are the ``tiny`` and
 ``huge`` families); shrinks towards 0."""
 
+NONZERO_ENTRIES = st.one_of(st.floats(1e-3, 4.0), st.floats(-4.0, -1e-3))
+"""Entries of matrices that must not vanish, as a Gaussian's do almost surely."""
+
 
 def _entries(draw: st.DrawFn, shape: tuple[int, ...], nonnegative: bool = False) -> np.ndarray:
     elements = st.one_of(st.just(0.0), st.floats(1e-3, 4.0)) if nonnegative else ENTRIES
