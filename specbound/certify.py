@@ -277,6 +277,26 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+_SPEC_DEFAULTS = {"pad": "same", "input_size": None, "stride": 1, "dilation": 1, "groups": 1}
+
+
+def _spec_fields(kernel: Any, spec: ConvSpec, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``certify(kernel, spec)``: the spec's own, refused alongside keyword
+    fields or a module (each of which carries a geometry of its own)."""
+    both = sorted(k for k, v in _SPEC_DEFAULTS.items() if fields[k] != v)
+    if both:
+        raise TypeError(
+            f"pass either a ConvSpec or the keyword fields, not both: got a ConvSpec and "
+            f"{', '.join(both)}"
+        )
+    if isinstance(kernel, torch.nn.Module):
+        raise TypeError(
+            "a module carries its own geometry: pass certify(module, input_size=...) without "
+            "a ConvSpec, or certify(module.weight, spec)"
+        )
+    return {**spec.to_dict(), "input_size": spec.input_size}
+
+
 def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, ConvSpec]:
     if isinstance(kernel, torch.nn.Linear):
         # a Linear layer is the 1x1 convolution at input size 1x1 (docs/certify.md L11)
@@ -413,7 +433,7 @@ def _with_gradual_underflow(func: Any) -> Any:
 @_with_gradual_underflow
 def certify(
     kernel: Any,
-    padding: str = "zeros",
+    padding: str | ConvSpec = "zeros",
     *,
     input_size: Any = None,
     pad: Any = "same",
@@ -440,7 +460,9 @@ def certify(
         convolutions) are refused with a ``TypeError``.
     padding, pad, input_size, stride, dilation, groups
         As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
-        (zeros and circular padding).
+        (zeros and circular padding). ``padding`` may instead be a whole
+        :class:`~specbound.spec.ConvSpec` (``certify(kernel, spec)``); the other geometry
+        fields must then be left at their defaults.
     rtol : float
         Target relative gap ``(upper - lower) / upper``; ``converged`` says if it was met.
     guarantee : {"deterministic", "probabilistic"}
@@ -510,17 +532,17 @@ def certify(
     if max_seconds is not None:
         max_seconds = check_real(max_seconds, "max_seconds", low=0.0, open_high=False)
     dev = resolve_device(device)
-    k, spec = _kernel_and_spec(
-        kernel,
-        {
-            "padding": padding,
-            "pad": pad,
-            "input_size": input_size,
-            "stride": stride,
-            "dilation": dilation,
-            "groups": groups,
-        },
-    )
+    fields = {
+        "padding": padding,
+        "pad": pad,
+        "input_size": input_size,
+        "stride": stride,
+        "dilation": dilation,
+        "groups": groups,
+    }
+    if isinstance(padding, ConvSpec):
+        fields = _spec_fields(kernel, padding, fields)
+    k, spec = _kernel_and_spec(kernel, fields)
     layer = spec.layer(k)
     del k
     check_signal_size(layer)

@@ -293,12 +293,7 @@ def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
 
     cert = certify(
         kernel,
-        spec.padding,
-        input_size=spec.input_size,
-        pad=spec.pad,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        groups=spec.groups,
+        spec,
         rtol=args.rtol,
         device=device,
         max_seconds=args.max_seconds,

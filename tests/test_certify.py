@@ -231,3 +231,17 @@ def test_every_size_of_a_kernel_padded_with_zero_taps_is_its_matrix_norm(w, bord
     cert = certify(kernel, mode, input_size=None, pad=0, rtol=1e-10)
     assert cert.lower <= norm * (1 + 1e-13) and norm <= cert.upper * (1 + 1e-13)
     assert cert.converged
+
+
+def test_the_spec_form_equals_the_keyword_form_and_refuses_both():
+    """``certify(kernel, spec)`` certifies the same layer as ``certify(kernel, **fields)``;
+    a ConvSpec together with keyword geometry, or with a module, is ambiguous and refused."""
+    kernel = np.arange(1.0, 19.0).reshape(3, 2, 1, 3) - 9.5
+    spec = sb.ConvSpec("reflect", 1, (6, 7), stride=2)
+    a = certify(kernel, spec, rtol=1e-6)
+    b = certify(kernel, **spec.to_dict(), rtol=1e-6)
+    assert a.spec == spec == b.spec and (a.lower, a.upper) == (b.lower, b.upper)
+    with pytest.raises(TypeError, match="not both: got a ConvSpec and stride"):
+        certify(kernel, spec, stride=2)
+    with pytest.raises(TypeError, match="module carries its own geometry"):
+        certify(torch.nn.Conv2d(2, 3, 3), spec)

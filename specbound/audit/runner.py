@@ -119,12 +119,7 @@ class _Runner:
             return FallbackBound(tap_sum_upper(kernel, spec), self.stop_reason)
         cert = certify(
             kernel,
-            spec.padding,
-            input_size=spec.input_size,
-            pad=spec.pad,
-            stride=spec.stride,
-            dilation=spec.dilation,
-            groups=spec.groups,
+            spec,
             rtol=self.rtol,
             device=self.device,
             max_seconds=self.layer_budget(),
