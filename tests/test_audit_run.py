@@ -59,14 +59,17 @@ def chain_exact(net: nn.Sequential, hw=SIZE[1:]) -> float:
 
 
 class CountingCertify:
-    """Wraps the run loop's ``certify``: records every call (kernel shape, spec)."""
+    """Wraps the run loop's ``certify``: records every call (kernel shape, input size, budget),
+    in the ``certify(kernel, spec)`` form or the keyword form."""
 
     def __init__(self, monkeypatch, before=None) -> None:
         self.real, self.calls, self.before = R.certify, [], before
         monkeypatch.setattr(R, "certify", self)
 
     def __call__(self, kernel, *args, **kwargs):
-        self.calls.append((kernel.shape, kwargs.get("input_size"), kwargs.get("max_seconds")))
+        spec = args[0] if args and isinstance(args[0], ConvSpec) else None
+        size = spec.input_size if spec is not None else kwargs.get("input_size")
+        self.calls.append((kernel.shape, size, kwargs.get("max_seconds")))
         if self.before is not None:
             self.before(len(self.calls))
         return self.real(kernel, *args, **kwargs)
