@@ -123,7 +123,14 @@ def matvec_norm_lower(m: torch.Tensor, v: torch.Tensor, matrix_error: float) -> 
     gradual underflow each product of ``y`` and each square of ``||y||^2`` may carry
     ``2^-1075`` more (subtracted), and the result is moved down past any subnormal rounding.
     A NaN (from non-finite input) gives 0.
+
+    Each ``m`` is first scaled up by a power of two ``s >= 1`` (largest entry in ``[1, 2)``;
+    exact, since nothing can under- or overflow) and the bound for ``s M`` (matrix error
+    ``s * matrix_error``) divided by ``s``, moved down past subnormal rounding: tiny matrices
+    keep a tight lower bound instead of losing it to squares that underflow.
     """
+    scale = torch.clamp(pow2_scale(m.abs().amax(dim=(-2, -1))), min=1.0)
+    m = m * scale[..., None, None].to(m.dtype)
     if not m.is_complex():
         m = m.to(torch.complex128)
     v = v.to(m.dtype)
@@ -134,10 +141,12 @@ def matvec_norm_lower(m: torch.Tensor, v: torch.Tensor, matrix_error: float) -> 
     v_up = frobenius_upper(v[..., None])
     # each entry of y: 2q products that may underflow
     y_tiny = 2 * m.shape[-1] * TINY_UNIT * (n_y**0.5) * (1 + 4 * U)
-    slack = (SQRT2 * gamma(2 * m.shape[-1] + 2) * frobenius_upper(m) + matrix_error) * v_up
+    error = matrix_error * scale  # exact (a power of two) or inf: then the bound is 0
+    slack = (SQRT2 * gamma(2 * m.shape[-1] + 2) * frobenius_upper(m) + error) * v_up
     safe_v = torch.where(v_up > 0, v_up, torch.ones_like(v_up))
     lower = (y_norm - y_tiny - slack * (1 + 4 * U)) * (1 - 2 * U) / safe_v * (1 - 2 * U)
-    lower = round_down_if_subnormal(round_down_if_subnormal(torch.clamp(lower, min=0.0)))
+    lower = round_down_if_subnormal(torch.clamp(lower, min=0.0))
+    lower = round_down_if_subnormal(round_down_if_subnormal(lower / scale))
     ok = (v_up > 0) & ~torch.isnan(lower)
     return torch.where(ok, lower, torch.zeros_like(lower))
 
