@@ -8,6 +8,8 @@ tests require to FAIL on the same instances.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,15 +76,29 @@ def _norm_margin(instance, bracket=normalization_lipschitz) -> float:
     return min(hi / exact - 1.0, 1.0 - lo / exact, hi / max(worst_jac, 1e-300) - 1.0)
 
 
+def _rule_search(
+    theorem_id: str,
+    margin: Callable[[Any, bool], float],
+    random: Callable[..., Any],
+    planted: bool,
+    n_random: tuple[int, int] = (40, 400),
+) -> Search:
+    """The search of one audit rule, or of its planted false variant (``planted=True``, key
+    ``ID-planted``): random instances against dense float64 operators, tolerance 1e-12."""
+    return Search(
+        lambda inst: margin(inst, planted),
+        tolerance=1e-12,
+        random=random,
+        n_random=n_random,
+        n_hypothesis=(0, 0),
+        key=theorem_id + ("-planted" if planted else ""),
+    )
+
+
 def norm_search(planted: bool = False) -> Search:
     bracket = _planted_norm_bracket if planted else normalization_lipschitz
-    return Search(
-        lambda inst: _norm_margin(inst, bracket),
-        tolerance=1e-12,
-        random=_norm_instances,
-        n_random=(40, 400),
-        n_hypothesis=(0, 0),
-        key="AUD-NORM" + ("-planted" if planted else ""),
+    return _rule_search(
+        "AUD-NORM", lambda inst, _: _norm_margin(inst, bracket), _norm_instances, planted
     )
 
 
@@ -152,14 +168,7 @@ def _max_margin(instance, planted: bool = False) -> float:
 
 
 def max_search(planted: bool = False) -> Search:
-    return Search(
-        lambda inst: _max_margin(inst, planted),
-        tolerance=1e-12,
-        random=_max_instances,
-        n_random=(30, 300),
-        n_hypothesis=(0, 0),
-        key="AUD-MAX" + ("-planted" if planted else ""),
-    )
+    return _rule_search("AUD-MAX", _max_margin, _max_instances, planted, n_random=(30, 300))
 
 
 register(
@@ -207,14 +216,7 @@ def _bcast_margin(instance, planted: bool = False) -> float:
 
 
 def bcast_search(planted: bool = False) -> Search:
-    return Search(
-        lambda inst: _bcast_margin(inst, planted),
-        tolerance=1e-12,
-        random=_bcast_instances,
-        n_random=(40, 400),
-        n_hypothesis=(0, 0),
-        key="AUD-BCAST" + ("-planted" if planted else ""),
-    )
+    return _rule_search("AUD-BCAST", _bcast_margin, _bcast_instances, planted)
 
 
 register(
@@ -269,14 +271,7 @@ def _resample_margin(instance, planted: bool = False) -> float:
 
 
 def resample_search(planted: bool = False) -> Search:
-    return Search(
-        lambda inst: _resample_margin(inst, planted),
-        tolerance=1e-12,
-        random=_resample_instances,
-        n_random=(40, 400),
-        n_hypothesis=(0, 0),
-        key="AUD-RESAMPLE" + ("-planted" if planted else ""),
-    )
+    return _rule_search("AUD-RESAMPLE", _resample_margin, _resample_instances, planted)
 
 
 register(
@@ -340,14 +335,7 @@ def _perm_margin(instance, planted: bool = False) -> float:
 
 
 def perm_search(planted: bool = False) -> Search:
-    return Search(
-        lambda inst: _perm_margin(inst, planted),
-        tolerance=1e-12,
-        random=_perm_instances,
-        n_random=(28, 280),
-        n_hypothesis=(0, 0),
-        key="AUD-PERM" + ("-planted" if planted else ""),
-    )
+    return _rule_search("AUD-PERM", _perm_margin, _perm_instances, planted, n_random=(28, 280))
 
 
 register(
@@ -414,14 +402,7 @@ def _convt_margin(instance, planted: bool = False) -> float:
 
 
 def convt_search(planted: bool = False) -> Search:
-    return Search(
-        lambda inst: _convt_margin(inst, planted),
-        tolerance=1e-12,
-        random=_convt_instances,
-        n_random=(40, 400),
-        n_hypothesis=(0, 0),
-        key="AUD-CONVT" + ("-planted" if planted else ""),
-    )
+    return _rule_search("AUD-CONVT", _convt_margin, _convt_instances, planted)
 
 
 register(
