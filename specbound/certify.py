@@ -45,6 +45,7 @@ from .rigorous.routes import (
     check_every_size_pads,
     circulant_route,
     dense_fits,
+    every_size_route,
     padded_route,
     support_layer,
     symbol_sup_route,
@@ -310,41 +311,14 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, Con
     if isinstance(kernel, (torch.nn.Conv1d, torch.nn.Conv2d)):
         if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
             raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
-    if isinstance(kernel, torch.nn.Conv2d):
         spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
-        return as_kernel(kernel.weight), spec
-    if isinstance(kernel, torch.nn.Conv1d):
-        return _conv1d_as_conv2d(kernel, spec_fields["input_size"])
+        weight = kernel.weight.detach()
+        if isinstance(kernel, torch.nn.Conv1d):  # the one-row Conv2d (ConvSpec.from_module)
+            weight = weight[:, :, None, :]
+        return as_kernel(weight), spec
     if isinstance(kernel, torch.nn.Module):
         raise TypeError(_unsupported_module(kernel))
     return as_kernel(kernel), ConvSpec(**spec_fields)
-
-
-def _conv1d_as_conv2d(conv: torch.nn.Conv1d, input_size: Any) -> tuple[np.ndarray, ConvSpec]:
-    """A ``Conv1d`` on length ``n`` is the ``Conv2d`` with kernel ``(c_out, c_in/g, 1, k)`` on
-    a ``1 x n`` input, padded along the width only: the same matrix, row for row."""
-    if input_size is None:
-        size = None
-    else:
-        n = input_size
-        if isinstance(input_size, (tuple, list)) and len(input_size) == 1:
-            n = input_size[0]
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise ValueError(
-                "input_size must be None, an int or a 1-tuple (the length) for a "
-                f"torch.nn.Conv1d, got {input_size!r}"
-            )
-        size = (1, int(n))
-    pad = conv.padding if isinstance(conv.padding, str) else (0, int(conv.padding[0]))
-    spec = ConvSpec(
-        padding=conv.padding_mode,
-        pad=pad,
-        input_size=size,
-        stride=(1, conv.stride[0]),
-        dilation=(1, conv.dilation[0]),
-        groups=conv.groups,
-    )
-    return as_kernel(conv.weight.detach()[:, :, None, :]), spec
 
 
 def _unsupported_module(module: torch.nn.Module) -> str:
@@ -389,7 +363,7 @@ def _route(layer: Layer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
         if spec.stride == (1, 1):
-            return symbol_sup_route(support_layer(layer), ctx)
+            return every_size_route(layer, ctx)
         if spec.padding == "circular":
             # every circular size: rows of stride-1 circulants, norms <= S of the
             # stride-1 symbol; the strided symbol's sup is attained along sizes s*m

@@ -155,18 +155,29 @@ class ConvSpec:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_module(cls, conv: Any, input_size: Any = None) -> ConvSpec:
-        """Read padding mode, pad, stride, dilation and groups from a ``torch.nn.Conv2d``."""
+        """Read padding mode, pad, stride, dilation and groups from a ``torch.nn.Conv2d``, or
+        from a ``torch.nn.Conv1d`` as the one-row ``Conv2d`` (kernel ``(c_out, c_in/g, 1, k)``
+        on a ``1 x n`` input, padded along the width only: the same matrix, row for row);
+        ``input_size`` is then None, the length ``n`` or ``(n,)``."""
         import torch
 
-        if not isinstance(conv, torch.nn.Conv2d):
-            raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
-        pad = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        if isinstance(conv, torch.nn.Conv2d):
+            pad = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+            stride, dilation = tuple(conv.stride), tuple(conv.dilation)
+        elif isinstance(conv, torch.nn.Conv1d):
+            pad = conv.padding if isinstance(conv.padding, str) else (0, int(conv.padding[0]))
+            stride, dilation = (1, conv.stride[0]), (1, conv.dilation[0])
+            input_size = _length_as_row(input_size)
+        else:
+            raise TypeError(
+                f"conv must be a torch.nn.Conv2d or torch.nn.Conv1d, got {type(conv).__name__}"
+            )
         return cls(
             padding=conv.padding_mode,
             pad=pad,
             input_size=input_size,
-            stride=tuple(conv.stride),
-            dilation=tuple(conv.dilation),
+            stride=stride,
+            dilation=dilation,
             groups=conv.groups,
         )
 
@@ -236,6 +247,21 @@ class ConvSpec:
             "dilation": list(self.dilation),
             "groups": self.groups,
         }
+
+
+def _length_as_row(input_size: Any) -> Pair | None:
+    """A ``Conv1d``'s ``input_size`` (None, ``n`` or ``(n,)``) as the 2-D size ``(1, n)``."""
+    if input_size is None:
+        return None
+    n = input_size
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 1:
+        n = input_size[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(
+            "input_size must be None, an int or a 1-tuple (the length) for a "
+            f"torch.nn.Conv1d, got {input_size!r}"
+        )
+    return (1, int(n))
 
 
 KERNEL_DTYPES = "float16, bfloat16, float32, float64, longdouble, int, uint or bool"

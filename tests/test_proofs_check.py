@@ -175,6 +175,7 @@ def test_planted_plain_cholesky_criterion_fails():
         "CHOL-PSD",
         "CHOL-NORM",
         "SYM-SUPPORT",
+        "SYM-BLOCKS",
     ],
 )
 def test_registered_checks_pass(theorem_id):
@@ -184,7 +185,14 @@ def test_registered_checks_pass(theorem_id):
 
 @pytest.mark.parametrize(
     "theorem_id",
-    ["KGI-QUAD", "CN-CLAIM", "FP-SCALEBACK-NEAREST", "L8-PAD-BEYOND", "SYM-SUPPORT-GAPS"],
+    [
+        "KGI-QUAD",
+        "CN-CLAIM",
+        "FP-SCALEBACK-NEAREST",
+        "L8-PAD-BEYOND",
+        "SYM-SUPPORT-GAPS",
+        "SYM-BLOCKS-ROWS",
+    ],
 )
 def test_claims_known_false_are_reported_with_a_counterexample(theorem_id):
     result = get(theorem_id).check(QUICK)

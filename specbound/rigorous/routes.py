@@ -18,7 +18,7 @@ from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec, Layer
-from .bracket import max_upper, relative_gap
+from .bracket import max_lower, max_upper, relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
@@ -207,6 +207,62 @@ def support_layer(layer: Layer) -> Layer:
     cols = np.flatnonzero(np.any(k != 0, axis=(0, 1, 2)))
     cut = k[:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     return Layer(np.ascontiguousarray(cut), layer.spec.replace(stride=1, pad=0))
+
+
+def channel_blocks(kernel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The connected components ``(out_channels, in_channels)`` of the bipartite graph with an
+    edge ``(o, i)`` wherever ``K[o, i]`` has a non-zero tap (channels with none are left out).
+
+    After permuting rows and columns the symbol is block diagonal with these blocks (and zero
+    rows/columns), so ``S(K) = max_b S(K_b)``: each block is bounded separately, and each on
+    its own bounding box (:func:`support_layer`).
+    """
+    edges = np.any(kernel != 0, axis=(2, 3))  # (c_out, c_in)
+    c_out, c_in = edges.shape
+    seen_out, seen_in = np.zeros(c_out, bool), np.zeros(c_in, bool)
+    blocks = []
+    for start in np.flatnonzero(edges.any(axis=1)):
+        if seen_out[start]:
+            continue
+        outs, ins = np.zeros(c_out, bool), np.zeros(c_in, bool)
+        outs[start] = True
+        while True:  # alternate: inputs read by these outputs, outputs reading these inputs
+            new_ins = edges[outs].any(axis=0) | ins
+            new_outs = edges[:, new_ins].any(axis=1) | outs
+            if (new_ins == ins).all() and (new_outs == outs).all():
+                break
+            ins, outs = new_ins, new_outs
+        seen_out |= outs
+        seen_in |= ins
+        blocks.append((np.flatnonzero(outs), np.flatnonzero(ins)))
+    return blocks
+
+
+def every_size_route(layer: Layer, ctx: Context) -> Bracket:
+    """Stride 1, every input size: ``S(K) = max_b S(K_b)`` over the channel blocks
+    (:func:`channel_blocks`; ``groups=1``), each on its support's bounding box
+    (:func:`support_layer`), by :func:`symbol_sup_route`. A witness of block ``b`` is one of
+    ``K`` with the vector set to 0 on the other input channels (block ``b``'s inputs feed no
+    other output)."""
+    blocks = channel_blocks(layer.kernel) if layer.spec.groups == 1 else []
+    if len(blocks) <= 1:
+        return symbol_sup_route(support_layer(layer), ctx)
+    parts = []
+    for outs, ins in blocks:
+        sub = Layer(np.ascontiguousarray(layer.kernel[np.ix_(outs, ins)]), layer.spec)
+        parts.append((symbol_sup_route(support_layer(sub), ctx), ins))
+    upper = max_upper(*(b.upper for b, _ in parts))
+    best, ins = max(parts, key=lambda part: max_lower(part[0].lower))
+    witness = None
+    if best.witness is not None:
+        vec = np.asarray(best.witness["vector"])
+        full = np.zeros(layer.c_in, dtype=vec.dtype)
+        full[ins] = vec
+        witness = {**best.witness, "vector": full}
+    notes = [f"{len(blocks)} independent channel blocks, each bounded on its own", *best.notes]
+    return Bracket(
+        upper, max_lower(best.lower), best.upper_method, best.lower_method, witness, notes
+    )
 
 
 def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
