@@ -36,7 +36,7 @@ import time
 import torch
 
 from .bracket import MatrixBracket
-from .cholesky import UNDERFLOW_UNIT, _float64_gemm, _underflow_term
+from .cholesky import UNDERFLOW_UNIT, _float64_gemm, _one_cpu_thread, _underflow_term
 from .gram import _gram, matvec_norm_lower
 from .rounding import U, frobenius_upper, gamma, pow2_scale
 
@@ -115,7 +115,8 @@ def _factor(y: torch.Tensor, r0: int, r1: int, bad: torch.Tensor, base: int) -> 
     ``(y - sum of products) / pivot`` or a square root, the sum split into GEMM partial sums
     subtracted one after another (the evaluation-tree argument of L9 (C2) holds)."""
     if r1 - r0 <= base:
-        _factor_rows(y, r0, r1, bad)
+        with _one_cpu_thread(y.device):  # many small vector operations
+            _factor_rows(y, r0, r1, bad)
         return
     mid = r0 + (r1 - r0) // 2
     _factor(y, r0, mid, bad, base)
@@ -284,7 +285,8 @@ def verified_sigma(
     for start in range(0, b, per_chunk):
         part = slice(start, min(b, start + per_chunk))
         c, g_err = hermitian_gram(h[part])
-        lam = torch.linalg.eigvalsh(c)[..., -1].clamp(min=0.0)
+        with _one_cpu_thread(c.device):  # a loop of small LAPACK calls (see SMALL_LAPACK)
+            lam = torch.linalg.eigvalsh(c)[..., -1].clamp(min=0.0)
         estimate[part] = torch.sqrt(lam)
         g = real_form(c)
         del c
@@ -320,7 +322,8 @@ def verified_sigma(
     if with_vectors > 0:
         index = torch.topk(estimate, min(with_vectors, b)).indices
         hc = h[index].to(torch.complex128)
-        _, vecs = torch.linalg.eigh(hc.mH @ hc)
+        with _one_cpu_thread(hc.device):
+            _, vecs = torch.linalg.eigh(hc.mH @ hc)
         z = vecs[..., -1]  # (K, n)
         if transposed:  # z holds left vectors u of m: v = m^H u
             z = (m[index].to(torch.complex128).mH @ z[..., None])[..., 0]
