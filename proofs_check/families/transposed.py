@@ -90,6 +90,27 @@ def _adj_instances(rng: np.random.Generator, count: int) -> Iterator[dict]:
         }
 
 
+def _adj_adversarial(mode: Mode) -> Iterator[dict]:
+    """Output padding at or above the stride (below the dilation), in 1-D and 3-D with groups,
+    and a high pad p - q < 0 (the forward layer then ignores its last inputs)."""
+    rng = np.random.default_rng(14)
+    cases = [
+        ((1, 1, 3), (1,), (0,), (1,), (2,), 1, (3,)),
+        ((4, 1, 2, 2, 2), (1, 2, 1), (1, 0, 0), (1, 1, 1), (2, 2, 2), 2, (2, 2, 3)),
+        ((2, 3, 3, 2), (2, 1), (0, 1), (1, 0), (1, 2), 1, (3, 2)),
+    ]
+    for shape, s, p, q, d, g, n in cases:
+        yield {
+            "weight": rng.normal(size=shape),
+            "stride": s,
+            "padding": p,
+            "output_padding": q,
+            "dilation": d,
+            "groups": g,
+            "n": n,
+        }
+
+
 def _adj_margin(inst: dict, planted: bool = False) -> float:
     w = torch.from_numpy(inst["weight"])
     s, p, q, d = inst["stride"], inst["padding"], inst["output_padding"], inst["dilation"]
@@ -135,7 +156,31 @@ def _adj_margin(inst: dict, planted: bool = False) -> float:
     if a.shape != t.T.shape:
         return -1.0
     scale = float(np.abs(t).max(initial=0.0)) or 1.0
-    return -float(np.abs(a - t.T).max(initial=0.0)) / scale
+    worst = -float(np.abs(a - t.T).max(initial=0.0)) / scale
+    if planted:
+        return worst
+    # the form certify uses: pads (p, max(p - q, 0)) on the first L - max(q - p, 0) inputs per
+    # axis; the inputs after them are read by no row (zero columns)
+    cut = tuple(size[i] - max(q[i] - p[i], 0) for i in range(ell))
+    pads = tuple((p[i], max(p[i] - q[i], 0)) for i in range(ell))
+    if min(cut) < 1:  # no input is read on some axis: the transposed layer is zero
+        return worst if not np.any(t) else -1.0
+
+    def conv_cut(x: torch.Tensor) -> torch.Tensor:
+        return _CONV[ell](_zero_pad(x, pads), w, None, s, 0, d, g)
+
+    try:
+        b = dense(conv_cut, (c_out_t, *cut))
+    except RuntimeError:
+        return -1.0
+    tt = t.T.reshape(-1, c_out_t, *size)
+    kept = tt[(slice(None), slice(None), *(slice(0, ci) for ci in cut))].reshape(tt.shape[0], -1)
+    if kept.shape != b.shape:
+        return -1.0
+    rest = tt.copy()
+    rest[(slice(None), slice(None), *(slice(0, ci) for ci in cut))] = 0.0
+    worst = min(worst, -float(np.abs(kept - b).max(initial=0.0)) / scale)
+    return min(worst, -float(np.abs(rest).max(initial=0.0)) / scale)
 
 
 def adjoint_search(planted: bool = False) -> Search:
@@ -144,6 +189,7 @@ def adjoint_search(planted: bool = False) -> Search:
         lambda inst: _adj_margin(inst, planted),
         tolerance=1e-12,
         random=_adj_instances,
+        adversarial=_adj_adversarial,
         n_random=(30, 300),
         key="TRANSPOSE-ADJ" + ("-NO-OUTPUT-PADDING" if planted else ""),
     )
@@ -159,7 +205,9 @@ register(
         "matrix is, entry for entry, the transpose of the first n rows per axis of convNd(W, s, "
         "zero padding p, d, g) on size L (the same weight tensor read as (c_out, c_in/g, *k)); "
         "that forward layer has n + floor(q/s) rows per axis, so for q < s it is exactly the "
-        "adjoint, and the two have the same norm.",
+        "adjoint, and the two have the same norm. Equivalently (the form certify uses, only "
+        "non-negative pads): the transpose is the forward layer with pads (p, max(p-q, 0)) on "
+        "the first L - max(q-p, 0) inputs per axis, and zero on the inputs after them.",
         latex=r"T^{(n)}_{W} = \big(R_n\,C^{(L(n))}_{W}\big)^{\top},\quad "
         r"L(n) = (n-1)s - 2p + d(k-1) + q + 1,\quad R_n = I \text{ if } q < s",
         source=SOURCE + ", L12",
