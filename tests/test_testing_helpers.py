@@ -14,6 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from specbound import ConvSpec
+from specbound.operators import conv_matrix
 from specbound.testing import CONV_MODULES, torch_conv_matrix
 
 _FORWARD = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
@@ -90,8 +92,8 @@ def hand_conv_transpose(w, stride, pad, out_pad, dilation, groups, n) -> np.ndar
 
 # ----------------------------------------------------------------------------- strategies
 @st.composite
-def forward_layers(draw):
-    ell = draw(st.integers(1, 3))
+def forward_layers(draw, axes=(1, 2, 3)):
+    ell = draw(st.sampled_from(axes))
     small = ell == 3
     groups = draw(st.integers(1, 2))
     c_in_g, c_out_g = draw(st.integers(1, 2)), draw(st.integers(1, 2))
@@ -278,3 +280,23 @@ def test_every_conv_module_type_is_accepted():
 def test_bad_input_is_refused_clearly(conv, size, kwargs, error, match):
     with pytest.raises(error, match=match):
         torch_conv_matrix(conv, size, **kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(forward_layers(axes=(1, 2)))
+def test_conv1d_and_conv2d_agree_with_specbound_operators(layer):
+    """The torch ground truth and specbound's own dense operator (for the 1-D and 2-D layers
+    it covers) are the same matrix."""
+    w, stride, pad, dilation, groups, mode, n = layer
+    mod = _module(
+        _FORWARD[len(n)],
+        w,
+        groups,
+        stride=stride,
+        padding=pad,
+        dilation=dilation,
+        padding_mode=mode,
+    )
+    spec = ConvSpec.from_module(mod, n)
+    kernel = w if len(n) == 2 else w[:, :, None, :]  # a Conv1d is the one-row Conv2d
+    assert np.array_equal(torch_conv_matrix(mod, n), conv_matrix(kernel, spec))
