@@ -37,6 +37,7 @@ MODULES = [
     "specbound.audit",
     "specbound.audit.report",
     "specbound.metrics",
+    "specbound.testing.torchconv",
 ]
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL

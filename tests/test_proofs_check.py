@@ -112,6 +112,7 @@ def test_registry_covers_the_issue():
     relied = {t.id for t in theorems() if t.relied_on}
     assert {"G1", "C1", "Z1", "SR1", "G5", "FP-GRAM", "FP-FROB", "FP-CERTIFY"} <= relied
     assert {"CHOL-PSD", "CHOL-NORM", "VER-SIGMA"} <= relied
+    assert {"TRANSPOSE-ADJ", "ZERO-MONO", "ND-CIRCULANT", "ND-KRON"} <= relied
     assert get("KGI-QUAD").relied_on is False and get("KGI-QUAD").expected == "FAIL"
 
 
@@ -176,6 +177,10 @@ def test_planted_plain_cholesky_criterion_fails():
         "CHOL-NORM",
         "SYM-SUPPORT",
         "SYM-BLOCKS",
+        "TRANSPOSE-ADJ",
+        "ZERO-MONO",
+        "ND-CIRCULANT",
+        "ND-KRON",
     ],
 )
 def test_registered_checks_pass(theorem_id):
@@ -192,6 +197,10 @@ def test_registered_checks_pass(theorem_id):
         "L8-PAD-BEYOND",
         "SYM-SUPPORT-GAPS",
         "SYM-BLOCKS-ROWS",
+        "TRANSPOSE-ADJ-NO-OUTPUT-PADDING",
+        "ZERO-MONO-CIRCULAR",
+        "ND-CIRCULANT-2AXES",
+        "ND-KRON-MAX",
     ],
 )
 def test_claims_known_false_are_reported_with_a_counterexample(theorem_id):
@@ -476,3 +485,61 @@ def test_planted_unverified_sigma_criterion_fails():
     assert result.verdict == "FAIL" and result.margin < 0 and result.counterexample
     search, counts = sigma_search()
     assert run(search, QUICK).verdict == "PASS" and counts["accepted"] > 0
+
+
+# ----------------------------------------------------------------------------- transposed, 3-D
+def test_planted_transposed_size_fails_exactly_when_output_padding_is_used():
+    from proofs_check.families.transposed import _adj_margin
+
+    base = {
+        "weight": np.array([[[1.0, -2.0, 3.0]]]),
+        "stride": (2,),
+        "padding": (1,),
+        "dilation": (1,),
+        "groups": 1,
+        "n": (3,),
+    }
+    without, with_q = {**base, "output_padding": (0,)}, {**base, "output_padding": (1,)}
+    assert _adj_margin(without) == 0.0 and _adj_margin(without, planted=True) == 0.0
+    assert _adj_margin(with_q) == 0.0 and _adj_margin(with_q, planted=True) < 0.0
+
+
+def test_circular_norm_is_not_monotone_on_the_hand_example():
+    from proofs_check.families.transposed import _mono_margin
+
+    inst = {
+        "weight": np.array([[[1.0, -1.0]]]),
+        "stride": (1,),
+        "dilation": (1,),
+        "groups": 1,
+        "pads": ((0, 1),),
+        "size": (2,),
+        "axis": 0,
+    }
+    # circular: norm 2 at N = 2 (frequency pi), 2 cos(pi/6) = sqrt(3) at N = 3
+    assert _mono_margin(inst, circular=True) == pytest.approx(math.sqrt(3) / 2 - 1, abs=1e-14)
+    # zeros: [[1, -1], [0, 1]] at n = 2 grows to the 3x3 bidiagonal at n = 3
+    assert _mono_margin(inst) >= 0.0
+
+
+def test_replicate_pad_of_one_pixel_copies_it_27_times():
+    from proofs_check.families.transposed import _kron_margin
+
+    inst = {"mode": "replicate", "n": (1, 1, 1), "pads": ((1, 1), (0, 2), (2, 0))}
+    assert _kron_margin(inst) >= -1e-14  # sqrt(27) = sqrt(3)^3, up to the SVD's rounding
+    assert _kron_margin(inst, planted=True) == pytest.approx(-(1 - 1 / 3), abs=1e-14)
+
+
+def test_two_axis_dft_misses_a_kernel_spread_along_the_first_axis():
+    from proofs_check.families.transposed import _circ_margin
+
+    inst = {
+        "weight": np.array([1.0, -1.0]).reshape(1, 1, 2, 1, 1),
+        "stride": (1, 1, 1),
+        "dilation": (1, 1, 1),
+        "groups": 1,
+        "m": (2, 1, 1),
+        "lo": (0, 0, 0),
+    }
+    assert _circ_margin(inst) >= -1e-15  # singular values {2, 0} on both sides
+    assert _circ_margin(inst, axes=(1, 2)) == pytest.approx(-1.0, abs=1e-15)  # {0, 0}

@@ -8,6 +8,7 @@ ORDER = (
     "kernel_gram",
     "gaps",
     "structure",
+    "transposed",
     "grid",
     "rescaling",
     "aol",

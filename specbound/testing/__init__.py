@@ -26,6 +26,10 @@ Assertions (one-sided, against the exact float64 operator, with a rounding allow
 :func:`assert_upper_dominates_jacobian` (a whole network's certified upper bound against the
 largest Jacobian norm found at random inputs).
 
+Ground truth from torch itself: :func:`torch_conv_matrix`, the dense float64 matrix of any
+``Conv1d/2d/3d`` or ``ConvTranspose1d/2d/3d`` module (every padding mode) or convolution
+functional at a given input size.
+
 Example
 -------
 >>> from hypothesis import given
@@ -78,9 +82,11 @@ from .specs import (
     within_symbol_domain,
 )
 from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geometry
+from .torchconv import CONV_MODULES, torch_conv_matrix
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
+    "CONV_MODULES",
     "JACOBIAN_RTOL",
     "KERNEL_FAMILIES",
     "LIPSCHITZ_RTOL",
@@ -109,6 +115,7 @@ __all__ = [
     "repeated_top_matrices",
     "repeated_top_matrix",
     "symbol_bounded_specs",
+    "torch_conv_matrix",
     "valid_geometry",
     "with_singular_values",
     "within_symbol_domain",
