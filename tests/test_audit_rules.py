@@ -34,14 +34,6 @@ A = importlib.import_module("specbound.audit")
 QUICK = Mode("quick")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dense_jacobian(fn, x: torch.Tensor) -> np.ndarray:
     jac = torch.autograd.functional.jacobian(lambda z: fn(z).reshape(-1), x)
     return jac.reshape(-1, x.numel()).numpy()

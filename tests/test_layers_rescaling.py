@@ -75,15 +75,6 @@ def set_original(module: nn.Module, value: torch.Tensor) -> None:
         module.parametrizations.weight.original.copy_(value)
 
 
-def conv_input_matrix(module: nn.Module, c_in: int, size) -> np.ndarray:
-    """Dense Jacobian of a (linear, bias-free) module from the identity basis."""
-    n = c_in * size[0] * size[1]
-    basis = torch.eye(n, dtype=torch.float64).reshape(n, c_in, *size)
-    with torch.no_grad():
-        out = module(basis)
-    return out.reshape(n, -1).T.numpy()
-
-
 # ---------------------------------------------------------------------- AOL-1, AOL-7, S1
 @given(rescaling_layers(), st.integers(1, 3), st.sampled_from(["input", "output"]))
 def test_rescaled_conv_norm_at_most_one(layer, n_iter, side):
