@@ -15,7 +15,7 @@ import torch
 
 from .bounds import get_method
 from .bounds.base import Method, spec_from_args
-from .bounds.gram import tf32_disabled
+from .rigorous.fpenv import tf32_disabled
 from .spec import ConvSpec, Layer
 
 __all__ = ["spectral_norm", "spectral_norm_batched"]

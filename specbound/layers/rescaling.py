@@ -55,6 +55,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from ..bounds.gram import rescaling_factors, rescaling_factors_dense
+from ..certify import Certificate
 from ._base import (
     CachedTransform,
     ConstrainedConv2d,
@@ -469,7 +470,7 @@ class RescaledLinear(nn.Module):
                 lin.bias.copy_(self.bias)
         return lin
 
-    def certify(self, *, rtol: float = 1e-3) -> Any:
+    def certify(self, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on ``||W||_2`` by :func:`specbound.certify` (a 1x1 conv on a
         1x1 input)."""
         return linear_certify(self.weight, rtol)
