@@ -1,9 +1,13 @@
-"""The graph analyser: walks the traced graph, dispatches every node to its Lipschitz rule
-(the rule mixins of :mod:`.structural`, :mod:`.activations`, :mod:`.linear`, :mod:`.pooling`
-and :mod:`.padding`) and records an :class:`_Op` per input-dependent node."""
+"""The graph analyser: walks the traced graph and dispatches every input-dependent node to its
+Lipschitz rule through one table: :data:`MODULE_RULES` (by module type) and
+:data:`FUNCTION_RULES` (by function or method name). Each rule is a function
+``rule(an, node, mod_or_name) -> _Op`` in the module of its concept (:mod:`.linear`,
+:mod:`.activations`, :mod:`.normalization`, :mod:`.pooling`, :mod:`.padding`,
+:mod:`.resample`, :mod:`.structural`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,42 +15,71 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import _ActivationRules, _function_activation, _module_activation
-from .errors import AuditError
-from .graph import _bind, _Op, _op_name, _type_name
-from .linear import _conv_geometry, _LinearRules
-from .normalization import _NormalizationRules
-from .outward import _down, _up
-from .padding import _pad_module_mode, _PaddingRules
-from .pooling import _PoolingRules
-from .report import LayerBound
-from .resample import _ResampleRules
-from .structural import _STRUCT_FUNCS, _StructuralRules
-from .trace import _Info, _Recorder, conv_subclass_agrees, is_peer_sorting_activation
-
-
-def _module_path(node: fx.Node) -> str:
-    """`` in module 'path' (Type)`` from the innermost entry of the node's module stack (set
-    by torch.fx and torch.export), or the empty string at the top level."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return ""
-    path, typ = list(stack.values())[-1]
-    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
-    typ = typ.rsplit(".", 1)[-1]
-    return f" in module '{path}' ({typ})" if path else ""
-
-
-_NORM_FUNCS = ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "rms_norm")
-
-_ATEN_RESAMPLE = (
-    ("nearest_exact", "nearest-exact"),
-    ("nearest", "nearest"),
-    ("bilinear", "bilinear"),
-    ("trilinear", "trilinear"),
-    ("bicubic", "bicubic"),
-    ("linear", "linear"),
+from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear
+from ..layers.padding import pad2d
+from .activations import (
+    ACTIVATION_MODULES,
+    _function_activation,
+    activation,
+    activation_module,
+    maxmin_module,
+    sort_function,
+    sorting_module,
+    vector_norm_function,
 )
+from .analysis import Analysis
+from .errors import AuditError
+from .graph import _Op, _op_name
+from .linear import (
+    _conv_geometry,
+    batchnorm_module,
+    conv3d_module,
+    conv_op,
+    fold_batchnorm,
+    functional_bn,
+    functional_conv,
+    functional_linear,
+    functional_transposed_conv,
+    linear_module,
+    sll_op,
+    transposed_conv_module,
+)
+from .normalization import NORM_FUNCS, NORM_MODULES, functional_norm, norm_module_op
+from .padding import PAD_MODULES, functional_pad, pad_module
+from .pooling import (
+    adaptive_avg_module,
+    adaptive_max_module,
+    avg_pool_module,
+    functional_adaptive_avg,
+    functional_adaptive_max,
+    functional_avg_pool,
+    functional_max_pool,
+    max_pool_module,
+)
+from .resample import functional_resample, upsample_module
+from .structural import (
+    _DROPOUT_FUNCS,
+    _STRUCT_FUNCS,
+    cat_function,
+    dropout_function,
+    dropout_module,
+    expand_function,
+    identity_module,
+    minmax_op,
+    neg_function,
+    reduce_op,
+    scale_op,
+    stochastic_depth_function,
+    struct_function,
+    sum_op,
+)
+from .trace import conv_subclass_agrees, is_peer_sorting_activation
+
+ModuleRule = Callable[[Analysis, fx.Node, nn.Module], _Op]
+"""``rule(an, node, module)``: the row of a ``call_module`` node."""
+
+FunctionRule = Callable[[Analysis, fx.Node, str], _Op]
+"""``rule(an, node, name)``: the row of a ``call_function`` / ``call_method`` node."""
 
 
 PEER_LIBRARIES = ("deel.torchlip", "orthogonium")
@@ -71,168 +104,188 @@ def _attention_refusal(where: str) -> str:
     )
 
 
-class _Analyser(
-    _StructuralRules,
-    _ActivationRules,
-    _LinearRules,
-    _PoolingRules,
-    _PaddingRules,
-    _NormalizationRules,
-    _ResampleRules,
-):
-    def __init__(
-        self,
-        gm: fx.GraphModule,
-        rec: _Recorder,
-        frontend: str,
-        rtol: float,
-        device: Any,
-        max_seconds: float | None,
-        param_names: dict[int, str] | None = None,
-        script: torch.jit.ScriptModule | None = None,
-    ) -> None:
-        self.gm, self.rec, self.frontend = gm, rec, frontend
-        self.rtol, self.device, self.max_seconds = rtol, device, max_seconds
-        self.param_names = param_names or {}
-        self.script = script
-        self.modules = dict(gm.named_modules())
-        self.ops: dict[fx.Node, _Op] = {}
-        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
-        # certifier(kernel4, spec) -> Certificate-like: set by the run loop (runner._Runner)
-        self.certifier: Any = None
+def _attention_refusal(where: str) -> str:
+    return (
+        f"{where} is attention (softmax(Q K^T) V multiplies input-dependent tensors): not "
+        "globally Lipschitz (Kim, Papamakarios & Mnih, 'The Lipschitz constant of "
+        "self-attention', ICML 2021), so no bound exists; audit the sub-network before it "
+        "(e.g. the patch embedding), or use a Lipschitz attention (e.g. L2 attention)"
+    )
 
-    # ---------------------------------------------------------------- helpers
-    def describe(self, node: fx.Node) -> str:
-        if node.op == "call_module":
-            mod = self.modules.get(str(node.target))
-            return f"module '{node.target}' ({_type_name(mod)})"
-        if node.op in ("call_function", "call_method"):
-            return f"node '{node.name}' ({_op_name(node)[0]}){_module_path(node)}"
-        return f"node '{node.name}'"
 
-    def info(self, node: Any) -> _Info | None:
-        return self.rec.info.get(node) if isinstance(node, fx.Node) else None
+def _attention_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    raise AuditError(_attention_refusal(an.describe(node)))
 
-    def dep(self, x: Any) -> bool:
-        i = self.info(x)
-        return i is not None and i.dependent
 
-    def const(self, x: Any) -> Any:
-        """The value of a constant argument (a node's recorded value, or a literal)."""
-        if isinstance(x, fx.Node):
-            i = self.rec.info[x]
-            if i.dependent:
-                raise AuditError(f"{self.describe(x)} must not depend on the input here")
-            return i.value
-        if isinstance(x, (list, tuple)):
-            return type(x)(self.const(v) for v in x)
-        return x
+def _attention_function(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """A product of two input-dependent tensors is attention (refused); with one it is a
+    batched matrix product by a constant, which has no rule either."""
+    if len(an.dep_inputs(node)) > 1:
+        raise AuditError(_attention_refusal(an.describe(node)))
+    raise an.no_function_rule(node)
 
-    def in_shape(self, node: fx.Node) -> tuple[int, ...]:
-        for a in node.all_input_nodes:
-            if self.dep(a):
-                s = self.rec.info[a].shape
-                return tuple(s[1:]) if isinstance(s, tuple) and s and isinstance(s[0], int) else ()
-        return ()
 
-    def out_shape(self, node: fx.Node) -> tuple[int, ...]:
-        s = self.rec.info[node].shape
-        if isinstance(s, tuple) and s and isinstance(s[0], tuple):
-            s = s[0]
-        return tuple(s[1:]) if isinstance(s, tuple) and s else ()
-
-    def label(self, node: fx.Node, weight: Any = None) -> tuple[str, str]:
-        if node.op == "call_module":
-            return str(node.target), _type_name(self.modules[str(node.target)])
-        if isinstance(weight, fx.Node) and weight.op == "get_attr":
-            value = self.rec.info[weight].value
-            name = self.param_names.get(id(value)) or str(weight.target)
-            base = name.rsplit(".", 1)[0] if "." in name else name
-            typ = _op_name(node)[0]
-            if self.script is not None:
-                sub: Any = self.script
-                for part in base.split("."):
-                    sub = getattr(sub, part, None)
-                typ = getattr(sub, "original_name", typ)
-            return base, typ
-        return node.name, _op_name(node)[0]
-
-    def dep_inputs(self, node: fx.Node) -> list[fx.Node]:
-        return [a for a in node.all_input_nodes if self.dep(a)]
-
-    def unary(
-        self,
-        node: fx.Node,
-        *,
-        linear: bool,
-        nops: int = 0,
-        lin: Any = None,
-        absf: Any = None,
-        kind: str = "",
-    ) -> _Op:
-        deps = self.dep_inputs(node)
-        if len(deps) != 1:
+# ------------------------------------------------- convolutions (geometry read from the module)
+def _conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``Conv1d`` / ``Conv2d`` (a subclass only if it computes the plain convolution)."""
+    if isinstance(mod.padding, str):
+        pad: Any = mod.padding
+    elif isinstance(mod, nn.Conv1d):
+        pad = (0, mod.padding[0])
+    else:
+        pad = tuple(mod.padding)
+    weight = mod.weight.detach()  # the effective weight of a parametrized conv
+    if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
+        if not conv_subclass_agrees(mod, an.in_shape(node)):
             raise AuditError(
-                f"{self.describe(node)} takes {len(deps)} input-dependent tensors; its rule "
-                "needs exactly one (a product of two input-dependent tensors is not globally "
-                "Lipschitz)"
+                f"{an.describe(node)} subclasses a convolution but its forward is not "
+                "the plain convolution of its weight with its padding, stride, dilation "
+                "and groups at this input size; export it to a plain torch.nn conv "
+                "(e.g. the library's vanilla_export) before auditing"
             )
-        return _Op(node, "unary", [(deps[0], 1.0)], linear, nops, lin=lin, absf=absf, kind=kind)
+    conv = _conv_geometry(weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups)
 
-    def row(
-        self,
-        node: fx.Node,
-        name: str,
-        typ: str,
-        lower: float | None,
-        upper: float,
-        kind: str,
-        method: str,
-        lower_method: str = "",
-        *,
-        linear: bool,
-        notes: list[str] | None = None,
-    ) -> LayerBound:
-        return LayerBound(
-            name,
-            typ,
-            self.in_shape(node),
-            self.out_shape(node),
-            lower,
-            upper,
-            kind,
-            method,
-            lower_method or method,
-            linear=linear,
-            notes=list(notes or []),
+    def lin(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
+        return mod._conv_forward(x, w.to(x), None)
+
+    def absf(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
+        return mod._conv_forward(x, w.to(x).abs(), None)
+
+    return conv_op(an, node, weight, conv, lin, absf)
+
+
+def _constrained_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """A ``specbound.layers`` constrained convolution (it pads in its own order)."""
+    weight = mod.weight.detach()
+    top, bottom, left, right = mod.pads
+    conv = _conv_geometry(
+        weight,
+        mod.padding_mode,
+        (left, right, top, bottom),
+        mod.stride,
+        mod.dilation,
+        mod.groups,
+    )
+
+    def c_lin(x: torch.Tensor, w: torch.Tensor = weight, a: bool = False) -> torch.Tensor:
+        w = w.to(x).abs() if a else w.to(x)
+        return F.conv2d(
+            pad2d(x, mod.pads, mod.padding_mode),
+            w,
+            None,
+            mod.stride,
+            0,
+            mod.dilation,
+            mod.groups,
         )
 
-    def exact(
-        self,
-        node: fx.Node,
-        value: float,
-        method: str,
-        *,
-        linear: bool,
-        ops: int = 2,
-        name: str | None = None,
-        typ: str | None = None,
-        notes: list[str] | None = None,
-    ) -> LayerBound:
-        n, t = self.label(node)
-        return self.row(
-            node,
-            name or n,
-            typ or t,
-            _down(value, ops),
-            _up(value, ops),
-            "exact",
-            method,
-            linear=linear,
-            notes=notes,
-        )
+    return conv_op(an, node, weight, conv, c_lin, lambda x: c_lin(x, a=True))
 
-    # ---------------------------------------------------------------- main pass
+
+# ---------------------------------------------------------------- the table
+MODULE_RULES: tuple[tuple[type | tuple[type, ...], ModuleRule], ...] = (
+    ((nn.ConvTranspose1d, nn.ConvTranspose2d), transposed_conv_module),
+    ((nn.Conv1d, nn.Conv2d), _conv_module),
+    ((nn.Conv3d, nn.ConvTranspose3d), conv3d_module),
+    (ConstrainedConv2d, _constrained_conv_module),
+    ((nn.Linear, RescaledLinear), linear_module),
+    ((nn.BatchNorm1d, nn.BatchNorm2d), batchnorm_module),
+    ((SLLConv2d, SLLLinear), sll_op),
+    (MaxMin, maxmin_module),
+    ((nn.Identity, nn.Flatten, nn.Unflatten), identity_module),
+    (
+        (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout),
+        dropout_module,
+    ),
+    (NORM_MODULES, norm_module_op),
+    (nn.Upsample, upsample_module),  # also UpsamplingNearest2d / UpsamplingBilinear2d
+    (nn.MultiheadAttention, _attention_module),
+    (ACTIVATION_MODULES, activation_module),
+    ((nn.AvgPool1d, nn.AvgPool2d), avg_pool_module),
+    ((nn.MaxPool1d, nn.MaxPool2d), max_pool_module),
+    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d), adaptive_avg_module),
+    ((nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d), adaptive_max_module),
+    (PAD_MODULES, pad_module),
+)
+"""Module type -> rule, the first ``isinstance`` match wins (transposed convolutions before
+convolutions). A peer library's sorting activation, matched by its exact class name, comes
+first (:func:`~.trace.is_peer_sorting_activation`)."""
+
+
+def _by_name(*groups: tuple[tuple[str, ...], FunctionRule]) -> dict[str, FunctionRule]:
+    table: dict[str, FunctionRule] = {}
+    for names, rule in groups:
+        for name in names:
+            if name in table:
+                raise RuntimeError(f"function {name!r} has two rules")  # pragma: no cover
+            table[name] = rule
+    return table
+
+
+FUNCTION_RULES: dict[str, FunctionRule] = _by_name(
+    (tuple(sorted(_STRUCT_FUNCS)), struct_function),
+    (("add", "sub", "rsub"), sum_op),
+    (("cat", "concat", "concatenate", "stack"), cat_function),
+    (("mul", "truediv", "div"), scale_op),
+    (("neg",), neg_function),
+    (("mean", "sum"), reduce_op),
+    (_DROPOUT_FUNCS, dropout_function),
+    (("stochastic_depth",), stochastic_depth_function),  # torchvision.ops: identity in eval
+    (("conv1d", "conv2d", "convolution", "_convolution"), functional_conv),
+    (("conv_transpose1d", "conv_transpose2d"), functional_transposed_conv),
+    (("linear", "addmm", "mm", "matmul"), functional_linear),
+    (("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"), functional_bn),
+    (("avg_pool1d", "avg_pool2d"), functional_avg_pool),
+    (
+        ("max_pool1d", "max_pool2d", "max_pool1d_with_indices", "max_pool2d_with_indices"),
+        functional_max_pool,
+    ),
+    (
+        ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d"),
+        functional_adaptive_avg,
+    ),
+    (("adaptive_max_pool1d", "adaptive_max_pool2d"), functional_adaptive_max),
+    (
+        (
+            "pad",
+            "constant_pad_nd",
+            "reflection_pad1d",
+            "reflection_pad2d",
+            "replication_pad1d",
+            "replication_pad2d",
+            "_pad_circular",
+        ),
+        functional_pad,
+    ),
+    (NORM_FUNCS, functional_norm),
+    (("max", "min", "maximum", "minimum", "amax", "amin", "fmax", "fmin"), minmax_op),
+    (("expand", "expand_as", "broadcast_to", "repeat", "tile"), expand_function),
+    (("norm", "linalg_vector_norm", "vector_norm"), vector_norm_function),
+    (("sort", "msort", "topk"), sort_function),
+    (("interpolate", "upsample"), functional_resample),
+    (
+        ("scaled_dot_product_attention", "multi_head_attention_forward", "bmm", "baddbmm"),
+        _attention_function,
+    ),
+)
+"""Function or method name -> rule. The ATen ``upsample_*`` names go to
+:func:`~.resample.functional_resample` too; any other name is looked up among the
+elementwise activations (:func:`~.activations._function_activation`), then refused."""
+
+
+def module_rule(mod: nn.Module) -> ModuleRule | None:
+    """The rule of a module, or None."""
+    if is_peer_sorting_activation(mod):
+        return sorting_module
+    for types, rule in MODULE_RULES:
+        if isinstance(mod, types):
+            return rule
+    return None
+
+
+class _Analyser(Analysis):
+    """One analysis: the main pass over the graph, dispatching each node through the table."""
+
     def analyse(self) -> None:
         graph = self.gm.graph
         output = next(n for n in graph.nodes if n.op == "output")
@@ -253,7 +306,7 @@ class _Analyser(
                 continue
             op = self.parse(node)
             self.ops[node] = op
-        self.fold_batchnorm()
+        fold_batchnorm(self)
         self.tag_peer_claims()
 
     def tag_peer_claims(self) -> None:
@@ -294,334 +347,21 @@ class _Analyser(
             return self.parse_function(node)
         raise AuditError(f"no Lipschitz rule for {self.describe(node)}")
 
-    # ---------------------------------------------------------------- modules
+    # ---------------------------------------------------------------- dispatch
     def parse_module(self, node: fx.Node, mod: nn.Module) -> _Op:
-        from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear
-        from ..layers.padding import pad2d
+        rule = module_rule(mod)
+        if rule is None:
+            raise self.no_module_rule(node)
+        return rule(self, node, mod)
 
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and not isinstance(
-            mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)
-        ):
-            if isinstance(mod.padding, str):
-                pad: Any = mod.padding
-            elif isinstance(mod, nn.Conv1d):
-                pad = (0, mod.padding[0])
-            else:
-                pad = tuple(mod.padding)
-            weight = mod.weight.detach()  # the effective weight of a parametrized conv
-            if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
-                if not conv_subclass_agrees(mod, self.in_shape(node)):
-                    raise AuditError(
-                        f"{self.describe(node)} subclasses a convolution but its forward is not "
-                        "the plain convolution of its weight with its padding, stride, dilation "
-                        "and groups at this input size; export it to a plain torch.nn conv "
-                        "(e.g. the library's vanilla_export) before auditing"
-                    )
-            conv = _conv_geometry(
-                weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups
-            )
-
-            def lin(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
-                return mod._conv_forward(x, w.to(x), None)
-
-            def absf(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
-                return mod._conv_forward(x, w.to(x).abs(), None)
-
-            return self.conv_op(node, weight, conv, lin, absf)
-        if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
-            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-                raise AuditError(f"{self.describe(node)}: only zero padding is supported")
-            return self.transposed_conv_op(
-                node,
-                mod.weight.detach(),
-                mod.stride,
-                mod.padding,
-                mod.output_padding,
-                mod.dilation,
-                mod.groups,
-            )
-        if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)):
-            raise AuditError(
-                f"{self.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
-                "convolutions and transposed convolutions are)"
-            )
-        if isinstance(mod, ConstrainedConv2d):
-            weight = mod.weight.detach()
-            top, bottom, left, right = mod.pads
-            conv = _conv_geometry(
-                weight,
-                mod.padding_mode,
-                (left, right, top, bottom),
-                mod.stride,
-                mod.dilation,
-                mod.groups,
-            )
-
-            def c_lin(x: torch.Tensor, w: torch.Tensor = weight, a: bool = False) -> torch.Tensor:
-                w = w.to(x).abs() if a else w.to(x)
-                return F.conv2d(
-                    pad2d(x, mod.pads, mod.padding_mode),
-                    w,
-                    None,
-                    mod.stride,
-                    0,
-                    mod.dilation,
-                    mod.groups,
-                )
-
-            return self.conv_op(node, weight, conv, c_lin, lambda x: c_lin(x, a=True))
-        if isinstance(mod, (nn.Linear, RescaledLinear)):
-            if (
-                isinstance(mod, nn.Linear)
-                and type(mod).forward is not nn.Linear.forward
-                and not conv_subclass_agrees(mod, self.in_shape(node))
-            ):
-                raise AuditError(
-                    f"{self.describe(node)} subclasses Linear but its forward is not x W^T + b "
-                    "with its weight; export it to a plain torch.nn.Linear before auditing"
-                )
-            return self.linear_op(node, mod.weight.detach())
-        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if mod.training or mod.running_var is None:
-                raise AuditError(
-                    f"{self.describe(node)} normalises with batch statistics (training mode or "
-                    "track_running_stats=False): not a fixed function of one input"
-                )
-            return self.bn_op(node, mod.weight, mod.running_var, mod.eps)
-        if isinstance(mod, (SLLConv2d, SLLLinear)):
-            return self.sll_op(node, mod)
-        if is_peer_sorting_activation(mod):
-            return self.act_op(
-                node, 1.0, "sorts disjoint groups of entries (or |x|): 1-Lipschitz (AUD-MAX)"
-            )
-        if isinstance(mod, MaxMin):
-            return self.act_op(node, 1.0, "MaxMin: permutes each pair (Anil et al. 2019)")
-        if isinstance(mod, (nn.Identity, nn.Flatten, nn.Unflatten)):
-            return self.struct_op(node)
-        if isinstance(
-            mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-        ):
-            if mod.training:
-                raise AuditError(f"{self.describe(node)} is in training mode (random)")
-            return self.struct_op(node)
-        if isinstance(
-            mod,
-            (
-                nn.LayerNorm,
-                nn.GroupNorm,
-                nn.RMSNorm,
-                nn.InstanceNorm1d,
-                nn.InstanceNorm2d,
-                nn.InstanceNorm3d,
-            ),
-        ):
-            return self.norm_module_op(node, mod)
-        if isinstance(mod, nn.Upsample):  # also UpsamplingNearest2d / UpsamplingBilinear2d
-            return self.resample_op(node, str(mod.mode), lambda x: mod(x))
-        if isinstance(mod, nn.MultiheadAttention):
-            raise AuditError(_attention_refusal(self.describe(node)))
-        act = _module_activation(mod)
-        if act is not None:
-            return self.activation(node, *act)
-        if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d)):
-            return self.avg_pool_op(
-                node,
-                mod.kernel_size,
-                mod.stride,
-                mod.padding,
-                mod.ceil_mode,
-                mod.count_include_pad,
-                getattr(mod, "divisor_override", None),
-                lambda x: mod(x),
-            )
-        if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d)):
-            return self.max_pool_op(node, mod.kernel_size, mod.stride, mod.padding, mod.dilation)
-        if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-            return self.adaptive_op(node, "avg", lambda x: mod(x))
-        if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-            return self.adaptive_op(node, "max", None)
-        pad_mode = _pad_module_mode(mod)
-        if pad_mode is not None:
-            value = float(getattr(mod, "value", 0.0))
-            return self.pad_op(node, tuple(mod.padding), pad_mode, value)
-        raise AuditError(
-            f"no Lipschitz rule for {self.describe(node)}: supported modules are convolutions, "
-            "linear layers, eval BatchNorm, pooling, padding, the listed activations, "
-            "Flatten/Identity/Dropout and specbound.layers (see specbound.audit's docstring)"
-        )
-
-    # ---------------------------------------------------------------- functions
     def parse_function(self, node: fx.Node) -> _Op:
         name, _ = _op_name(node)
-        if name in _STRUCT_FUNCS:
-            if name == "getitem":
-                return self.getitem_op(node)
-            if name in ("to", "type", "float", "double", "half", "bfloat16", "_to_copy"):
-                return self.struct_op(node, identity=True)
-            return self.struct_op(node)
-        if name in ("add", "sub", "rsub"):
-            return self.sum_op(node, name)
-        if name in ("cat", "concat", "concatenate", "stack"):
-            return self.cat_op(node)
-        if name in ("mul", "truediv", "div"):
-            return self.scale_op(node, name)
-        if name == "neg":
-            return self.unary(node, linear=True, lin=lambda x: -x, absf=lambda x: x)
-        if name in ("mean", "sum"):
-            return self.reduce_op(node, name)
-        if name in (
-            "dropout",
-            "feature_dropout",
-            "alpha_dropout",
-            "dropout1d",
-            "dropout2d",
-            "native_dropout",
-        ):
-            b = _bind(node, ("input", "p", "training"), {"training": name == "native_dropout"})
-            if bool(self.const(b.get("training", b.get("train", False)))):
-                raise AuditError(f"{self.describe(node)} is in training mode (random)")
-            return self.struct_op(node, identity=True)
-        if name == "stochastic_depth":  # torchvision.ops: the identity in eval
-            b = _bind(node, ("input", "p", "mode", "training"), {"training": True})
-            if bool(self.const(b["training"])) and float(self.const(b["p"])) > 0:
-                raise AuditError(f"{self.describe(node)} is in training mode (random)")
-            return self.struct_op(node, identity=True)
-        if name in ("conv1d", "conv2d", "convolution", "_convolution"):
-            return self.functional_conv(node, name)
-        if name in ("conv_transpose1d", "conv_transpose2d"):
-            b = _bind(
-                node,
-                ("input", "weight", "bias", "stride", "padding", "output_padding", "groups"),
-                {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1},
-            )
-            b.setdefault("dilation", node.args[7] if len(node.args) > 7 else 1)
-            return self.transposed_conv_op(
-                node,
-                torch.as_tensor(self.const(b["weight"])).detach(),
-                self.const(b["stride"]),
-                self.const(b["padding"]),
-                self.const(b["output_padding"]),
-                self.const(b["dilation"]),
-                int(self.const(b["groups"])),
-            )
-        if name in ("linear", "addmm", "mm", "matmul"):
-            return self.functional_linear(node, name)
-        if name in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"):
-            return self.functional_bn(node, name)
-        if name in ("avg_pool1d", "avg_pool2d"):
-            b = _bind(
-                node,
-                (
-                    "input",
-                    "kernel_size",
-                    "stride",
-                    "padding",
-                    "ceil_mode",
-                    "count_include_pad",
-                    "divisor_override",
-                ),
-                {
-                    "stride": None,
-                    "padding": 0,
-                    "ceil_mode": False,
-                    "count_include_pad": True,
-                    "divisor_override": None,
-                },
-            )
-            fn = node.target
-            extra = [self.const(v) for v in node.args[1:]]
-            kw = {k: self.const(v) for k, v in node.kwargs.items()}
-            return self.avg_pool_op(
-                node,
-                self.const(b["kernel_size"]),
-                self.const(b["stride"]),
-                self.const(b["padding"]),
-                self.const(b["ceil_mode"]),
-                self.const(b["count_include_pad"]),
-                self.const(b["divisor_override"]),
-                lambda x: fn(x, *extra, **kw),
-            )
-        if name in (
-            "max_pool1d",
-            "max_pool2d",
-            "max_pool1d_with_indices",
-            "max_pool2d_with_indices",
-        ):
-            b = _bind(
-                node,
-                ("input", "kernel_size", "stride", "padding", "dilation"),
-                {"stride": None, "padding": 0, "dilation": 1},
-            )
-            return self.max_pool_op(
-                node,
-                self.const(b["kernel_size"]),
-                self.const(b["stride"]),
-                self.const(b["padding"]),
-                self.const(b["dilation"]),
-            )
-        if name in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d"):
-            fn = node.target
-            extra = [self.const(v) for v in node.args[1:]]
-            return self.adaptive_op(node, "avg", lambda x: fn(x, *extra))
-        if name in ("adaptive_max_pool1d", "adaptive_max_pool2d"):
-            return self.adaptive_op(node, "max", None)
-        if name in (
-            "pad",
-            "constant_pad_nd",
-            "reflection_pad1d",
-            "reflection_pad2d",
-            "replication_pad1d",
-            "replication_pad2d",
-            "_pad_circular",
-        ):
-            return self.functional_pad(node, name)
-        if name in _NORM_FUNCS:
-            return self.functional_norm(node, name)
-        if name in ("max", "min", "maximum", "minimum", "amax", "amin", "fmax", "fmin"):
-            return self.minmax_op(node, name)
-        if name in ("expand", "expand_as", "broadcast_to", "repeat", "tile"):
-            return self.expand_op(node)
-        if name in ("norm", "linalg_vector_norm", "vector_norm"):
-            b = _bind(node, ("input", "p", "dim"), {"p": 2})
-            p = self.const(b.get("p", b.get("ord", 2)))
-            if p not in (2, 2.0, "fro", None):
-                raise AuditError(f"{self.describe(node)}: only the L2 norm has a rule")
-            # 1-Lipschitz over disjoint groups: | |x| - |y| | <= |x - y| (AUD-MAX)
-            return self.unary(node, linear=False, kind="norm")
-        if name in ("sort", "msort", "topk"):  # 1-Lipschitz (AUD-MAX)
-            return self.unary(node, linear=False, kind="sort")
-        if name == "interpolate" or name.startswith(("upsample", "_upsample")):
-            return self.functional_resample(node, name)
-        if name in (
-            "scaled_dot_product_attention",
-            "multi_head_attention_forward",
-            "bmm",
-            "baddbmm",
-        ):
-            if len(self.dep_inputs(node)) > 1:
-                raise AuditError(_attention_refusal(self.describe(node)))
+        rule = FUNCTION_RULES.get(name)
+        if rule is None and name.startswith(("upsample", "_upsample")):
+            rule = functional_resample
+        if rule is not None:
+            return rule(self, node, name)
         act = _function_activation(name, node, self)
         if act is not None:
-            return self.activation(node, *act)
-        raise AuditError(
-            f"no Lipschitz rule for {self.describe(node)}; an operator without a rule is never "
-            "assumed 1-Lipschitz (see specbound.audit's docstring for the supported ones)"
-        )
-
-    def functional_resample(self, node: fx.Node, name: str) -> _Op:
-        if name == "interpolate" or name == "upsample":
-            b = _bind(node, ("input", "size", "scale_factor", "mode"), {"mode": "nearest"})
-            mode = str(self.const(b["mode"]))
-        else:
-            mode = next(
-                (m for key, m in _ATEN_RESAMPLE if key in name),
-                name,
-            )
-        fn = node.target
-        extra = [self.const(v) for v in node.args[1:]]
-        kw = {k: self.const(v) for k, v in node.kwargs.items()}
-        if node.op == "call_method":
-            return self.resample_op(node, mode, lambda x: getattr(x, str(fn))(*extra, **kw))
-        return self.resample_op(node, mode, lambda x: fn(x, *extra, **kw))
-
-    # ---------------------------------------------------------------- rules
+            return activation(self, node, *act)
+        raise self.no_function_rule(node)

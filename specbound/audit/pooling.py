@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
+from torch import nn
 
 from ..rigorous.bracket import bracket_matrices
 from ..rigorous.rounding import U, frobenius_upper
-from .graph import _Op, _tuple
+from .analysis import Analysis
+from .graph import _bind, _Op, _tuple
 from .outward import _down, _up
 
 
@@ -101,110 +103,209 @@ def _product_bracket(
     return _down(lo * scale, n + 1), _up(hi * scale, n + 1)
 
 
-class _PoolingRules:
-    """Pooling rows of :class:`~specbound.audit.analyser._Analyser` (a mixin)."""
+# ---------------------------------------------------------------- rules
 
-    def avg_pool_op(
-        self,
-        node: fx.Node,
-        k: Any,
-        s: Any,
-        p: Any,
-        ceil_mode: bool,
-        count_include_pad: bool,
-        divisor: Any,
-        fn: Callable,
-    ) -> _Op:
-        in_shape, out_shape = self.in_shape(node), self.out_shape(node)
-        nd = 1 if len(in_shape) == 2 else 2
-        k, s, p = _tuple(k, nd), _tuple(s if s not in (None, []) else k, nd), _tuple(p, nd)
-        del ceil_mode  # the traced output size already says how many windows there are
-        mats = [
-            avg_pool_axis_matrix(
-                in_shape[-nd + i],
-                out_shape[-nd + i],
-                k[i],
-                s[i],
-                p[i],
-                count_include_pad,
-                ones=divisor is not None,
-            )
-            for i in range(nd)
-        ]
-        error = 0.0 if divisor is not None else U
-        scale = 1.0 / float(divisor) if divisor is not None else 1.0
-        return self._separable_average_op(node, mats, math.prod(k) + 1, error, scale, fn)
 
-    def _separable_average_op(
-        self, node: fx.Node, mats: list, nops: int, error: float, scale: float, fn: Callable
-    ) -> _Op:
-        """Averaging ``I_C (x) B_h (x) B_w``: a pending certified row whose task brackets
-        ``scale * prod ||B_i||`` (each ``B_i`` with entrywise rounding ``error``)."""
-        op = self.unary(
-            node,
-            linear=True,
-            nops=nops,
-            lin=lambda x, *a, **kw: fn(x),
-            absf=lambda x, *a, **kw: fn(x),
+def avg_pool_op(
+    an: Analysis,
+    node: fx.Node,
+    k: Any,
+    s: Any,
+    p: Any,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor: Any,
+    fn: Callable,
+) -> _Op:
+    in_shape, out_shape = an.in_shape(node), an.out_shape(node)
+    nd = 1 if len(in_shape) == 2 else 2
+    k, s, p = _tuple(k, nd), _tuple(s if s not in (None, []) else k, nd), _tuple(p, nd)
+    del ceil_mode  # the traced output size already says how many windows there are
+    mats = [
+        avg_pool_axis_matrix(
+            in_shape[-nd + i],
+            out_shape[-nd + i],
+            k[i],
+            s[i],
+            p[i],
+            count_include_pad,
+            ones=divisor is not None,
         )
-        name, typ = self.label(node)
-        row = self.row(
-            node,
-            name,
-            typ,
-            None,
-            math.inf,
-            "certified",
-            "exact: ||B_h|| ||B_w|| (separable averaging), rigorous bracket",
-            linear=True,
-        )
-        op.row = row
+        for i in range(nd)
+    ]
+    error = 0.0 if divisor is not None else U
+    scale = 1.0 / float(divisor) if divisor is not None else 1.0
+    return _separable_average_op(an, node, mats, math.prod(k) + 1, error, scale, fn)
 
-        def task() -> None:
-            start = time.perf_counter()
-            pairs = [_matrix_bracket(m, error) for m in mats]
-            row.lower, row.upper = _product_bracket(pairs, scale)
-            row.elapsed_s = time.perf_counter() - start
 
-        op.task = task
-        return op
+def _separable_average_op(
+    an: Analysis, node: fx.Node, mats: list, nops: int, error: float, scale: float, fn: Callable
+) -> _Op:
+    """Averaging ``I_C (x) B_h (x) B_w``: a pending certified row whose task brackets
+    ``scale * prod ||B_i||`` (each ``B_i`` with entrywise rounding ``error``)."""
+    op = an.unary(
+        node,
+        linear=True,
+        nops=nops,
+        lin=lambda x, *a, **kw: fn(x),
+        absf=lambda x, *a, **kw: fn(x),
+    )
+    name, typ = an.label(node)
+    row = an.row(
+        node,
+        name,
+        typ,
+        None,
+        math.inf,
+        "certified",
+        "exact: ||B_h|| ||B_w|| (separable averaging), rigorous bracket",
+        linear=True,
+    )
+    op.row = row
 
-    def adaptive_op(self, node: fx.Node, kind: str, fn: Callable | None) -> _Op:
-        in_shape, out_shape = self.in_shape(node), self.out_shape(node)
-        nd = 1 if len(in_shape) == 2 else 2
-        sizes = [(in_shape[-nd + i], out_shape[-nd + i]) for i in range(nd)]
-        if kind == "max":
-            m = max_pool_lipschitz([_adaptive_taps(n, o) for n, o in sizes], [n for n, _ in sizes])
-            return self._max_pool_row_op(node, m)
-        mats = [adaptive_avg_axis_matrix(n, o) for n, o in sizes]
-        window = math.prod(int((m > 0).sum(1).max()) for m in mats)
-        return self._separable_average_op(node, mats, window + 1, U, 1.0, fn)
+    def task() -> None:
+        start = time.perf_counter()
+        pairs = [_matrix_bracket(m, error) for m in mats]
+        row.lower, row.upper = _product_bracket(pairs, scale)
+        row.elapsed_s = time.perf_counter() - start
 
-    def max_pool_op(self, node: fx.Node, k: Any, s: Any, p: Any, d: Any) -> _Op:
-        in_shape, out_shape = self.in_shape(node), self.out_shape(node)
-        nd = 1 if len(in_shape) == 2 else 2
-        k, s = _tuple(k, nd), _tuple(s if s not in (None, []) else k, nd)
-        p, d = _tuple(p, nd), _tuple(d, nd)
-        taps = [
-            _axis_taps(in_shape[-nd + i], out_shape[-nd + i], k[i], s[i], p[i], d[i])
-            for i in range(nd)
-        ]
-        m = max_pool_lipschitz(taps, [in_shape[-nd + i] for i in range(nd)])
-        return self._max_pool_row_op(node, m)
+    op.task = task
+    return op
 
-    def _max_pool_row_op(self, node: fx.Node, m: int) -> _Op:
-        """A max-pooling node whose L2 Lipschitz constant is ``sqrt(m)``, ``m`` the largest
-        number of windows one pixel belongs to (rounded outwards)."""
-        op = self.unary(node, linear=False)
-        name, typ = self.label(node)
-        op.row = self.row(
-            node,
-            name,
-            typ,
-            _down(math.sqrt(m)),
-            _up(math.sqrt(m)),
-            "exact",
-            f"sqrt(max windows per pixel) = sqrt({m})",
-            linear=False,
-        )
-        return op
+
+def adaptive_op(an: Analysis, node: fx.Node, kind: str, fn: Callable | None) -> _Op:
+    in_shape, out_shape = an.in_shape(node), an.out_shape(node)
+    nd = 1 if len(in_shape) == 2 else 2
+    sizes = [(in_shape[-nd + i], out_shape[-nd + i]) for i in range(nd)]
+    if kind == "max":
+        m = max_pool_lipschitz([_adaptive_taps(n, o) for n, o in sizes], [n for n, _ in sizes])
+        return _max_pool_row_op(an, node, m)
+    mats = [adaptive_avg_axis_matrix(n, o) for n, o in sizes]
+    window = math.prod(int((m > 0).sum(1).max()) for m in mats)
+    return _separable_average_op(an, node, mats, window + 1, U, 1.0, fn)
+
+
+def max_pool_op(an: Analysis, node: fx.Node, k: Any, s: Any, p: Any, d: Any) -> _Op:
+    in_shape, out_shape = an.in_shape(node), an.out_shape(node)
+    nd = 1 if len(in_shape) == 2 else 2
+    k, s = _tuple(k, nd), _tuple(s if s not in (None, []) else k, nd)
+    p, d = _tuple(p, nd), _tuple(d, nd)
+    taps = [
+        _axis_taps(in_shape[-nd + i], out_shape[-nd + i], k[i], s[i], p[i], d[i]) for i in range(nd)
+    ]
+    m = max_pool_lipschitz(taps, [in_shape[-nd + i] for i in range(nd)])
+    return _max_pool_row_op(an, node, m)
+
+
+def _max_pool_row_op(an: Analysis, node: fx.Node, m: int) -> _Op:
+    """A max-pooling node whose L2 Lipschitz constant is ``sqrt(m)``, ``m`` the largest
+    number of windows one pixel belongs to (rounded outwards)."""
+    op = an.unary(node, linear=False)
+    name, typ = an.label(node)
+    op.row = an.row(
+        node,
+        name,
+        typ,
+        _down(math.sqrt(m)),
+        _up(math.sqrt(m)),
+        "exact",
+        f"sqrt(max windows per pixel) = sqrt({m})",
+        linear=False,
+    )
+    return op
+
+
+def avg_pool_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``AvgPool1d`` / ``AvgPool2d``."""
+    return avg_pool_op(
+        an,
+        node,
+        mod.kernel_size,
+        mod.stride,
+        mod.padding,
+        mod.ceil_mode,
+        mod.count_include_pad,
+        getattr(mod, "divisor_override", None),
+        lambda x: mod(x),
+    )
+
+
+def max_pool_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``MaxPool1d`` / ``MaxPool2d``."""
+    return max_pool_op(an, node, mod.kernel_size, mod.stride, mod.padding, mod.dilation)
+
+
+def adaptive_avg_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``AdaptiveAvgPool1d`` / ``AdaptiveAvgPool2d``."""
+    return adaptive_op(an, node, "avg", lambda x: mod(x))
+
+
+def adaptive_max_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``AdaptiveMaxPool1d`` / ``AdaptiveMaxPool2d``."""
+    return adaptive_op(an, node, "max", None)
+
+
+def functional_avg_pool(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``avg_pool1d`` / ``avg_pool2d``."""
+    b = _bind(
+        node,
+        (
+            "input",
+            "kernel_size",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+            "divisor_override",
+        ),
+        {
+            "stride": None,
+            "padding": 0,
+            "ceil_mode": False,
+            "count_include_pad": True,
+            "divisor_override": None,
+        },
+    )
+    fn = node.target
+    extra = [an.const(v) for v in node.args[1:]]
+    kw = {k: an.const(v) for k, v in node.kwargs.items()}
+    return avg_pool_op(
+        an,
+        node,
+        an.const(b["kernel_size"]),
+        an.const(b["stride"]),
+        an.const(b["padding"]),
+        an.const(b["ceil_mode"]),
+        an.const(b["count_include_pad"]),
+        an.const(b["divisor_override"]),
+        lambda x: fn(x, *extra, **kw),
+    )
+
+
+def functional_max_pool(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``max_pool1d`` / ``max_pool2d`` (with or without indices)."""
+    b = _bind(
+        node,
+        ("input", "kernel_size", "stride", "padding", "dilation"),
+        {"stride": None, "padding": 0, "dilation": 1},
+    )
+    return max_pool_op(
+        an,
+        node,
+        an.const(b["kernel_size"]),
+        an.const(b["stride"]),
+        an.const(b["padding"]),
+        an.const(b["dilation"]),
+    )
+
+
+def functional_adaptive_avg(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``adaptive_avg_pool1d`` / ``adaptive_avg_pool2d``."""
+    fn = node.target
+    extra = [an.const(v) for v in node.args[1:]]
+    return adaptive_op(an, node, "avg", lambda x: fn(x, *extra))
+
+
+def functional_adaptive_max(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``adaptive_max_pool1d`` / ``adaptive_max_pool2d``."""
+    return adaptive_op(an, node, "max", None)
