@@ -28,6 +28,7 @@ from specbound.layers import (
     SRLinear,
     aol,
     aol_,
+    bcop_,
     rescale,
     rescaling_factors_for,
     spectral_rescaling_,
@@ -517,7 +518,7 @@ def test_parametrization_round_trip_conv(fn, mode):
     torch.manual_seed(6)
     conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, dtype=torch.float64)
     old = conv.weight.detach().clone()
-    (aol_(conv) if fn == "aol" else spectral_rescaling_(conv, 2))
+    (aol_(conv) if fn == "aol" else spectral_rescaling_(conv, n_iter=2))
     assert torch.equal(conv.parametrizations.weight.original, old)
     expected = aol(old) if fn == "aol" else rescale(old, 2)
     norm = conv.parametrizations.weight[0].padding_norm
@@ -531,7 +532,7 @@ def test_parametrization_round_trip_conv(fn, mode):
     assert torch.equal(conv.parametrizations.weight.original, new)
     # state_dict round trip into another parametrized conv
     other = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, dtype=torch.float64)
-    (aol_(other) if fn == "aol" else spectral_rescaling_(other, 2))
+    (aol_(other) if fn == "aol" else spectral_rescaling_(other, n_iter=2))
     other.load_state_dict(conv.state_dict())
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64)
     assert torch.equal(other(x), conv(x))
@@ -549,7 +550,54 @@ def test_parametrization_linear_and_refusals():
     with pytest.raises(ValueError, match="padding"):
         spectral_rescaling_(nn.Conv2d(2, 2, 3, padding=2, padding_mode="circular"))
     with pytest.raises(ValueError, match="n_iter"):
-        spectral_rescaling_(nn.Conv2d(2, 2, 3), 0)
+        spectral_rescaling_(nn.Conv2d(2, 2, 3), n_iter=0)
+
+
+class TwoKernels(nn.Conv2d):
+    """A conv with a second kernel of the same geometry (``other``), to parametrize by name."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 3, 3, padding=1, dtype=torch.float64)
+        self.other = nn.Parameter(torch.randn(3, 2, 3, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("fn", ["aol", "sr", "bcop"])
+def test_parametrizations_share_one_call_style(fn):
+    """``name_(module, tensor_name="weight", **options)`` for aol_, spectral_rescaling_ and
+    bcop_: a named tensor of the weight's shape is constrained (its norm <= 1 as a kernel of
+    the layer's geometry) and the weight left alone; a name that is not a tensor of that shape
+    is refused before anything is registered."""
+    torch.manual_seed(8)
+    apply = {
+        "aol": lambda m, name: aol_(m, name, side="output"),
+        "sr": lambda m, name: spectral_rescaling_(m, name, n_iter=2),
+        "bcop": lambda m, name: bcop_(m, name, bjorck_iters=30),
+    }[fn]
+    module = TwoKernels()
+    weight = module.weight.detach().clone()
+    apply(module, "other")
+    assert parametrize.is_parametrized(module, "other")
+    assert not parametrize.is_parametrized(module, "weight")
+    assert torch.equal(module.weight, weight)
+    spec = ConvSpec("zeros", 1, (5, 5))
+    assert exact_norm(module.other.detach(), spec) <= 1 + ROUNDING_RTOL
+    with pytest.raises(ValueError, match=r"tensor_name='bias'.*shape"):
+        apply(TwoKernels(), "bias")
+    with pytest.raises(ValueError, match="tensor_name='nothing'"):
+        apply(TwoKernels(), "nothing")
+    with pytest.raises(TypeError, match="tensor_name must be a str"):
+        apply(TwoKernels(), 3.0)
+
+
+def test_spectral_rescaling_positional_n_iter_is_deprecated():
+    torch.manual_seed(9)
+    old, new = (nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64) for _ in range(2))
+    new.load_state_dict(old.state_dict())
+    with pytest.warns(DeprecationWarning, match="n_iter=2"):
+        spectral_rescaling_(old, 2)
+    spectral_rescaling_(new, n_iter=2)
+    assert torch.equal(old.weight, new.weight)
+    assert old.parametrizations.weight[0].n_iter == 2
 
 
 def test_weight_cache_in_eval_mode():

@@ -355,3 +355,21 @@ def linear_certify(weight: torch.Tensor, rtol: float) -> Certificate:
     return certify(
         weight.detach()[:, :, None, None], "zeros", input_size=(1, 1), pad="valid", rtol=rtol
     )
+
+
+def check_tensor_name(module: nn.Module, tensor_name: str) -> None:
+    """Refuse a ``tensor_name`` that is not a str naming a parameter of ``module`` with the
+    shape of its ``weight`` (the conv or linear geometry the constraint is built for)."""
+    if not isinstance(tensor_name, str):
+        raise TypeError(f"tensor_name must be a str, got {type(tensor_name).__name__}")
+    tensor = getattr(module, tensor_name, None)
+    weight = getattr(module, "weight", None)
+    if not isinstance(tensor, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        raise ValueError(
+            f"tensor_name={tensor_name!r} names no tensor of this {type(module).__name__}"
+        )
+    if tensor.shape != weight.shape:
+        raise ValueError(
+            f"tensor_name={tensor_name!r} has shape {tuple(tensor.shape)}, not the weight's "
+            f"{tuple(weight.shape)}: the constraint is built for the layer's kernel geometry"
+        )
