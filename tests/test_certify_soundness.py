@@ -132,7 +132,7 @@ CANCEL = np.array([1.0, -1.0, 1e-310]).reshape(1, 1, 1, 3)  # a subnormal freque
 def test_mixed_scales_and_subnormal_frequencies(kernel, spec):
     specs = [spec] if spec else [sb.ConvSpec(m, "same", (4, 5)) for m in ("zeros", "circular")]
     for s in specs:
-        cert = certify(kernel, **s.to_dict(), rtol=1e-6)
+        cert = certify(kernel, s, rtol=1e-6)
         check(cert, dense_norm(kernel, s))
         assert cert.upper > 0
 
@@ -150,7 +150,7 @@ SCALES = st.sampled_from([0.0, 1.0, -1.0, 1e-310, -3e-320, 1e-110, 1e200, -1e200
 def test_extreme_entries_never_give_a_false_bracket(kernel, mode, groups):
     spec = sb.ConvSpec(mode, "same", (3, 4), groups=groups)
     k = kernel[:, : 2 // groups]
-    cert = certify(k, **spec.to_dict(), rtol=1e-4)
+    cert = certify(k, spec, rtol=1e-4)
     check(cert, dense_norm(k, spec))
     assert json.dumps(cert.to_dict(), allow_nan=False)
 
@@ -170,7 +170,7 @@ def test_extreme_entries_on_the_large_layer_routes(kernel, mode, stride):
     old = routes.DENSE_GRAM_LIMIT
     routes.DENSE_GRAM_LIMIT = 0
     try:
-        cert = certify(kernel, **spec.to_dict(), rtol=1e-4)
+        cert = certify(kernel, spec, rtol=1e-4)
     finally:
         routes.DENSE_GRAM_LIMIT = old
     check(cert, dense_norm(kernel, spec))
@@ -221,7 +221,7 @@ def test_flush_to_zero_is_switched_off_and_restored():
     torch.set_flush_denormal(True)
     try:
         flushing = not gradual_underflow()
-        cert = certify(kernel, **spec.to_dict())
+        cert = certify(kernel, spec)
         still_flushing = not gradual_underflow()
     finally:
         torch.set_flush_denormal(False)
@@ -279,7 +279,7 @@ def test_extreme_kernels_with_stride_dilation_and_tiny_budgets(kernel, kw):
         groups=groups,
         **spec_kw,
     )
-    cert = certify(kernel, **spec.to_dict(), rtol=1e-6, max_seconds=kw.get("max_seconds"))
+    cert = certify(kernel, spec, rtol=1e-6, max_seconds=kw.get("max_seconds"))
     check(cert, dense_norm(kernel, spec))
     assert cert.verify()
 
@@ -308,7 +308,7 @@ def test_verify_accepts_dilated_every_size_certificates(dilation, mode):
 def test_verify_and_exact_norm_at_extreme_scales(scale, mode):
     kernel = np.random.default_rng(0).standard_normal((2, 2, 3, 3)) * scale
     spec = sb.ConvSpec(mode, "same", (5, 5))
-    cert = certify(kernel, **spec.to_dict(), rtol=1e-6)
+    cert = certify(kernel, spec, rtol=1e-6)
     exact = dense_norm(kernel, spec)
     check(cert, exact)
     assert cert.verify()
