@@ -35,8 +35,9 @@ MODULES = [
     "specbound.layers.rescaling",
     "specbound.layers.sll",
     "specbound.audit",
-    "specbound.audit.report",
+    "specbound.audit._report",
     "specbound.metrics",
+    "specbound.testing.assertions",
 ]
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL

@@ -19,12 +19,12 @@ from ..certify import Certificate
 from ..rigorous.rounding import U, frobenius_upper
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op, _tuple
-from .outward import _down, _up
-from .report import LayerBound
-from .trace import conv_subclass_agrees
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op, _tuple
+from ._outward import _down, _up
+from ._report import LayerBound
+from ._trace import conv_subclass_agrees
 
 FOLD_ULPS = 8
 """Relative rounding allowance (in units of ``u = 2^-53``) of a BatchNorm-folded kernel entry:

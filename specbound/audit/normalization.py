@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 
 def normalization_lipschitz(

@@ -19,10 +19,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 NONNEGATIVE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
 

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
 
 _STRUCT_FUNCS = {
     "flatten",

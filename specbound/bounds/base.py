@@ -180,6 +180,15 @@ def register(**info: Any) -> Callable[[Callable[..., Bound]], Callable[..., Boun
 
 
 def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``; a ValueError listing the known names
+    otherwise.
+
+    Examples
+    --------
+    >>> from specbound.bounds import get_method
+    >>> get_method("sedghi").kind
+    'exact'
+    """
     try:
         return REGISTRY[name]
     except KeyError:

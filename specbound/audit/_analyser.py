@@ -2,7 +2,7 @@
 Lipschitz rule through one table: :data:`MODULE_RULES` (by module type) and
 :data:`FUNCTION_RULES` (by function or method name). Each rule is a function
 ``rule(an, node, mod_or_name) -> _Op`` in the module of its concept (:mod:`.linear`,
-:mod:`.activations`, :mod:`.normalization`, :mod:`.pooling`, :mod:`.padding`,
+:mod:`._activations`, :mod:`.normalization`, :mod:`._pooling`, :mod:`._padding`,
 :mod:`.resample`, :mod:`.structural`)."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear
-from ..layers.padding import pad2d
-from .activations import (
+from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear, pad2d
+from ._activations import (
     ACTIVATION_MODULES,
     _function_activation,
     activation,
@@ -27,9 +26,21 @@ from .activations import (
     sorting_module,
     vector_norm_function,
 )
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _Op, _op_name
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _Op, _op_name
+from ._padding import PAD_MODULES, functional_pad, pad_module
+from ._pooling import (
+    adaptive_avg_module,
+    adaptive_max_module,
+    avg_pool_module,
+    functional_adaptive_avg,
+    functional_adaptive_max,
+    functional_avg_pool,
+    functional_max_pool,
+    max_pool_module,
+)
+from ._trace import conv_subclass_agrees, is_peer_sorting_activation
 from .linear import (
     _conv_geometry,
     batchnorm_module,
@@ -45,17 +56,6 @@ from .linear import (
     transposed_conv_module,
 )
 from .normalization import NORM_FUNCS, NORM_MODULES, functional_norm, norm_module_op
-from .padding import PAD_MODULES, functional_pad, pad_module
-from .pooling import (
-    adaptive_avg_module,
-    adaptive_max_module,
-    avg_pool_module,
-    functional_adaptive_avg,
-    functional_adaptive_max,
-    functional_avg_pool,
-    functional_max_pool,
-    max_pool_module,
-)
 from .resample import functional_resample, upsample_module
 from .structural import (
     _DROPOUT_FUNCS,
@@ -73,7 +73,6 @@ from .structural import (
     struct_function,
     sum_op,
 )
-from .trace import conv_subclass_agrees, is_peer_sorting_activation
 
 ModuleRule = Callable[[Analysis, fx.Node, nn.Module], _Op]
 """``rule(an, node, module)``: the row of a ``call_module`` node."""
@@ -209,7 +208,7 @@ MODULE_RULES: tuple[tuple[type | tuple[type, ...], ModuleRule], ...] = (
 )
 """Module type -> rule, the first ``isinstance`` match wins (transposed convolutions before
 convolutions). A peer library's sorting activation, matched by its exact class name, comes
-first (:func:`~.trace.is_peer_sorting_activation`)."""
+first (:func:`~._trace.is_peer_sorting_activation`)."""
 
 
 def _by_name(*groups: tuple[tuple[str, ...], FunctionRule]) -> dict[str, FunctionRule]:
@@ -270,7 +269,7 @@ FUNCTION_RULES: dict[str, FunctionRule] = _by_name(
 )
 """Function or method name -> rule. The ATen ``upsample_*`` names go to
 :func:`~.resample.functional_resample` too; any other name is looked up among the
-elementwise activations (:func:`~.activations._function_activation`), then refused."""
+elementwise activations (:func:`~._activations._function_activation`), then refused."""
 
 
 def module_rule(mod: nn.Module) -> ModuleRule | None:

@@ -16,9 +16,9 @@ from torch import nn
 
 from ..rigorous.bracket import bracket_matrices
 from ..rigorous.rounding import U, frobenius_upper
-from .analysis import Analysis
-from .graph import _bind, _Op, _tuple
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._graph import _bind, _Op, _tuple
+from ._outward import _down, _up
 
 
 def _axis_taps(n: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> list[np.ndarray]:

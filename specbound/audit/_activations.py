@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rigorous.rounding import LIBM_ULPS
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 
 def gelu_lipschitz() -> tuple[float, float]:

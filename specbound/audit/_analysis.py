@@ -1,10 +1,10 @@
 """The state of one analysis of a traced graph, and the helpers every Lipschitz rule uses.
 
 A rule is a function ``rule(an, node, ...) -> _Op`` in the module of its concept
-(:mod:`.linear`, :mod:`.activations`, :mod:`.pooling`, ...); it reads the recorded values and
+(:mod:`.linear`, :mod:`._activations`, :mod:`._pooling`, ...); it reads the recorded values and
 shapes through the :class:`Analysis` it is given and builds its row with :meth:`Analysis.row`.
 The dispatch from a module type or a function name to its rule is the table of
-:mod:`.analyser`.
+:mod:`._analyser`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .errors import AuditError
-from .graph import _Op, _op_name, _type_name
-from .outward import _down, _up
-from .report import LayerBound
-from .trace import _Info, _Recorder
+from ._errors import AuditError
+from ._graph import _Op, _op_name, _type_name
+from ._outward import _down, _up
+from ._report import LayerBound
+from ._trace import _Info, _Recorder
 
 
 def _module_path(node: fx.Node) -> str:

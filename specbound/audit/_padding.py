@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rigorous.routes import padding_operator_norm
-from .analysis import Analysis
-from .errors import AuditError
-from .graph import _bind, _Op
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
 
 
 def _pad_module_mode(mod: nn.Module) -> str | None:

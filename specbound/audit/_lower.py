@@ -10,9 +10,9 @@ import torch
 import torch.fx as fx
 
 from ..rigorous.rounding import U, frobenius_upper, gamma
-from .analysis import Analysis
+from ._analysis import Analysis
+from ._outward import _down, _up
 from .linear import _combine
-from .outward import _down, _up
 
 
 def _evaluate(an: Analysis, x: torch.Tensor, mode: str) -> torch.Tensor:
