@@ -164,7 +164,7 @@ def audit(
     *,
     max_seconds: float | None = None,
     max_seconds_per_layer: float | None = DEFAULT_SECONDS_PER_LAYER,
-    on_layer: Callable[[LayerBound], Any] | None = None,
+    on_layer: Callable[[LayerBound], object] | None = None,
 ) -> AuditReport:
     """Certify every layer of ``model`` at its true input size and bound the whole network.
 

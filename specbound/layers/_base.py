@@ -218,7 +218,7 @@ class ConstrainedConv2d(nn.Module):
         padding_mode: str = "zeros",
         *,
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()

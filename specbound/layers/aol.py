@@ -84,7 +84,7 @@ class AOLConv2d(_RescaledConv2d):
         side: str = "input",
         eps: float = 0.0,
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
@@ -135,7 +135,7 @@ class AOLLinear(RescaledLinear):
         *,
         side: str = "input",
         eps: float = 0.0,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(

@@ -458,7 +458,7 @@ class BCOPConv2d(ConstrainedConv2d):
         bjorck_iters: int = 20,
         prescale: str = "gram",
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         from ._base import _pair

@@ -259,7 +259,7 @@ class _RescaledConv2d(ConstrainedConv2d):
         side: str,
         eps: float,
         min_input_size: Any,
-        device: Any,
+        device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__(
@@ -362,7 +362,7 @@ class SRConv2d(_RescaledConv2d):
         side: str = "output",
         eps: float = 0.0,
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
@@ -416,7 +416,7 @@ class RescaledLinear(nn.Module):
         n_iter: int = 3,
         side: str = "output",
         eps: float = 0.0,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()

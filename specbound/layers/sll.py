@@ -138,7 +138,7 @@ class SLLConv2d(nn.Module):
         padding_mode: str = "zeros",
         *,
         n_iter: int = 1,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -257,7 +257,7 @@ class SLLLinear(nn.Module):
         bias: bool = True,
         *,
         n_iter: int = 1,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
