@@ -249,7 +249,7 @@ def test_the_spec_form_equals_the_keyword_form_and_refuses_both():
     kernel = np.arange(1.0, 19.0).reshape(3, 2, 1, 3) - 9.5
     spec = sb.ConvSpec("reflect", 1, (6, 7), stride=2)
     a = certify(kernel, spec, rtol=1e-6)
-    b = certify(kernel, spec, rtol=1e-6)
+    b = certify(kernel, **spec.to_dict(), rtol=1e-6)
     assert a.spec == spec == b.spec and (a.lower, a.upper) == (b.lower, b.upper)
     with pytest.raises(TypeError, match="not both: got a ConvSpec and stride"):
         certify(kernel, spec, stride=2)
