@@ -216,7 +216,7 @@ def _by_name(*groups: tuple[tuple[str, ...], FunctionRule]) -> dict[str, Functio
     for names, rule in groups:
         for name in names:
             if name in table:
-                raise RuntimeError(f"function {name!r} has two rules")  # pragma: no cover
+                raise RuntimeError(f"function {name!r} has two rules")
             table[name] = rule
     return table
 
