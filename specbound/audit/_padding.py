@@ -14,15 +14,19 @@ from ._analysis import Analysis
 from ._errors import AuditError
 from ._graph import _bind, _Op
 
+_PAD_MODES = (
+    ((nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d), "zeros"),
+    ((nn.ReflectionPad1d, nn.ReflectionPad2d), "reflect"),
+    ((nn.ReplicationPad1d, nn.ReplicationPad2d), "replicate"),
+    ((nn.CircularPad1d, nn.CircularPad2d), "circular"),
+)
+
+PAD_MODULES = tuple(t for types, _ in _PAD_MODES for t in types)
+"""The padding modules with a rule (:func:`pad_module`)."""
+
 
 def _pad_module_mode(mod: nn.Module) -> str | None:
-    table = (
-        ((nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d), "zeros"),
-        ((nn.ReflectionPad1d, nn.ReflectionPad2d), "reflect"),
-        ((nn.ReplicationPad1d, nn.ReplicationPad2d), "replicate"),
-        ((nn.CircularPad1d, nn.CircularPad2d), "circular"),
-    )
-    for types, mode in table:
+    for types, mode in _PAD_MODES:
         if isinstance(mod, types):
             return mode
     return None
@@ -80,20 +84,6 @@ def functional_pad(an: Analysis, node: fx.Node, name: str) -> _Op:
         value = 0.0
     mode = {"constant": "zeros"}.get(mode, mode)
     return pad_op(an, node, tuple(int(v) for v in an.const(b["pad"])), mode, float(value))
-
-
-PAD_MODULES = (
-    nn.ZeroPad1d,
-    nn.ZeroPad2d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.ReflectionPad1d,
-    nn.ReflectionPad2d,
-    nn.ReplicationPad1d,
-    nn.ReplicationPad2d,
-    nn.CircularPad1d,
-    nn.CircularPad2d,
-)
 
 
 def pad_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
