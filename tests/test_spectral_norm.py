@@ -38,15 +38,7 @@ def kernel64(*shape: int, seed: int = 0) -> torch.Tensor:
 @given(layers(modes=("circular",), circulant=True, max_channels=3, max_size=6), st.integers(0, 6))
 def test_gram_circular_matches_float64_method_and_bounds_exact(layer, n_iter):
     kernel, spec = layer
-    value = spectral_norm(
-        torch.as_tensor(kernel),
-        padding="circular",
-        input_size=spec.input_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        groups=spec.groups,
-        n_iter=n_iter,
-    )
+    value = spectral_norm(torch.as_tensor(kernel), spec, n_iter=n_iter)
     assert value.shape == () and value.dtype == torch.float64
     assert float(value) == compute("gram_circular", kernel, spec, n_iter=n_iter).value
     slack = CANCELLATION * np.abs(kernel).sum()
@@ -56,16 +48,7 @@ def test_gram_circular_matches_float64_method_and_bounds_exact(layer, n_iter):
 @given(layers(modes=("zeros",), max_channels=3, max_kernel=3, max_size=6), st.integers(1, 3))
 def test_gram_zero_matches_float64_method_and_bounds_exact(layer, n_iter):
     kernel, spec = layer
-    value = spectral_norm(
-        torch.as_tensor(kernel),
-        padding="zeros",
-        pad=spec.pad,
-        input_size=spec.input_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        groups=spec.groups,
-        n_iter=n_iter,
-    )
+    value = spectral_norm(torch.as_tensor(kernel), spec, n_iter=n_iter)
     assert float(value) == compute("gram_zero", kernel, spec, n_iter=n_iter).value
     slack = CANCELLATION * np.abs(kernel).sum()
     assert float(value) * (1 + ROUNDING_RTOL) + slack >= exact_norm(kernel, spec)
