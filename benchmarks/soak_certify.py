@@ -131,16 +131,7 @@ def main(argv=None) -> int:
     @given(layers(max_channels=3, max_size=7), st.sampled_from([1e-2, 1e-4, 1e-8]))
     def check(layer, rtol):
         kernel, spec = layer
-        cert = sb.certify(
-            kernel,
-            spec.padding,
-            input_size=spec.input_size,
-            pad=spec.pad,
-            stride=spec.stride,
-            dilation=spec.dilation,
-            groups=spec.groups,
-            rtol=rtol,
-        )
+        cert = sb.certify(kernel, spec, rtol=rtol)
         exact = exact_norm(kernel, spec)
         ok = cert.lower <= exact <= cert.upper and (not cert.converged or cert.rel_gap <= rtol)
         try:

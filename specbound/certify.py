@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .bounds.base import spec_from_args
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
 from .rigorous.rounding import scale_back_outward
@@ -278,18 +279,10 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-_SPEC_DEFAULTS = {"pad": "same", "input_size": None, "stride": 1, "dilation": 1, "groups": 1}
-
-
 def _spec_fields(kernel: Any, spec: ConvSpec, fields: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``certify(kernel, spec)``: the spec's own, refused alongside keyword
     fields or a module (each of which carries a geometry of its own)."""
-    both = sorted(k for k, v in _SPEC_DEFAULTS.items() if fields[k] != v)
-    if both:
-        raise TypeError(
-            f"pass either a ConvSpec or the keyword fields, not both: got a ConvSpec and "
-            f"{', '.join(both)}"
-        )
+    spec_from_args(spec, **{k: v for k, v in fields.items() if k != "padding"})
     if isinstance(kernel, torch.nn.Module):
         raise TypeError(
             "a module carries its own geometry: pass certify(module, input_size=...) without "

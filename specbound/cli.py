@@ -47,7 +47,7 @@ def _refuse_complex(path: str, dtype: Any) -> None:
     )
 
 
-def load_kernel(path: str, key: str | None = None) -> Any:
+def load_kernel(path: str, key: str | None = None) -> np.ndarray:
     """Load a kernel from ``.npy`` (no pickles) or ``.pt`` (``weights_only=True``).
 
     The values are returned as stored (a numpy array): floating tensors are widened to
@@ -213,7 +213,7 @@ def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def layer_from_args(args: argparse.Namespace) -> tuple[Any, ConvSpec]:
+def layer_from_args(args: argparse.Namespace) -> tuple[np.ndarray, ConvSpec]:
     from .spec import ConvSpec
 
     kernel = example_kernel() if args.example else load_kernel(args.kernel, args.key)

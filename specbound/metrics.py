@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["certified_accuracy", "certified_radius", "margins"]
 
@@ -83,7 +84,7 @@ def _lipschitz(value: Any) -> float:
     return bound
 
 
-def margins(logits: Any, labels: Any) -> np.ndarray:
+def margins(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
     """``f_y - max_{j != y} f_j`` per input, rounded down; negative or 0 when misclassified.
 
     Parameters
@@ -122,7 +123,9 @@ def margins(logits: Any, labels: Any) -> np.ndarray:
     return np.nextafter(diff, -np.inf, where=diff != 0, out=diff.copy())
 
 
-def certified_radius(logits: Any, labels: Any, lipschitz: Any) -> np.ndarray:
+def certified_radius(
+    logits: ArrayLike, labels: ArrayLike, lipschitz: float | ArrayLike
+) -> np.ndarray:
     """The L2 radius ``margin / (sqrt(2) L)`` certified for each input (0 if misclassified).
 
     Parameters
@@ -160,7 +163,10 @@ def certified_radius(logits: Any, labels: Any, lipschitz: Any) -> np.ndarray:
 
 
 def certified_accuracy(
-    logits: Any, labels: Any, lipschitz: Any, radius: float | Sequence[float]
+    logits: ArrayLike,
+    labels: ArrayLike,
+    lipschitz: float | ArrayLike,
+    radius: float | Sequence[float],
 ) -> float | np.ndarray:
     """Certified robust accuracy: the fraction of inputs whose certified radius exceeds
     ``radius`` (``r > eps``; correctly classified with a positive margin at ``radius=0``).

@@ -8,13 +8,14 @@ on the kernel's own device and dtype, with TF32 switched off for the duration of
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
 
 from .bounds import get_method
-from .bounds.base import Method
-from .bounds.gram import tf32_disabled
+from .bounds.base import Method, spec_from_args
+from .rigorous.fpenv import tf32_disabled
 from .spec import ConvSpec, Layer
 
 __all__ = ["spectral_norm", "spectral_norm_batched"]
@@ -68,6 +69,24 @@ def _options(found: Method, n_iter: int | None, options: dict[str, Any]) -> dict
     raise TypeError(f"method {found.name!r} takes no n_iter, got n_iter={n_iter}")
 
 
+def _spec_and_method(spec: Any, method: str) -> tuple[ConvSpec | None, str]:
+    """The old call ``spectral_norm(kernel, "name")`` (the method in the second position)
+    still works, with a DeprecationWarning; anything else there must be a ConvSpec."""
+    if isinstance(spec, str):
+        if method != GRAM:
+            raise TypeError(
+                f"method given twice: {spec!r} in the second position and method={method!r}"
+            )
+        warnings.warn(
+            f"spectral_norm(kernel, {spec!r}) is deprecated: the second position is the "
+            f"ConvSpec; pass the method as spectral_norm(kernel, method={spec!r})",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return None, spec
+    return spec, method
+
+
 def _check_kernel(kernel: Any, name: str, ndim: int) -> torch.Tensor:
     if not isinstance(kernel, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(kernel).__name__}")
@@ -80,8 +99,9 @@ def _check_kernel(kernel: Any, name: str, ndim: int) -> torch.Tensor:
 
 def spectral_norm(
     kernel: torch.Tensor,
-    method: str = GRAM,
+    spec: ConvSpec | None = None,
     *,
+    method: str = GRAM,
     padding: str = "zeros",
     pad: Any = "same",
     input_size: Any = None,
@@ -98,6 +118,11 @@ def spectral_norm(
     kernel : torch.Tensor
         ``(c_out, c_in // groups, kh, kw)``, float32 or float64, any device. The result has
         the same device and dtype and is differentiable in ``kernel``.
+    spec : ConvSpec, optional
+        The layer, as one object (``spectral_norm(kernel, spec)``). Alternatively pass its
+        fields ``padding``, ``pad``, ``input_size``, ``stride``, ``dilation``, ``groups`` as
+        keywords, but not both. (A method name in this position is deprecated: pass
+        ``method=``.)
     method : str
         ``"gram"`` (default) picks ``gram_circular`` (Delattre et al., ICML 2023, Sec. 3) for
         circular padding with an ``input_size`` and ``gram_zero`` (Delattre et al. 2024,
@@ -151,9 +176,14 @@ def spectral_norm(
     >>> every_size = sb.spectral_norm(kernel.detach())  # gram_zero: zeros, every input size
     >>> every_size.item() >= 9.0 - 1e-9
     True
+    >>> spec = sb.ConvSpec(padding="circular", input_size=(8, 8))
+    >>> sb.spectral_norm(kernel, spec).item() == bound.item()
+    True
     """
     kernel = _check_kernel(kernel, "kernel", 4)
-    spec = ConvSpec(
+    spec, method = _spec_and_method(spec, method)
+    spec = spec_from_args(
+        spec,
         padding=padding,
         pad=pad,
         input_size=input_size,
@@ -171,8 +201,9 @@ def spectral_norm(
 
 def spectral_norm_batched(
     kernels: torch.Tensor,
-    method: str = GRAM,
+    spec: ConvSpec | None = None,
     *,
+    method: str = GRAM,
     padding: str = "zeros",
     pad: Any = "same",
     input_size: Any = None,
@@ -191,7 +222,9 @@ def spectral_norm_batched(
     kernels = _check_kernel(kernels, "kernels", 5)
     if kernels.shape[0] == 0:
         raise ValueError("kernels must hold at least one kernel, got batch size 0")
-    spec = ConvSpec(
+    spec, method = _spec_and_method(spec, method)
+    spec = spec_from_args(
+        spec,
         padding=padding,
         pad=pad,
         input_size=input_size,

@@ -28,16 +28,6 @@ from specbound.spec import ConvSpec
 A = importlib.import_module("specbound.audit")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while these tests run (the many tiny float64 operations of the
-    certificates are slower with threads on a shared 2-core machine); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------- helpers
 def randomise_bn(bn: nn.Module, gen: torch.Generator) -> None:
     with torch.no_grad():

@@ -85,14 +85,6 @@ def tvm():
     return import_torchvision()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(tvm, name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "vit":

@@ -22,14 +22,6 @@ orthogonium_layers = pytest.importorskip("orthogonium.layers")
 A = importlib.import_module("specbound.audit")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dense_norm(conv: nn.Conv2d, size: tuple[int, int]) -> float:
     kernel = conv.weight.detach().double().numpy()
     pad = tuple(conv.padding)

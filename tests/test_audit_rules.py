@@ -34,14 +34,6 @@ A = importlib.import_module("specbound.audit")
 QUICK = Mode("quick")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dense_jacobian(fn, x: torch.Tensor) -> np.ndarray:
     jac = torch.autograd.functional.jacobian(lambda z: fn(z).reshape(-1), x)
     return jac.reshape(-1, x.numel()).numpy()
@@ -403,3 +395,36 @@ def test_transposed_conv_bracket_contains_the_dense_norm(layer, shape):
 def test_conv3d_is_refused_clearly():
     with pytest.raises(A.AuditError, match=r"module '0' \(Conv3d\): 3-D convolutions are not"):
         A.audit(nn.Sequential(nn.Conv3d(1, 1, 3)), (1, 4, 4, 4))
+
+
+# ------------------------------------------------------------------ the type -> rule table
+def test_rule_table_points_into_the_concept_modules():
+    """Every rule of the dispatch table is a function of a concept module of the audit
+    (linear, activations, normalization, pooling, padding, resample, structural), or one of
+    the analyser's own few (convolutions read from a module, attention refusals); a torch
+    type or a function name maps to the rule that its concept owns."""
+    from torch import nn
+
+    an = importlib.import_module("specbound.audit._analyser")
+    concept = {
+        "specbound.audit.linear",
+        "specbound.audit._activations",
+        "specbound.audit.normalization",
+        "specbound.audit._pooling",
+        "specbound.audit._padding",
+        "specbound.audit.resample",
+        "specbound.audit.structural",
+        "specbound.audit._analyser",
+    }
+    rules = [rule for _, rule in an.MODULE_RULES] + list(an.FUNCTION_RULES.values())
+    assert {rule.__module__ for rule in rules} <= concept
+    assert an.module_rule(nn.ConvTranspose2d(2, 2, 3)).__module__ == "specbound.audit.linear"
+    assert an.module_rule(nn.Conv2d(2, 2, 3)) is an._conv_module
+    assert an.module_rule(nn.GELU()).__module__ == "specbound.audit._activations"
+    assert an.module_rule(nn.ReflectionPad2d(1)).__module__ == "specbound.audit._padding"
+    assert an.module_rule(nn.AvgPool2d(2)).__module__ == "specbound.audit._pooling"
+    assert an.module_rule(nn.Bilinear(2, 2, 2)) is None  # no rule: refused, never assumed
+    assert an.FUNCTION_RULES["layer_norm"].__module__ == "specbound.audit.normalization"
+    assert an.FUNCTION_RULES["conv2d"].__module__ == "specbound.audit.linear"
+    with pytest.raises(RuntimeError, match="two rules"):
+        an._by_name((("relu",), an.sort_function), (("relu",), an.sort_function))

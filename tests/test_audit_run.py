@@ -29,14 +29,6 @@ R = importlib.import_module("specbound.audit.runner")
 P = importlib.import_module("specbound.audit.progress")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------- helpers
 SIZE = (2, 6, 6)
 

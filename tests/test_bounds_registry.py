@@ -14,14 +14,10 @@ from specbound import ConvSpec
 from specbound.bounds import KINDS, REGISTRY, methods
 from specbound.operators import conv_matrix
 from specbound.spec import PADDING_MODES
+from specbound.testing import ROUNDING_RTOL, dense_norm
 
-ROUND = 1e-12  # the one stated rounding constant of the bound tests
 EXACT_RTOL = 1e-9
 METHOD_NAMES = sorted(REGISTRY)
-
-
-def dense_norm(kernel, spec) -> float:
-    return float(np.linalg.norm(conv_matrix(kernel, spec), 2))
 
 
 def candidate_layers() -> list[tuple[np.ndarray, ConvSpec]]:
@@ -78,12 +74,14 @@ def assert_obeys_kind(bound, exact: float, kernel, spec: ConvSpec) -> None:
     if bound.kind == "exact":
         assert abs(bound.value - exact) <= EXACT_RTOL * exact + 1e-300
     elif bound.kind == "upper":
-        assert bound.value * (1 + ROUND) >= exact
+        assert bound.value * (1 + ROUNDING_RTOL) >= exact
     elif bound.kind == "lower":
-        assert bound.value * (1 - ROUND) <= exact
+        assert bound.value * (1 - ROUNDING_RTOL) <= exact
         w = bound.witness
         assert w is not None and abs(np.linalg.norm(w) - 1.0) <= 1e-12
-        assert bound.value * (1 - ROUND) <= np.linalg.norm(conv_matrix(kernel, spec) @ w.ravel())
+        assert bound.value * (1 - ROUNDING_RTOL) <= np.linalg.norm(
+            conv_matrix(kernel, spec) @ w.ravel()
+        )
 
 
 def test_every_method_is_labelled():

@@ -37,7 +37,7 @@ def check_bracket(cert: Certificate, exact: float) -> None:
 @example((np.ones((2, 2, 3, 3)), sb.ConvSpec("replicate", 2, (1, 3), stride=2)), 1e-8)
 def test_bracket_contains_exact_norm(layer, rtol):
     kernel, spec = layer
-    cert = certify(kernel, **spec.to_dict(), rtol=rtol)
+    cert = certify(kernel, spec, rtol=rtol)
     check_bracket(cert, exact_norm(kernel, spec))
 
 
@@ -46,7 +46,7 @@ def test_bracket_contains_exact_norm(layer, rtol):
 def test_extreme_scales(mode, scale):
     k = np.random.default_rng(1).standard_normal((3, 2, 3, 3)) * scale
     spec = sb.ConvSpec(mode, "same", (5, 6))
-    cert = certify(k, **spec.to_dict(), rtol=1e-6)
+    cert = certify(k, spec, rtol=1e-6)
     check_bracket(cert, exact_norm(k, spec))
     assert cert.converged and np.isfinite(cert.upper) and cert.lower > 0
 
@@ -58,7 +58,7 @@ def test_extreme_scales(mode, scale):
 )
 def test_adversarial_kernels(kernel, mode):
     spec = sb.ConvSpec(mode, "same", (6, 6))
-    cert = certify(kernel, **spec.to_dict(), rtol=1e-6)
+    cert = certify(kernel, spec, rtol=1e-6)
     check_bracket(cert, exact_norm(kernel, spec))
 
 
@@ -137,14 +137,14 @@ def test_not_converged_says_why(monkeypatch):
     spec = sb.ConvSpec("zeros", "same", (10, 10))  # Gram 2400 > the dense route's limit
     # the verified Cholesky step reaches 1e-9 here; with no memory for it, the embedding stays
     monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
-    cert = certify(k, **spec.to_dict(), rtol=1e-9)
+    cert = certify(k, spec, rtol=1e-9)
     assert cert.upper_method == "circulant_verified_core"
     assert not cert.converged
     assert cert.rel_gap > 1e-9 and any("rtol" in n for n in cert.notes)
     assert any("CHOLESKY_MAX_BYTES" in n for n in cert.notes)
     check_bracket(cert, exact_norm(k, spec))
     monkeypatch.undo()
-    closed = certify(k, **spec.to_dict(), rtol=1e-9)
+    closed = certify(k, spec, rtol=1e-9)
     assert closed.converged and closed.upper_method == "verified_cholesky"
     assert closed.upper <= cert.upper
     check_bracket(closed, exact_norm(k, spec))
@@ -156,7 +156,7 @@ def test_given_size_beyond_the_dense_route_reaches_rtol(mode):
     step closes it."""
     k = np.random.default_rng(13).standard_normal((16, 16, 3, 3))
     spec = sb.ConvSpec(mode, "same", (10, 10))
-    cert = certify(k, **spec.to_dict(), rtol=1e-6)
+    cert = certify(k, spec, rtol=1e-6)
     assert cert.converged and cert.upper_method == "verified_cholesky"
     check_bracket(cert, exact_norm(k, spec))
 
@@ -188,8 +188,8 @@ def test_probabilistic_guarantee_is_labelled_and_contains_exact(monkeypatch):
     monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
     wide = np.random.default_rng(6).standard_normal((20, 20, 3, 3))
     wide_spec = sb.ConvSpec("reflect", "same", (9, 9))  # Gram 1620: above the dense route
-    det = certify(wide, **wide_spec.to_dict(), rtol=1e-3)
-    prob = certify(wide, **wide_spec.to_dict(), rtol=1e-3, guarantee="probabilistic", delta=1e-6)
+    det = certify(wide, wide_spec, rtol=1e-3)
+    prob = certify(wide, wide_spec, rtol=1e-3, guarantee="probabilistic", delta=1e-6)
     exact = exact_norm(wide, wide_spec)
     assert det.lower <= exact <= det.upper  # deterministic: always
     assert prob.lower <= exact and prob.guarantee == "probabilistic"

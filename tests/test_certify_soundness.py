@@ -16,21 +16,11 @@ from hypothesis.extra import numpy as hnp
 import specbound as sb
 from specbound.bounds import compute
 from specbound.certify import certify
-from specbound.operators import conv_matrix, exact_norm
+from specbound.operators import exact_norm
 from specbound.rigorous.fpenv import gradual_underflow, gradual_underflow_guard
+from specbound.testing import dense_norm
 
 FEW = settings(max_examples=max(5, settings().max_examples // 4), deadline=None)
-
-
-def truth(kernel: np.ndarray, spec: sb.ConvSpec) -> float:
-    """``||A||_2`` from the dense matrix of ``2^j K`` (exact scaling, max entry in [1, 2)),
-    scaled back by ``2^-j``: no under/overflow for kernels at 1e-300 or 1e300."""
-    peak = float(np.abs(kernel).max())
-    if peak == 0:
-        return 0.0
-    j = 1 - math.frexp(peak)[1]
-    a = conv_matrix(np.ldexp(kernel, j), spec)
-    return math.ldexp(float(np.linalg.norm(a, 2)), -j)
 
 
 def sized(kernel: np.ndarray, mode: str, pad, sizes, **kw) -> list[sb.ConvSpec]:
@@ -69,7 +59,7 @@ def test_every_size_circular_refuses_pads_beyond_the_extent(kernel_size, pad):
 def test_why_the_wide_circular_pad_is_refused():
     # the minimal case: [1] with circular pad 1 on a 1x1 input is the 3x3 all-ones matrix
     spec = sb.ConvSpec("circular", 1, (1, 1))
-    assert truth(np.ones((1, 1, 1, 1)), spec) >= 3 - 1e-12
+    assert dense_norm(np.ones((1, 1, 1, 1)), spec) >= 3 - 1e-12
     with pytest.raises(ValueError, match="pad"):
         certify(np.ones((1, 1, 1, 1)), "circular", pad=1, input_size=None)
 
@@ -85,7 +75,7 @@ def test_every_size_zero_padding_bounds_every_size_and_pad(kernel, pad, dilation
     # zero padding: every pad keeps the layer a submatrix of the convolution on Z^2
     cert = certify(kernel, "zeros", pad=pad, dilation=dilation, input_size=None, rtol=1e-4)
     for spec in sized(kernel, "zeros", pad, (1, 2, 3, 5), dilation=dilation):
-        assert truth(kernel, spec) <= cert.upper
+        assert dense_norm(kernel, spec) <= cert.upper
 
 
 @FEW
@@ -99,7 +89,7 @@ def test_every_size_circular_within_the_extent_bounds_every_size(kernel, pad):
     specs = sized(kernel, "circular", pad, (1, 2, 3, 4, 6))
     assert specs  # sizes 3 and up always exist
     for spec in specs:
-        assert truth(kernel, spec) <= cert.upper
+        assert dense_norm(kernel, spec) <= cert.upper
 
 
 # --------------------------------------------------------------------------- class 2
@@ -142,8 +132,8 @@ CANCEL = np.array([1.0, -1.0, 1e-310]).reshape(1, 1, 1, 3)  # a subnormal freque
 def test_mixed_scales_and_subnormal_frequencies(kernel, spec):
     specs = [spec] if spec else [sb.ConvSpec(m, "same", (4, 5)) for m in ("zeros", "circular")]
     for s in specs:
-        cert = certify(kernel, **s.to_dict(), rtol=1e-6)
-        check(cert, truth(kernel, s))
+        cert = certify(kernel, s, rtol=1e-6)
+        check(cert, dense_norm(kernel, s))
         assert cert.upper > 0
 
 
@@ -160,8 +150,8 @@ SCALES = st.sampled_from([0.0, 1.0, -1.0, 1e-310, -3e-320, 1e-110, 1e200, -1e200
 def test_extreme_entries_never_give_a_false_bracket(kernel, mode, groups):
     spec = sb.ConvSpec(mode, "same", (3, 4), groups=groups)
     k = kernel[:, : 2 // groups]
-    cert = certify(k, **spec.to_dict(), rtol=1e-4)
-    check(cert, truth(k, spec))
+    cert = certify(k, spec, rtol=1e-4)
+    check(cert, dense_norm(k, spec))
     assert json.dumps(cert.to_dict(), allow_nan=False)
 
 
@@ -180,17 +170,17 @@ def test_extreme_entries_on_the_large_layer_routes(kernel, mode, stride):
     old = routes.DENSE_GRAM_LIMIT
     routes.DENSE_GRAM_LIMIT = 0
     try:
-        cert = certify(kernel, **spec.to_dict(), rtol=1e-4)
+        cert = certify(kernel, spec, rtol=1e-4)
     finally:
         routes.DENSE_GRAM_LIMIT = old
-    check(cert, truth(kernel, spec))
+    check(cert, dense_norm(kernel, spec))
 
 
 def test_every_size_with_subnormal_frequencies():
     kernel = np.array([1.0, -1.0, 1e-310, 0.0]).reshape(1, 1, 2, 2)
     cert = certify(kernel, "zeros", input_size=None, rtol=1e-6)
     for n in (1, 3, 8):
-        assert truth(kernel, sb.ConvSpec("zeros", "same", (n, n))) <= cert.upper
+        assert dense_norm(kernel, sb.ConvSpec("zeros", "same", (n, n))) <= cert.upper
 
 
 # --------------------------------------------------------------------------- class 7
@@ -199,7 +189,7 @@ def test_gram_circular_no_nan_on_vanishing_frequencies():
     signs = np.array([[1.0, -1, 1], [-1, 1, -1], [1, -1, 1]])
     kernel = rng.standard_normal((3, 2, 1, 1)) * signs  # vanishes at most frequencies
     spec = sb.ConvSpec("circular", "same", (5, 5))
-    exact = truth(kernel, spec)
+    exact = dense_norm(kernel, spec)
     for n_iter in (5, 6, 7, 8):
         value = float(compute("gram_circular", kernel, spec, n_iter=n_iter).value)
         assert value >= exact * (1 - 1e-12), (n_iter, value, exact)
@@ -215,7 +205,7 @@ def test_circular_gram_checks_allow_the_rounding_floor():
     weights = np.random.default_rng(2).uniform(0.3, 1.3, (4, 2, 1, 1))
     c1_kernel = weights * signs
     c1_spec = sb.ConvSpec("circular", "same", (4, 2), stride=2, dilation=(1, 2), groups=2)
-    assert truth(c1_kernel, c1_spec) == 0.0
+    assert dense_norm(c1_kernel, c1_spec) == 0.0
     assert c1_margin((c1_kernel, c1_spec)) >= 0.0
     c4_kernel = np.random.default_rng(3).standard_normal((2, 3, 3, 3))
     c4_kernel -= c4_kernel.mean(axis=(2, 3), keepdims=True)
@@ -231,14 +221,14 @@ def test_flush_to_zero_is_switched_off_and_restored():
     torch.set_flush_denormal(True)
     try:
         flushing = not gradual_underflow()
-        cert = certify(kernel, **spec.to_dict())
+        cert = certify(kernel, spec)
         still_flushing = not gradual_underflow()
     finally:
         torch.set_flush_denormal(False)
     if not flushing:
         pytest.skip("this CPU does not support flush-to-zero")
     assert still_flushing  # restored after the call
-    check(cert, truth(kernel, spec))
+    check(cert, dense_norm(kernel, spec))
     assert cert.upper > 0
     assert any("flush-to-zero" in n for n in cert.notes)
 
@@ -289,8 +279,8 @@ def test_extreme_kernels_with_stride_dilation_and_tiny_budgets(kernel, kw):
         groups=groups,
         **spec_kw,
     )
-    cert = certify(kernel, **spec.to_dict(), rtol=1e-6, max_seconds=kw.get("max_seconds"))
-    check(cert, truth(kernel, spec))
+    cert = certify(kernel, spec, rtol=1e-6, max_seconds=kw.get("max_seconds"))
+    check(cert, dense_norm(kernel, spec))
     assert cert.verify()
 
 
@@ -318,8 +308,8 @@ def test_verify_accepts_dilated_every_size_certificates(dilation, mode):
 def test_verify_and_exact_norm_at_extreme_scales(scale, mode):
     kernel = np.random.default_rng(0).standard_normal((2, 2, 3, 3)) * scale
     spec = sb.ConvSpec(mode, "same", (5, 5))
-    cert = certify(kernel, **spec.to_dict(), rtol=1e-6)
-    exact = truth(kernel, spec)
+    cert = certify(kernel, spec, rtol=1e-6)
+    exact = dense_norm(kernel, spec)
     check(cert, exact)
     assert cert.verify()
     assert exact_norm(kernel, spec) == pytest.approx(exact, rel=1e-12, abs=0)

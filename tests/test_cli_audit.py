@@ -27,16 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "specbound" / "data" / "digits_cnn.pt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while these tests run (the many tiny float64 operations of the
-    certificates are slower with threads on a shared 2-core machine); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def run(*args: str, check: bool = True) -> SimpleNamespace:
     """``specbound audit ARGS --no-progress`` in process (``cli.main``), with its exit status
     and captured output."""

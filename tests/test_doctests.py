@@ -35,8 +35,9 @@ MODULES = [
     "specbound.layers.rescaling",
     "specbound.layers.sll",
     "specbound.audit",
-    "specbound.audit.report",
+    "specbound.audit._report",
     "specbound.metrics",
+    "specbound.testing.assertions",
     "specbound.testing.torchconv",
 ]
 

@@ -14,16 +14,13 @@ from hypothesis import strategies as st
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
 from specbound.bounds.embedding import bernstein_factor
-from specbound.operators import conv_matrix
-from specbound.testing import drawn_kernel, valid_geometry, within_symbol_domain
-
-ROUND = 1e-12  # the one stated rounding constant of the bound tests
-
-
-def dense_norm(kernel, spec) -> float:
-    """Ground truth independent of every circulant route: SVD of the dense matrix."""
-    a = conv_matrix(kernel, spec)
-    return float(np.linalg.norm(a, 2)) if a.size else 0.0
+from specbound.testing import (
+    ROUNDING_RTOL,
+    dense_norm,
+    drawn_kernel,
+    valid_geometry,
+    within_symbol_domain,
+)
 
 
 def circ(kernel, n, dilation=1, groups=1) -> float:
@@ -142,7 +139,7 @@ def test_circular_embedding_is_an_upper_bound(case):
     kernel, spec = case
     b = compute("circular_embedding", kernel, spec)
     assert b.kind == "upper"
-    assert b.value * (1 + ROUND) >= dense_norm(kernel, spec)
+    assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
     layer = spec.layer(kernel, need_size=True)
     (n_h, n_w), (dh, dw) = layer.input_size, (layer.extent[0] - 1, layer.extent[1] - 1)
     top, bottom, left, right = layer.pads
@@ -162,7 +159,7 @@ def test_g1_zero_padded_norm_is_below_every_embedding_torus(case, n, pad, extra)
     assume(valid_geometry(kernel.shape, zero))
     zero.layer(kernel, need_size=True)
     torus = (n + ph + extra, n + pw + extra)
-    assert dense_norm(kernel, zero) <= circ(kernel, torus, groups=g) * (1 + ROUND)
+    assert dense_norm(kernel, zero) <= circ(kernel, torus, groups=g) * (1 + ROUNDING_RTOL)
 
 
 # Found by a small random search (k=3, "same", n=3): N = n + P - 1 = 3 is not enough.
@@ -179,7 +176,7 @@ G1_FULL = np.array([[[[1.17, -0.84, 1.08], [-0.7, -0.13, -1.28], [1.72, -0.09, 1
 def test_g1_is_sharp(kernel, pad, n, torus):
     zero = dense_norm(kernel, ConvSpec(padding="zeros", pad=pad, input_size=n))
     assert zero > circ(kernel, torus) * (1 + 1e-3)  # N = n + P - 1 fails, with margin
-    assert zero <= circ(kernel, torus + 1) * (1 + ROUND)  # N = n + P holds
+    assert zero <= circ(kernel, torus + 1) * (1 + ROUNDING_RTOL)  # N = n + P holds
     with pytest.raises(ValueError, match="sizes"):
         compute(
             "circular_embedding",
@@ -210,7 +207,9 @@ def test_g5_circular_norms_approach_the_symbol(case, big, other):
     slack = 1 - 0.5 * math.pi**2 * t**2
     assume(slack > 0)
     lhs = circ(kernel, (n, n), groups=g)
-    assert lhs * (1 + ROUND) >= circ(kernel, (other, other + 1), groups=g) * math.sqrt(slack)
+    assert lhs * (1 + ROUNDING_RTOL) >= circ(kernel, (other, other + 1), groups=g) * math.sqrt(
+        slack
+    )
 
 
 @st.composite
@@ -239,7 +238,7 @@ def test_bernstein_grid_bounds_every_size(case, n_grid):
     every = spec.replace(input_size=None)
     b = compute("bernstein_grid", kernel, every, N=n_grid)
     assert b.kind == "upper"
-    assert b.value * (1 + ROUND) >= dense_norm(kernel, spec)
+    assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
     if n_grid is None:
         assert b.details["factor"] <= 1.01
 
@@ -264,7 +263,7 @@ def test_bernstein_tight_case_single_channel_nonnegative():
     assert b.details["sigma_circ"] == pytest.approx(kernel.sum(), rel=1e-14)
     assert b.value == pytest.approx(kernel.sum() * b.details["factor"], rel=1e-14)
     spec = ConvSpec(padding="circular", input_size=(5, 7))
-    assert b.value * (1 + ROUND) >= dense_norm(kernel, spec)
+    assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
 
 
 # ----------------------------------------------------------------------------- gradients

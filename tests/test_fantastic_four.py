@@ -13,13 +13,7 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
-from specbound.operators import conv_matrix
-
-ROUND = 1e-12  # the one stated rounding constant of the bound tests
-
-
-def dense_norm(kernel, spec) -> float:
-    return float(np.linalg.norm(conv_matrix(kernel, spec), 2))
+from specbound.testing import ROUNDING_RTOL, dense_norm
 
 
 def reshaping_norms(kernel: np.ndarray) -> dict[str, float]:
@@ -80,13 +74,13 @@ def test_ff1_each_reshaping_bounds_the_layer(case):
     b = compute("fantastic_four", kernel, spec)
     assert b.kind == "upper" and math.isfinite(b.value)
     exact = dense_norm(kernel, spec)
-    assert b.value * (1 + ROUND) >= exact
+    assert b.value * (1 + ROUNDING_RTOL) >= exact
     g = spec.groups
     per_group = [reshaping_norms(blk) for blk in np.split(kernel, g, axis=0)]
     for name in "RSTU":
         reference = max(p[name] for p in per_group)
         assert abs(b.details["reshapings"][name] - reference) <= 1e-12 * reference + 1e-300
-        assert reference * (1 + ROUND) >= exact  # each reshaping alone is a bound
+        assert reference * (1 + ROUNDING_RTOL) >= exact  # each reshaping alone is a bound
     expected = max(min(p.values()) for p in per_group)
     assert abs(b.value - expected) <= 1e-12 * expected + 1e-300
 
@@ -163,8 +157,8 @@ def test_groups_take_the_max_not_the_product():
     layer = spec.layer(kernel)
     expanded = compute("fantastic_four", layer.dense_channel_taps(), ConvSpec(input_size=(4, 4)))
     grouped = compute("fantastic_four", kernel, spec)
-    assert dense_norm(kernel, spec) <= grouped.value * (1 + ROUND)
-    assert grouped.value <= expanded.value * (1 + ROUND)
+    assert dense_norm(kernel, spec) <= grouped.value * (1 + ROUNDING_RTOL)
+    assert grouped.value <= expanded.value * (1 + ROUNDING_RTOL)
 
 
 def test_exact_norms_not_fifty_power_iterations():
@@ -182,7 +176,7 @@ def test_exact_norms_not_fifty_power_iterations():
     power_estimate = np.linalg.norm(w @ x)
     assert power_estimate < exact * (1 - 1e-6)
     b = compute("fantastic_four", kernel, spec)
-    assert b.value * (1 + ROUND) >= exact
+    assert b.value * (1 + ROUNDING_RTOL) >= exact
     assert b.value == pytest.approx(exact, rel=1e-13)
 
 

@@ -4,7 +4,7 @@ Properties P1-P8 (dense), C1-C7 (circular) and Z1-Z8 (kernel / zero padding) are
 ``research/gram.md`` §9; S1-S7 are the spectral-rescaling ones. Ground truth is the float64
 exact operator norm (``specbound.operators``) or numpy's SVD, never this module's own output.
 Every upper bound is checked one-sided with a bare ``>=`` after the float64 rounding allowance
-:data:`ROUNDING`.
+:data:`ROUNDING_RTOL`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,7 @@ from specbound.bounds.gram import (
 )
 from specbound.operators import conv_matrix, exact_norm, frequency_matrices, polyphase_kernel
 from specbound.operators.circulant import polyphase_kernel_torch
-from specbound.testing import ROUNDING_RTOL, kernels, layers
-
-ROUNDING = ROUNDING_RTOL
-"""Float64 rounding allowance: an upper bound ``b`` passes against the exact norm ``e`` iff
-``b * (1 + ROUNDING) >= e``. Tight cases (rank one, one channel) sit at ``b == e`` in exact
-arithmetic and round either way by a few units of 1e-16."""
+from specbound.testing import ROUNDING_RTOL, dense_norm, kernels, layers
 
 EQUAL = 1e-10
 """Relative tolerance of the *identities* checked below (two implementations of one number)."""
@@ -56,7 +51,7 @@ def noise(kernel) -> float:
 
 def upper(bound: float, exact: float, kernel=None) -> bool:
     slack = 0.0 if kernel is None else noise(kernel)
-    return bound * (1 + ROUNDING) + slack >= exact
+    return bound * (1 + ROUNDING_RTOL) + slack >= exact
 
 
 def close(a: float, b: float, kernel) -> bool:
@@ -79,11 +74,6 @@ def schatten(matrix: np.ndarray, p: float) -> float:
     if s[0] == 0:
         return 0.0
     return float(s[0] * np.sum((s / s[0]) ** p) ** (1 / p))
-
-
-def dense_norm(kernel: np.ndarray, spec: ConvSpec) -> float:
-    """Exact norm from numpy's SVD of the dense operator (independent of exact_norm's route)."""
-    return float(svdvals(conv_matrix(kernel, spec))[0])
 
 
 # ----------------------------------------------------------------------------------- strategies
@@ -125,10 +115,10 @@ def test_p3_p4_monotone_and_rank_envelope(w, n_iter):
     """P3: beta_{t+1} <= beta_t; P4: beta_t <= rank^{2^{-(t+1)}} sigma_1 (equality at rank 1)."""
     x = torch.as_tensor(w)
     b0, b1 = float(gram_iteration(x, n_iter)), float(gram_iteration(x, n_iter + 1))
-    assert b1 <= b0 * (1 + ROUNDING)
+    assert b1 <= b0 * (1 + ROUNDING_RTOL)
     s = svdvals(w)
     rank = int(np.sum(s > s[0] * 1e-13)) if s[0] > 0 else 0
-    assert b0 <= max(rank, 1) ** 2.0 ** -(n_iter + 1) * s[0] * (1 + ROUNDING)
+    assert b0 <= max(rank, 1) ** 2.0 ** -(n_iter + 1) * s[0] * (1 + ROUNDING_RTOL)
 
 
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1), st.integers(0, 8))
@@ -223,7 +213,7 @@ def test_dense_runs_all_iterations():
     s = svdvals(w)
     beta = float(gram_iteration(t64(w), 10))
     assert upper(beta, s[0])
-    assert beta <= 20**2.0**-11 * s[0] * (1 + ROUNDING)
+    assert beta <= 20**2.0**-11 * s[0] * (1 + ROUNDING_RTOL)
     assert beta < schatten(w, 4.0) * 0.99
 
 
@@ -327,7 +317,7 @@ def test_c1_c2_circular_upper_bound_and_envelope(layer, n_iter):
     c_out_g = kernel.shape[0] // spec.groups
     c_in_poly = kernel.shape[1] * spec.stride[0] * spec.stride[1]
     side = min(c_out_g, c_in_poly)
-    assert value <= side**2.0 ** -(n_iter + 1) * exact * (1 + ROUNDING) + noise(kernel)
+    assert value <= side**2.0 ** -(n_iter + 1) * exact * (1 + ROUNDING_RTOL) + noise(kernel)
 
 
 @given(layers(**CIRCULANT, max_size=5))
@@ -343,7 +333,7 @@ def test_c2_monotone_in_n_iter(layer, n_iter):
     kernel, spec = layer
     b0 = compute("gram_circular", kernel, spec, n_iter=n_iter).value
     b1 = compute("gram_circular", kernel, spec, n_iter=n_iter + 1).value
-    assert b1 <= b0 * (1 + ROUNDING) + noise(kernel)
+    assert b1 <= b0 * (1 + ROUNDING_RTOL) + noise(kernel)
 
 
 @given(layers(**CIRCULANT, max_size=6), st.integers(0, 4))
@@ -467,7 +457,7 @@ def test_circular_large_kernel_takes_the_fft_route(n):
     value = compute("gram_circular", kernel, spec, n_iter=6).value
     exact = exact_norm(kernel, spec)
     assert upper(value, exact, kernel)
-    assert value <= 2 ** (2.0**-7) * exact * (1 + ROUNDING) + noise(kernel)
+    assert value <= 2 ** (2.0**-7) * exact * (1 + ROUNDING_RTOL) + noise(kernel)
 
 
 @pytest.mark.parametrize("n_iter", [0, 1, 6])
@@ -604,7 +594,7 @@ def test_z2_monotone_in_n_iter(kernel, n_iter):
     spec = ConvSpec("zeros")
     b0 = compute("gram_zero", kernel, spec, n_iter=n_iter).value
     b1 = compute("gram_zero", kernel, spec, n_iter=n_iter + 1).value
-    assert b1 <= b0 * (1 + ROUNDING) + noise(kernel)
+    assert b1 <= b0 * (1 + ROUNDING_RTOL) + noise(kernel)
 
 
 @given(kernels((2, 3, 3, 3), families=("gaussian", "rank_one", "integer")), st.integers(1, 4))
@@ -616,7 +606,7 @@ def test_z3_envelope(kernel, n_iter):
     cap = sigma / math.sqrt(1 - 2 * math.pi**2 * (k - 1) ** 2 / n**2)
     envelope = (math.sqrt(c) * (2**n_iter * (k - 1) + 1)) ** 2.0**-n_iter
     value = compute("gram_zero", kernel, ConvSpec("zeros"), n_iter=n_iter).value
-    assert value <= envelope * cap * (1 + ROUNDING)
+    assert value <= envelope * cap * (1 + ROUNDING_RTOL)
 
 
 @given(kernels((3, 2, 3, 2)) | kernels((2, 4, 2, 3)))
@@ -771,7 +761,7 @@ def test_s1_rescaled_conv_is_1_lipschitz(kernel, n_iter):
         ConvSpec("zeros", "same", 5, dilation=2),
         ConvSpec("zeros", "full", 3, stride=2),
     ):
-        assert exact_norm(rescaled, spec) <= 1 + ROUNDING
+        assert exact_norm(rescaled, spec) <= 1 + ROUNDING_RTOL
 
 
 @given(matrices(max_side=6).filter(lambda w: np.isrealobj(w)), st.integers(1, 5))
@@ -781,7 +771,7 @@ def test_s1_s3_dense_rescaling(w, n_iter):
     assert np.array_equal(live, np.any(w != 0, axis=1))  # S7: t_i = 0 iff row i is zero
     scaled = np.zeros_like(w)
     scaled[live] = w[live] / t[live, None]
-    assert svdvals(scaled)[0] <= 1 + ROUNDING
+    assert svdvals(scaled)[0] <= 1 + ROUNDING_RTOL
     assert upper(float(t.max()), svdvals(w)[0])  # S3
 
 
@@ -813,14 +803,14 @@ def test_s5_residual_variant(kernel, n_iter, seed):
     scaled = np.zeros_like(kernel)
     scaled[live] = kernel[live] / np.sqrt(t_res[live])[:, None, None, None]
     for spec in (ConvSpec("circular", "same", 3), ConvSpec("zeros", "same", 4)):
-        assert exact_norm(scaled, spec) <= 1 + ROUNDING
+        assert exact_norm(scaled, spec) <= 1 + ROUNDING_RTOL
 
 
 def test_s5_residual_dense_matrix():
     w = np.random.default_rng(11).standard_normal((4, 6))
     q = t64([0.5, 1.0, 2.0, 4.0])
     t_res = rescaling_factors_residual(t64(w), 3, q).numpy()
-    assert svdvals(w / np.sqrt(t_res)[:, None])[0] <= 1 + ROUNDING
+    assert svdvals(w / np.sqrt(t_res)[:, None])[0] <= 1 + ROUNDING_RTOL
 
 
 @given(matrices(max_side=5).filter(lambda w: np.isrealobj(w)), st.integers(0, 2**32 - 1))

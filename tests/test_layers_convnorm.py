@@ -17,11 +17,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from specbound import ConvSpec
-from specbound.layers import ROUNDING_ALLOWANCE, ConvNorm2d, convnorm_normalizer
+from specbound.layers import ConvNorm2d, convnorm_normalizer
 from specbound.operators import conv_matrix, exact_norm
-from specbound.testing import kernels
+from specbound.testing import ROUNDING_RTOL, kernels
 
-ALLOW = ROUNDING_ALLOWANCE
 F64 = torch.float64
 
 
@@ -162,7 +161,7 @@ def test_norm_window_on_the_torus(case, eps):
         torch.from_numpy(weight),
     )
     norm = np.linalg.norm(jacobian(layer, size), 2)
-    assert norm <= math.sqrt(c_out // groups) * (1 + ALLOW)
+    assert norm <= math.sqrt(c_out // groups) * (1 + ROUNDING_RTOL)
     if eps == 0:
         assume(min_power_ratio(layer.weight.detach(), size, dilation) > 1e-3)
         assert norm >= 1 - 1e-9
@@ -201,7 +200,7 @@ def test_norm_upper_bound_after_crop_and_stride(
     size = (4, 5)
     assume(min(layer.out_size(size)) >= 1)
     a = jacobian(layer, size)
-    assert np.linalg.norm(a, 2) <= math.sqrt(c_out) * (1 + ALLOW)
+    assert np.linalg.norm(a, 2) <= math.sqrt(c_out) * (1 + ROUNDING_RTOL)
     kernel, (top, bottom, left, right) = layer.normalized_kernel(size)
     spec = ConvSpec(mode, (left, right, top, bottom), size, stride)
     assert np.abs(conv_matrix(kernel, spec) - a).max() <= 1e-12

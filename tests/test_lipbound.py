@@ -16,9 +16,8 @@ from specbound.bounds import compute, get_method
 from specbound.bounds.exact import Torus, symbol_grid_max
 from specbound.bounds.lipbound import frobenius_grid_max
 from specbound.operators import conv_matrix
-from specbound.testing import drawn_kernel, kernels, valid_geometry
+from specbound.testing import ROUNDING_RTOL, drawn_kernel, kernels, valid_geometry
 
-ROUND = 1e-12  # the one stated rounding constant of the bound tests
 EVERY = ConvSpec(input_size=None)
 
 
@@ -67,7 +66,7 @@ def test_lipbound_bounds_the_layer(case, norm, factor, extra):
     n_samples = None if extra is None else smallest + extra
     b = compute("lipbound", kernel, spec, n_samples=n_samples, norm=norm, factor=factor)
     assert b.kind == "upper" and math.isfinite(b.value)
-    assert b.value * (1 + ROUND) >= dense_norm(kernel, spec)
+    assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
     every = compute(
         "lipbound",
         kernel,
@@ -116,7 +115,9 @@ def test_secant_factor_is_sharp_on_a_two_tap_kernel():
     b = compute("lipbound", kernel, EVERY, n_samples=n_s, norm="spectral", factor="secant")
     assert b.details["grid_max"] == pytest.approx(2 * math.cos(math.pi / (2 * n_s)), rel=1e-14)
     assert b.value == pytest.approx(2.0, rel=1e-14)
-    assert b.value * (1 + ROUND) >= dense_norm(kernel, ConvSpec("circular", input_size=(3, 8)))
+    assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(
+        kernel, ConvSpec("circular", input_size=(3, 8))
+    )
 
 
 def test_p7_the_correction_factor_is_applied():
@@ -129,7 +130,7 @@ def test_p7_the_correction_factor_is_applied():
     b = compute("lipbound", kernel, EVERY, n_samples=5)
     assert b.details["grid_max"] == pytest.approx(2 * math.sin(2 * math.pi / 5), rel=1e-14)
     assert b.details["grid_max"] < exact
-    assert b.value * (1 + ROUND) >= exact
+    assert b.value * (1 + ROUNDING_RTOL) >= exact
 
 
 def test_linspace_endpoints_regression_uses_n_distinct_samples():
@@ -152,7 +153,7 @@ def test_correction_covers_the_symbol_supremum(data, k, extra):
     truth = max(dense_norm(kernel, ConvSpec("circular", input_size=m)) for m in (7, 8, 9))
     for factor, n_s in (("araujo", 2 * d + extra), ("secant", d + 1 + extra)):
         b = compute("lipbound", kernel, EVERY, n_samples=n_s, norm="spectral", factor=factor)
-        assert b.value * (1 + ROUND) >= truth
+        assert b.value * (1 + ROUNDING_RTOL) >= truth
 
 
 def test_rectangular_and_dilated_kernels_use_the_per_axis_degree():
@@ -161,7 +162,7 @@ def test_rectangular_and_dilated_kernels_use_the_per_axis_degree():
     b = compute("lipbound", kernel, spec, n_samples=(2, 8))  # D = (0, 4): no factor on axis 0
     assert b.details["factor"] == pytest.approx(1 / math.sqrt(1 - 4 / 8), rel=1e-15)
     for n in ((1, 9), (4, 5)):
-        assert b.value * (1 + ROUND) >= dense_norm(kernel, spec.replace(input_size=n))
+        assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec.replace(input_size=n))
     assert compute("lipbound", kernel, spec).details["n_samples"] == (50, 50)
 
 

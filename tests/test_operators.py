@@ -254,3 +254,16 @@ def test_circulant_route_refusals_say_what_works():
 def test_kernel_families_give_finite_exact_norms(kernel):
     value = exact_norm(kernel, sb.ConvSpec("zeros", "same", (4, 4)))
     assert np.isfinite(value) and value >= 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-300, 1e300, 5e-324])
+def test_dense_norm_of_the_testing_helpers(scale):
+    """``specbound.testing.dense_norm`` at extreme scales: the all-ones 3x3 circular kernel has
+    norm 9 (its DC frequency), so ``scale * ones`` has ``9 * scale``, neither under- nor
+    overflowing; the zero kernel has norm 0."""
+    from specbound.testing import ROUNDING_RTOL, dense_norm
+
+    spec = sb.ConvSpec("circular", input_size=(5, 4))
+    value = dense_norm(np.full((1, 1, 3, 3), scale), spec)
+    assert abs(value - 9 * scale) <= ROUNDING_RTOL * 9 * scale
+    assert dense_norm(np.zeros((2, 1, 3, 3)), spec) == 0.0

@@ -21,9 +21,8 @@ from specbound.bounds.power import (
     lanczos_steps,
 )
 from specbound.operators import conv_matrix, exact_norm
-from specbound.testing import drawn_kernel, valid_geometry
+from specbound.testing import ROUNDING_RTOL, drawn_kernel, valid_geometry
 
-ROUND = 1e-12  # the one stated rounding constant of the bound tests
 LOWER_METHODS = ("power", "lanczos")
 
 
@@ -58,13 +57,13 @@ def assert_certified_lower(bound, kernel, spec):
     exact = exact_norm(kernel, spec)
     assert bound.kind == "lower"
     assert math.isfinite(bound.value) and bound.value >= 0.0
-    assert bound.value * (1 - ROUND) <= exact
+    assert bound.value * (1 - ROUNDING_RTOL) <= exact
     w = bound.witness
     layer = spec.layer(kernel, need_size=True)
     assert w.shape == (layer.c_in, *layer.input_size)
     assert abs(np.linalg.norm(w) - 1.0) <= 1e-12
     image = np.linalg.norm(conv_matrix(kernel, spec) @ w.ravel())
-    assert bound.value * (1 - ROUND) <= image
+    assert bound.value * (1 - ROUNDING_RTOL) <= image
     assert image <= bound.value * (1 + 1e-9) + 1e-300  # the allowance is small
     return exact
 
@@ -106,7 +105,7 @@ def test_extreme_scales_are_homogeneous(scale):
     scaled = compute("lanczos", kernel * scale, spec)
     assert math.isfinite(scaled.value)
     assert abs(scaled.value / scale - base) <= 1e-10 * base
-    assert scaled.value * (1 - ROUND) <= exact_norm(kernel * scale, spec)
+    assert scaled.value * (1 - ROUNDING_RTOL) <= exact_norm(kernel * scale, spec)
 
 
 def test_tight_single_channel_nonnegative_kernel_circular():
@@ -114,7 +113,7 @@ def test_tight_single_channel_nonnegative_kernel_circular():
     kernel = np.abs(np.random.default_rng(1).standard_normal((1, 1, 3, 3)))
     spec = ConvSpec(padding="circular", input_size=(6, 6))
     bound = compute("lanczos", kernel, spec)
-    assert bound.value * (1 - ROUND) <= kernel.sum()
+    assert bound.value * (1 - ROUNDING_RTOL) <= kernel.sum()
     assert bound.value >= kernel.sum() * (1 - 1e-9)
 
 
@@ -212,7 +211,7 @@ def test_probabilistic_upper_bound_on_a_conv_layer_fails_rarely():
     b = values[0]
     assert b.kind == "estimate" and b.probability == 1 - delta
     assert b.details["bound_type"] == "probabilistic upper"
-    assert b.details["lower"] * (1 - ROUND) <= exact
+    assert b.details["lower"] * (1 - ROUNDING_RTOL) <= exact
     assert b.details["lower"] <= b.value
 
 
@@ -221,7 +220,7 @@ def test_probabilistic_default_steps_reach_the_target_factor():
     spec = ConvSpec(padding="circular", input_size=(6, 6))
     b = compute("lanczos_probabilistic", kernel, spec, delta=1e-3, seed=0)
     exact = exact_norm(kernel, spec)
-    assert exact <= b.value <= exact * 1.01 * (1 + ROUND)
+    assert exact <= b.value <= exact * 1.01 * (1 + ROUNDING_RTOL)
     assert 1 / math.sqrt(1 - b.details["epsilon"]) <= 1.01
 
 

@@ -49,15 +49,6 @@ QUICK = Mode("quick")
 MODES = ("zeros", "circular", "reflect", "replicate")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The checks run many tiny problems, where torch's thread start-up dominates."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- registry
 def test_registry_entries_are_complete_and_unique():
     entries = theorems()

@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
 from specbound.operators import conv_matrix
-from specbound.testing import kernels
-
-ROUND = 1e-12
+from specbound.testing import ROUNDING_RTOL, kernels
 
 
 def dense_norm(kernel, spec) -> float:
@@ -36,7 +34,9 @@ def test_reshape_is_the_exact_matrix_norm(data, shape, scale):
     assert abs(b.value - reference) <= 1e-12 * reference
     # relation to the operator: ||A|| <= sqrt(kh kw) ||T|| (Fantastic Four's T reshaping)
     spec = ConvSpec("circular", input_size=(3, 4))
-    assert dense_norm(kernel, spec) <= math.sqrt(shape[2] * shape[3]) * b.value * (1 + ROUND)
+    assert dense_norm(kernel, spec) <= math.sqrt(shape[2] * shape[3]) * b.value * (
+        1 + ROUNDING_RTOL
+    )
 
 
 def test_p8_reshape_is_not_the_operator_norm():

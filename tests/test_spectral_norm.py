@@ -21,9 +21,6 @@ from specbound.operators import exact_norm, frequency_matrices
 from specbound.spectral_norm import spectral_norm, spectral_norm_batched
 from specbound.testing import ROUNDING_RTOL, layers
 
-ROUNDING = ROUNDING_RTOL
-"""Float64 rounding allowance of the one-sided checks: ``bound * (1 + ROUNDING) >= exact``."""
-
 CANCELLATION = 1e-14
 """Absolute allowance per unit of ``sum|K|``: where taps cancel, both the bound and the exact
 norm are float64 rounding noise of that size (see tests/test_gram.py)."""
@@ -41,37 +38,20 @@ def kernel64(*shape: int, seed: int = 0) -> torch.Tensor:
 @given(layers(modes=("circular",), circulant=True, max_channels=3, max_size=6), st.integers(0, 6))
 def test_gram_circular_matches_float64_method_and_bounds_exact(layer, n_iter):
     kernel, spec = layer
-    value = spectral_norm(
-        torch.as_tensor(kernel),
-        padding="circular",
-        input_size=spec.input_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        groups=spec.groups,
-        n_iter=n_iter,
-    )
+    value = spectral_norm(torch.as_tensor(kernel), spec, n_iter=n_iter)
     assert value.shape == () and value.dtype == torch.float64
     assert float(value) == compute("gram_circular", kernel, spec, n_iter=n_iter).value
     slack = CANCELLATION * np.abs(kernel).sum()
-    assert float(value) * (1 + ROUNDING) + slack >= exact_norm(kernel, spec)
+    assert float(value) * (1 + ROUNDING_RTOL) + slack >= exact_norm(kernel, spec)
 
 
 @given(layers(modes=("zeros",), max_channels=3, max_kernel=3, max_size=6), st.integers(1, 3))
 def test_gram_zero_matches_float64_method_and_bounds_exact(layer, n_iter):
     kernel, spec = layer
-    value = spectral_norm(
-        torch.as_tensor(kernel),
-        padding="zeros",
-        pad=spec.pad,
-        input_size=spec.input_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        groups=spec.groups,
-        n_iter=n_iter,
-    )
+    value = spectral_norm(torch.as_tensor(kernel), spec, n_iter=n_iter)
     assert float(value) == compute("gram_zero", kernel, spec, n_iter=n_iter).value
     slack = CANCELLATION * np.abs(kernel).sum()
-    assert float(value) * (1 + ROUNDING) + slack >= exact_norm(kernel, spec)
+    assert float(value) * (1 + ROUNDING_RTOL) + slack >= exact_norm(kernel, spec)
 
 
 def test_gram_alias_resolution():
@@ -91,11 +71,11 @@ def test_gram_alias_resolution():
 def test_named_method_dispatch():
     kernel = kernel64(2, 2, 3, 3)
     spec = ConvSpec("reflect", "same", 4)
-    value = spectral_norm(kernel, "gram_dense", padding="reflect", input_size=4, n_iter=5)
+    value = spectral_norm(kernel, method="gram_dense", padding="reflect", input_size=4, n_iter=5)
     assert float(value) == pytest.approx(
         compute("gram_dense", kernel.numpy(), spec, n_iter=5).value, rel=1e-12
     )
-    assert float(value) * (1 + ROUNDING) >= exact_norm(kernel.numpy(), spec)
+    assert float(value) * (1 + ROUNDING_RTOL) >= exact_norm(kernel.numpy(), spec)
 
 
 @pytest.mark.parametrize("padding,size", [("circular", 8), ("zeros", None)])
@@ -140,7 +120,7 @@ GRAD_CASES = [
 def test_gradcheck(method, layer):
     kernel = kernel64(4, 1, 3, 3, seed=2).requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda k: spectral_norm(k, method, n_iter=3, **layer), (kernel,)
+        lambda k: spectral_norm(k, method=method, n_iter=3, **layer), (kernel,)
     )
 
 
@@ -230,7 +210,7 @@ def test_batched_loops_methods_without_batch_support(monkeypatch):
     )
     monkeypatch.setitem(base.REGISTRY, "probe", probe)
     kernels = torch.randn(3, 2, 2, 3, 3, dtype=torch.float64)
-    out = spectral_norm_batched(kernels, "probe", padding="zeros")
+    out = spectral_norm_batched(kernels, method="probe", padding="zeros")
     assert calls == [(2, 2, 3, 3)] * 3
     assert torch.equal(out, torch.linalg.vector_norm(kernels.flatten(1), dim=1))
 
@@ -258,11 +238,11 @@ def test_tf32_off_inside_and_restored(monkeypatch):
     torch.backends.cudnn.allow_tf32 = True
     try:
         kernel = torch.ones(1, 1, 1, 1)
-        spectral_norm(kernel, "probe", n_iter=4)
+        spectral_norm(kernel, method="probe", n_iter=4)
         assert seen == [(False, False, 4)]
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
         with pytest.raises(RuntimeError, match="boom"):
-            spectral_norm(kernel, "probe", n_iter=99)
+            spectral_norm(kernel, method="probe", n_iter=99)
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
@@ -274,9 +254,9 @@ def test_n_iter_only_passed_to_methods_that_take_it(monkeypatch):
     )
     monkeypatch.setitem(base.REGISTRY, "probe", probe)
     kernel = torch.ones(1, 1, 2, 2)
-    assert float(spectral_norm(kernel, "probe")) == 4.0
+    assert float(spectral_norm(kernel, method="probe")) == 4.0
     with pytest.raises(TypeError, match="n_iter"):
-        spectral_norm(kernel, "probe", n_iter=3)
+        spectral_norm(kernel, method="probe", n_iter=3)
 
 
 def test_refusals(monkeypatch):
@@ -286,12 +266,12 @@ def test_refusals(monkeypatch):
     with pytest.raises(ValueError, match="stride"):
         spectral_norm(kernel, padding="circular", input_size=5, stride=2)
     with pytest.raises(ValueError, match="unknown method"):
-        spectral_norm(kernel, "nope")
+        spectral_norm(kernel, method="nope")
     monkeypatch.setitem(
         base.REGISTRY, "plain", base.Method(name="plain", func=None, kind="upper", reference="x")
     )
     with pytest.raises(ValueError, match="not differentiable"):
-        spectral_norm(kernel, "plain")
+        spectral_norm(kernel, method="plain")
     with pytest.raises(TypeError, match="kernel"):
         spectral_norm(np.ones((2, 2, 3, 3)))
     with pytest.raises(TypeError, match="float32 or float64"):
@@ -317,3 +297,54 @@ def test_cuda_matches_cpu(padding, size):
     assert gpu.device.type == "cuda"
     assert float(gpu) == pytest.approx(float(cpu), rel=1e-12)
     gpu.backward()
+
+
+# ------------------------------------------------------------------ (kernel, spec) call form
+SPEC_FORMS = [
+    {"padding": "circular", "input_size": (6, 4), "stride": 2},
+    {"padding": "zeros", "pad": 1, "dilation": 2},
+    {"padding": "circular", "input_size": 4, "groups": 2},
+]
+
+
+@pytest.mark.parametrize("fields", SPEC_FORMS)
+def test_spec_form_equals_keyword_form(fields):
+    """``spectral_norm(kernel, spec)``, the batched form and ``compute(name, kernel, spec)``
+    give the same value as the keyword form of the same layer, and differ from the value of
+    another layer (so the spec is not ignored)."""
+    kernel = kernel64(4, 2, 3, 3, seed=7)
+    spec = ConvSpec(**fields)
+    by_spec = spectral_norm(kernel, spec, n_iter=3)
+    by_keywords = spectral_norm(kernel, n_iter=3, **fields)
+    assert by_spec.item() == by_keywords.item()
+    other = spectral_norm(kernel, ConvSpec("circular", input_size=3), n_iter=3)
+    assert other.item() != by_spec.item()
+    batch = torch.stack([kernel, 2 * kernel])
+    assert spectral_norm_batched(batch, spec, n_iter=3)[0].item() == by_spec.item()
+    name = "gram_circular" if fields["padding"] == "circular" else "gram_zero"
+    fixed = compute(name, kernel.numpy(), spec, n_iter=3).value
+    assert fixed == compute(name, kernel.numpy(), n_iter=3, **fields).value
+
+
+def test_spec_and_keywords_together_refused():
+    kernel = kernel64(2, 2, 3, 3)
+    spec = ConvSpec("circular", input_size=5)
+    with pytest.raises(TypeError, match=r"either a ConvSpec or the keyword fields.*input_size"):
+        spectral_norm(kernel, spec, input_size=6)
+    with pytest.raises(TypeError, match=r"either a ConvSpec or the keyword fields.*stride"):
+        spectral_norm_batched(kernel[None], spec, stride=2)
+    with pytest.raises(TypeError, match=r"either a ConvSpec or the keyword fields.*padding"):
+        compute("sedghi", kernel.numpy(), spec, padding="reflect")
+    with pytest.raises(TypeError, match=r"spec must be a specbound.ConvSpec"):
+        compute("sedghi", kernel.numpy(), {"padding": "circular"})
+    with pytest.raises(TypeError, match=r"spec must be a specbound.ConvSpec"):
+        spectral_norm(kernel, 3)
+
+
+def test_method_in_second_position_is_deprecated():
+    kernel = kernel64(2, 2, 3, 3)
+    with pytest.warns(DeprecationWarning, match="method='gram_zero'"):
+        old = spectral_norm(kernel, "gram_zero", n_iter=2)
+    assert old.item() == spectral_norm(kernel, method="gram_zero", n_iter=2).item()
+    with pytest.raises(TypeError, match="method given twice"):
+        spectral_norm(kernel, "gram_zero", method="gram_dense")

@@ -53,4 +53,4 @@ def test_gram_alias_refusal_names_the_resolved_method():
     with pytest.raises(ValueError, match=r"method='gram' resolved to 'gram_zero'.*reflect"):
         sb.spectral_norm(kernel, padding="reflect", input_size=(8, 8))
     with pytest.raises(ValueError, match=r"^method 'gram_zero'"):  # a named method: as before
-        sb.spectral_norm(kernel, "gram_zero", padding="reflect", input_size=(8, 8))
+        sb.spectral_norm(kernel, method="gram_zero", padding="reflect", input_size=(8, 8))

@@ -103,19 +103,19 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .activations import gelu_lipschitz, smooth_activation_bracket
-from .analyser import _Analyser
-from .compose import _compose, composition_note
-from .errors import AuditError
+from ._activations import gelu_lipschitz, smooth_activation_bracket
+from ._analyser import _Analyser
+from ._compose import _compose, composition_note
+from ._errors import AuditError
+from ._graph import _op_name, _type_name
+from ._lower import _linear_lower
+from ._pooling import max_pool_lipschitz
+from ._report import AuditReport, LayerBound, report_markdown
+from ._trace import _Recorder, _trace_script, trace
 from .fallback import tap_sum_upper
-from .graph import _op_name, _type_name
 from .local import local_lipschitz_estimate
-from .lower import _linear_lower
-from .pooling import max_pool_lipschitz
 from .progress import _Progress
-from .report import AuditReport, LayerBound, report_markdown
 from .runner import DEFAULT_RTOL, DEFAULT_SECONDS_PER_LAYER, _Runner
-from .trace import _Recorder, _trace_script, trace
 
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:
@@ -164,7 +164,7 @@ def audit(
     *,
     max_seconds: float | None = None,
     max_seconds_per_layer: float | None = DEFAULT_SECONDS_PER_LAYER,
-    on_layer: Callable[[LayerBound], Any] | None = None,
+    on_layer: Callable[[LayerBound], object] | None = None,
 ) -> AuditReport:
     """Certify every layer of ``model`` at its true input size and bound the whole network.
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .errors import AuditError
-from .graph import _bind, _Op
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 
 def normalization_lipschitz(
@@ -90,135 +91,157 @@ def normalization_lipschitz(
     return max(lower, 0.0), upper
 
 
-class _NormalizationRules:
-    """Normalisation rows of :class:`~specbound.audit.analyser._Analyser` (a mixin)."""
+# ---------------------------------------------------------------- rules
 
-    def _norm_row(
-        self,
-        node: fx.Node,
-        gamma: Any,
-        eps: float,
-        groups: list[tuple[int, int, int, int]],
-        what: str,
-        centred: bool = True,
-    ) -> _Op:
-        """``groups``: ``(first, stop, N, repeat)``: the group's slice of the flattened
-        ``gamma``, its size and how many entries share one ``gamma``; the largest group's
-        bracket is the layer's (disjoint groups)."""
-        g = None if gamma is None else torch.as_tensor(gamma).detach().double().cpu().numpy()
-        lows, ups = [], []
-        for start, stop, size, repeat in groups[: 1 if g is None else len(groups)]:
-            sub = None if g is None else g.ravel()[start:stop]
-            lo, hi = normalization_lipschitz(sub, eps, size, repeat=repeat, centred=centred)
-            lows.append(lo)
-            ups.append(hi)
-        op = self._single_tensor_unary(node)
-        name, typ = self.label(node)
-        rule = (
-            "||diag(gamma) P|| / sqrt(eps) <= max|gamma| / sqrt(eps)"
-            if centred
-            else "max|gamma| / sqrt(eps)"
+
+def _norm_row(
+    an: Analysis,
+    node: fx.Node,
+    gamma: Any,
+    eps: float,
+    groups: list[tuple[int, int, int, int]],
+    what: str,
+    centred: bool = True,
+) -> _Op:
+    """``groups``: ``(first, stop, N, repeat)``: the group's slice of the flattened
+    ``gamma``, its size and how many entries share one ``gamma``; the largest group's
+    bracket is the layer's (disjoint groups)."""
+    g = None if gamma is None else torch.as_tensor(gamma).detach().double().cpu().numpy()
+    lows, ups = [], []
+    for start, stop, size, repeat in groups[: 1 if g is None else len(groups)]:
+        sub = None if g is None else g.ravel()[start:stop]
+        lo, hi = normalization_lipschitz(sub, eps, size, repeat=repeat, centred=centred)
+        lows.append(lo)
+        ups.append(hi)
+    op = _single_tensor_unary(an, node)
+    name, typ = an.label(node)
+    rule = (
+        "||diag(gamma) P|| / sqrt(eps) <= max|gamma| / sqrt(eps)"
+        if centred
+        else "max|gamma| / sqrt(eps)"
+    )
+    op.row = an.row(
+        node,
+        name,
+        typ,
+        max(lows),
+        max(ups),
+        "exact",
+        f"{what}, eps={eps:g}: {rule} (AUD-NORM)",
+        "witness e_i - 1/N at the largest |gamma|",
+        linear=False,
+    )
+    return op
+
+
+def _single_tensor_unary(an: Analysis, node: fx.Node) -> _Op:
+    deps = an.dep_inputs(node)
+    if len(deps) != 1 or deps[0] is not node.args[0]:
+        raise AuditError(
+            f"{an.describe(node)} has an input-dependent weight, bias or statistic: "
+            "only the normalised input may depend on the network input"
         )
-        op.row = self.row(
+    return _Op(node, "unary", [(deps[0], 1.0)], False)
+
+
+def layer_norm_op(
+    an: Analysis, node: fx.Node, normalized_shape: Any, weight: Any, eps: float
+) -> _Op:
+    n = math.prod(int(d) for d in normalized_shape)
+    return _norm_row(an, node, weight, float(eps), [(0, n, n, 1)], f"LayerNorm over N={n}")
+
+
+def group_norm_op(an: Analysis, node: fx.Node, num_groups: int, weight: Any, eps: float) -> _Op:
+    shape = an.rec.info[node.args[0]].shape
+    c = int(shape[1])
+    hw = math.prod(shape[2:])
+    per = c // int(num_groups)
+    groups = [(k * per, (k + 1) * per, per * hw, hw) for k in range(int(num_groups))]
+    return _norm_row(
+        an, node, weight, float(eps), groups, f"GroupNorm, {num_groups} groups of N={per * hw}"
+    )
+
+
+def functional_norm(an: Analysis, node: fx.Node, name: str) -> _Op:
+    if name in ("layer_norm", "native_layer_norm"):
+        b = _bind(node, ("input", "normalized_shape", "weight", "bias", "eps"), {"eps": 1e-5})
+        if name == "native_layer_norm":
+            _only_first_output(an, node)
+        return layer_norm_op(
+            an,
             node,
-            name,
-            typ,
-            max(lows),
-            max(ups),
-            "exact",
-            f"{what}, eps={eps:g}: {rule} (AUD-NORM)",
-            "witness e_i - 1/N at the largest |gamma|",
-            linear=False,
+            an.const(b["normalized_shape"]),
+            an.const(b.get("weight")),
+            float(an.const(b["eps"])),
         )
-        return op
+    if name == "group_norm":
+        b = _bind(node, ("input", "num_groups", "weight", "bias", "eps"), {"eps": 1e-5})
+        return group_norm_op(
+            an,
+            node,
+            int(an.const(b["num_groups"])),
+            an.const(b.get("weight")),
+            float(an.const(b["eps"])),
+        )
+    if name == "native_group_norm":
+        _only_first_output(an, node)
+        b = _bind(node, ("input", "weight", "bias", "N", "C", "HxW", "group", "eps"))
+        return group_norm_op(
+            an, node, int(an.const(b["group"])), an.const(b["weight"]), float(b["eps"])
+        )
+    # rms_norm(input, normalized_shape, weight=None, eps=None)
+    b = _bind(node, ("input", "normalized_shape", "weight", "eps"), {"eps": None})
+    eps = an.const(b.get("eps"))
+    if eps is None:  # torch uses the input's machine epsilon
+        weight = an.const(b.get("weight"))
+        dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
+        eps = float(torch.finfo(dtype).eps)
+    dims = tuple(int(d) for d in an.const(b["normalized_shape"]))
+    n = math.prod(dims)
+    return _norm_row(
+        an, node, an.const(b.get("weight")), float(eps), [(0, n, n, 1)], "RMSNorm", False
+    )
 
-    def _single_tensor_unary(self, node: fx.Node) -> _Op:
-        deps = self.dep_inputs(node)
-        if len(deps) != 1 or deps[0] is not node.args[0]:
+
+def _only_first_output(an: Analysis, node: fx.Node) -> None:
+    for user in node.users:
+        index = user.args[1] if len(user.args) > 1 else None
+        if user.op != "call_function" or index != 0:
             raise AuditError(
-                f"{self.describe(node)} has an input-dependent weight, bias or statistic: "
-                "only the normalised input may depend on the network input"
+                f"{an.describe(user)} uses the mean or inverse standard deviation of "
+                f"{an.describe(node)}: not globally Lipschitz, no rule"
             )
-        return _Op(node, "unary", [(deps[0], 1.0)], False)
 
-    def layer_norm_op(self, node: fx.Node, normalized_shape: Any, weight: Any, eps: float) -> _Op:
-        n = math.prod(int(d) for d in normalized_shape)
-        return self._norm_row(node, weight, float(eps), [(0, n, n, 1)], f"LayerNorm over N={n}")
 
-    def group_norm_op(self, node: fx.Node, num_groups: int, weight: Any, eps: float) -> _Op:
-        shape = self.rec.info[node.args[0]].shape
-        c = int(shape[1])
-        hw = math.prod(shape[2:])
-        per = c // int(num_groups)
-        groups = [(k * per, (k + 1) * per, per * hw, hw) for k in range(int(num_groups))]
-        return self._norm_row(
-            node, weight, float(eps), groups, f"GroupNorm, {num_groups} groups of N={per * hw}"
+def norm_module_op(an: Analysis, node: fx.Node, mod: torch.nn.Module) -> _Op:
+    from torch import nn
+
+    if isinstance(mod, nn.LayerNorm):
+        return layer_norm_op(an, node, mod.normalized_shape, mod.weight, mod.eps)
+    if isinstance(mod, nn.GroupNorm):
+        return group_norm_op(an, node, mod.num_groups, mod.weight, mod.eps)
+    if isinstance(mod, nn.RMSNorm):
+        dtype = mod.weight.dtype if mod.weight is not None else torch.get_default_dtype()
+        eps = mod.eps if mod.eps is not None else float(torch.finfo(dtype).eps)
+        n = math.prod(mod.normalized_shape)
+        return _norm_row(an, node, mod.weight, float(eps), [(0, n, n, 1)], "RMSNorm", False)
+    # InstanceNorm without running statistics: GroupNorm with one group per channel
+    if mod.track_running_stats and not mod.training:
+        raise AuditError(
+            f"{an.describe(node)} normalises with running statistics: use BatchNorm, "
+            "or track_running_stats=False (instance statistics, supported)"
         )
+    c = int(an.rec.info[node.args[0]].shape[1])
+    return group_norm_op(an, node, c, mod.weight if mod.affine else None, mod.eps)
 
-    def functional_norm(self, node: fx.Node, name: str) -> _Op:
-        if name in ("layer_norm", "native_layer_norm"):
-            b = _bind(node, ("input", "normalized_shape", "weight", "bias", "eps"), {"eps": 1e-5})
-            if name == "native_layer_norm":
-                self._only_first_output(node)
-            return self.layer_norm_op(
-                node,
-                self.const(b["normalized_shape"]),
-                self.const(b.get("weight")),
-                float(self.const(b["eps"])),
-            )
-        if name == "group_norm":
-            b = _bind(node, ("input", "num_groups", "weight", "bias", "eps"), {"eps": 1e-5})
-            return self.group_norm_op(
-                node,
-                int(self.const(b["num_groups"])),
-                self.const(b.get("weight")),
-                float(self.const(b["eps"])),
-            )
-        if name == "native_group_norm":
-            self._only_first_output(node)
-            b = _bind(node, ("input", "weight", "bias", "N", "C", "HxW", "group", "eps"))
-            return self.group_norm_op(
-                node, int(self.const(b["group"])), self.const(b["weight"]), float(b["eps"])
-            )
-        # rms_norm(input, normalized_shape, weight=None, eps=None)
-        b = _bind(node, ("input", "normalized_shape", "weight", "eps"), {"eps": None})
-        eps = self.const(b.get("eps"))
-        if eps is None:  # torch uses the input's machine epsilon
-            weight = self.const(b.get("weight"))
-            dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
-            eps = float(torch.finfo(dtype).eps)
-        dims = tuple(int(d) for d in self.const(b["normalized_shape"]))
-        n = math.prod(dims)
-        return self._norm_row(
-            node, self.const(b.get("weight")), float(eps), [(0, n, n, 1)], "RMSNorm", False
-        )
 
-    def _only_first_output(self, node: fx.Node) -> None:
-        for user in node.users:
-            index = user.args[1] if len(user.args) > 1 else None
-            if user.op != "call_function" or index != 0:
-                raise AuditError(
-                    f"{self.describe(user)} uses the mean or inverse standard deviation of "
-                    f"{self.describe(node)}: not globally Lipschitz, no rule"
-                )
+NORM_FUNCS = ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "rms_norm")
 
-    def norm_module_op(self, node: fx.Node, mod: torch.nn.Module) -> _Op:
-        from torch import nn
-
-        if isinstance(mod, nn.LayerNorm):
-            return self.layer_norm_op(node, mod.normalized_shape, mod.weight, mod.eps)
-        if isinstance(mod, nn.GroupNorm):
-            return self.group_norm_op(node, mod.num_groups, mod.weight, mod.eps)
-        if isinstance(mod, nn.RMSNorm):
-            dtype = mod.weight.dtype if mod.weight is not None else torch.get_default_dtype()
-            eps = mod.eps if mod.eps is not None else float(torch.finfo(dtype).eps)
-            n = math.prod(mod.normalized_shape)
-            return self._norm_row(node, mod.weight, float(eps), [(0, n, n, 1)], "RMSNorm", False)
-        # InstanceNorm without running statistics: GroupNorm with one group per channel
-        if mod.track_running_stats and not mod.training:
-            raise AuditError(
-                f"{self.describe(node)} normalises with running statistics: use BatchNorm, "
-                "or track_running_stats=False (instance statistics, supported)"
-            )
-        c = int(self.rec.info[node.args[0]].shape[1])
-        return self.group_norm_op(node, c, mod.weight if mod.affine else None, mod.eps)
+NORM_MODULES = (
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.RMSNorm,
+    torch.nn.InstanceNorm1d,
+    torch.nn.InstanceNorm2d,
+    torch.nn.InstanceNorm3d,
+)

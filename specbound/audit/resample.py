@@ -17,10 +17,12 @@ from collections.abc import Callable
 
 import torch
 import torch.fx as fx
+from torch import nn
 
-from .errors import AuditError
-from .graph import _Op
-from .outward import _down, _up
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 NONNEGATIVE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
 
@@ -54,32 +56,63 @@ def nonnegative_map_bracket(
     return max(0.0, min(lower, upper)), upper
 
 
-class _ResampleRules:
-    """Resampling rows of :class:`~specbound.audit.analyser._Analyser` (a mixin)."""
+# ---------------------------------------------------------------- rules
 
-    def resample_op(
-        self, node: fx.Node, mode: str, fn: Callable[[torch.Tensor], torch.Tensor]
-    ) -> _Op:
-        if mode not in NONNEGATIVE_MODES:
-            raise AuditError(
-                f"{self.describe(node)} interpolates with mode {mode!r}: only the modes with "
-                f"nonnegative weights {NONNEGATIVE_MODES} have a rule (bicubic has negative "
-                "weights); use one of those"
-            )
-        lo, hi = nonnegative_map_bracket(fn, self.in_shape(node))
-        op = self.unary(
-            node, linear=True, lin=lambda x, *a, **k: fn(x), absf=lambda x, *a, **k: fn(x)
+
+def resample_op(
+    an: Analysis, node: fx.Node, mode: str, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> _Op:
+    if mode not in NONNEGATIVE_MODES:
+        raise AuditError(
+            f"{an.describe(node)} interpolates with mode {mode!r}: only the modes with "
+            f"nonnegative weights {NONNEGATIVE_MODES} have a rule (bicubic has negative "
+            "weights); use one of those"
         )
-        name, typ = self.label(node)
-        op.row = self.row(
-            node,
+    lo, hi = nonnegative_map_bracket(fn, an.in_shape(node))
+    op = an.unary(node, linear=True, lin=lambda x, *a, **k: fn(x), absf=lambda x, *a, **k: fn(x))
+    name, typ = an.label(node)
+    op.row = an.row(
+        node,
+        name,
+        typ,
+        lo,
+        hi,
+        "certified",
+        f"{mode} resampling: Schur test sqrt(max column sum * max row sum) (AUD-RESAMPLE)",
+        "witnesses 1 and A^T 1",
+        linear=True,
+    )
+    return op
+
+
+_ATEN_RESAMPLE = (
+    ("nearest_exact", "nearest-exact"),
+    ("nearest", "nearest"),
+    ("bilinear", "bilinear"),
+    ("trilinear", "trilinear"),
+    ("bicubic", "bicubic"),
+    ("linear", "linear"),
+)
+
+
+def functional_resample(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``interpolate`` and the ATen ``upsample_*`` functions."""
+    if name == "interpolate" or name == "upsample":
+        b = _bind(node, ("input", "size", "scale_factor", "mode"), {"mode": "nearest"})
+        mode = str(an.const(b["mode"]))
+    else:
+        mode = next(
+            (m for key, m in _ATEN_RESAMPLE if key in name),
             name,
-            typ,
-            lo,
-            hi,
-            "certified",
-            f"{mode} resampling: Schur test sqrt(max column sum * max row sum) (AUD-RESAMPLE)",
-            "witnesses 1 and A^T 1",
-            linear=True,
         )
-        return op
+    fn = node.target
+    extra = [an.const(v) for v in node.args[1:]]
+    kw = {k: an.const(v) for k, v in node.kwargs.items()}
+    if node.op == "call_method":
+        return resample_op(an, node, mode, lambda x: getattr(x, str(fn))(*extra, **kw))
+    return resample_op(an, node, mode, lambda x: fn(x, *extra, **kw))
+
+
+def upsample_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``nn.Upsample`` (also ``UpsamplingNearest2d`` / ``UpsamplingBilinear2d``)."""
+    return resample_op(an, node, str(mod.mode), lambda x: mod(x))

@@ -28,10 +28,10 @@ import numpy as np
 
 from ..certify import Certificate, certify
 from ..spec import ConvSpec
+from ._graph import _Op
+from ._report import LayerBound
 from .fallback import FallbackBound, tap_sum_upper
-from .graph import _Op
 from .progress import _Progress
-from .report import LayerBound
 
 DEFAULT_RTOL = 1e-2
 """``rtol`` of :func:`audit` when none is given (the report says so)."""

@@ -8,4 +8,13 @@ name, refusing layers outside its guarantee.
 from . import embedding, exact, fantastic_four, gram, lipbound, power, reshape  # noqa: F401  (register)
 from .base import KINDS, REGISTRY, Bound, Method, compute, get_method, methods, register
 
-__all__ = ["KINDS", "REGISTRY", "Bound", "Method", "compute", "get_method", "methods", "register"]
+__all__ = [
+    "KINDS",
+    "REGISTRY",
+    "Bound",
+    "Method",
+    "compute",
+    "get_method",
+    "methods",
+    "register",
+]

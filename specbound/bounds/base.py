@@ -180,14 +180,103 @@ def register(**info: Any) -> Callable[[Callable[..., Bound]], Callable[..., Boun
 
 
 def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``; a ValueError listing the known names
+    otherwise.
+
+    Examples
+    --------
+    >>> from specbound.bounds import get_method
+    >>> get_method("sedghi").kind
+    'exact'
+    """
     try:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {sorted(REGISTRY)}") from None
 
 
-def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
+SPEC_DEFAULTS: dict[str, Any] = {
+    "padding": "zeros",
+    "pad": "same",
+    "input_size": None,
+    "stride": 1,
+    "dilation": 1,
+    "groups": 1,
+}
+"""The keyword fields of a layer (as :class:`~specbound.spec.ConvSpec`) and their defaults,
+shared by the functions that take ``(kernel, spec)`` or the keyword form."""
+
+
+def spec_from_args(spec: ConvSpec | None, **fields: Any) -> ConvSpec:
+    """The layer of a call made as ``f(kernel, spec)`` or ``f(kernel, padding=..., ...)``.
+
+    Parameters
+    ----------
+    spec : ConvSpec or None
+        The whole geometry; None builds it from ``fields``.
+    **fields
+        The keyword fields of :data:`SPEC_DEFAULTS` as the caller received them.
+
+    Returns
+    -------
+    ConvSpec
+
+    Raises
+    ------
+    TypeError
+        If ``spec`` is neither None nor a ConvSpec, or if it comes with a keyword field that
+        differs from its default (the two would describe two geometries).
+    """
+    unknown = sorted(set(fields) - set(SPEC_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown layer fields {unknown}; accepted: {list(SPEC_DEFAULTS)}")
+    if spec is None:
+        return ConvSpec(**{**SPEC_DEFAULTS, **fields})
+    spec = check_spec(spec)
+    both = sorted(k for k, v in fields.items() if not _is_default(v, SPEC_DEFAULTS[k]))
+    if both:
+        raise TypeError(
+            "pass either a ConvSpec or the keyword fields, not both: got a ConvSpec and "
+            f"{', '.join(both)}"
+        )
+    return spec
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default
+
+
+def compute(
+    method: str,
+    kernel: Any,
+    spec: ConvSpec | None = None,
+    *,
+    padding: str = "zeros",
+    pad: Any = "same",
+    input_size: Any = None,
+    stride: Any = 1,
+    dilation: Any = 1,
+    groups: int = 1,
+    **options: Any,
+) -> Bound:
     """Run the registered ``method`` on ``(kernel, spec)``; refuses layers outside its domain.
+
+    Parameters
+    ----------
+    method : str
+        A registered name (:func:`methods`).
+    kernel : array_like
+        ``(c_out, c_in // groups, kh, kw)``.
+    spec : ConvSpec, optional
+        The layer. Alternatively pass its fields as keywords (``padding``, ``pad``,
+        ``input_size``, ``stride``, ``dilation``, ``groups``, with the defaults of
+        :class:`~specbound.spec.ConvSpec`), but not both.
+    **options
+        Passed to the method (e.g. ``n_iter``).
+
+    Returns
+    -------
+    Bound
 
     References
     ----------
@@ -210,9 +299,24 @@ def compute(method: str, kernel: Any, spec: ConvSpec, **options: Any) -> Bound:
     Traceback (most recent call last):
     ...
     ValueError: ...
+
+    The keyword form describes the same layer:
+
+    >>> same = compute("sedghi", np.ones((1, 1, 3, 3)), padding="circular", input_size=(8, 8))
+    >>> same.value == bound.value
+    True
     """
+    layer = spec_from_args(
+        spec,
+        padding=padding,
+        pad=pad,
+        input_size=input_size,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+    )
     found = get_method(method)
-    return found(kernel, check_spec(spec), **options)
+    return found(kernel, layer, **options)
 
 
 def methods() -> list[Method]:

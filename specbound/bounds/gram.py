@@ -29,10 +29,8 @@ under ``torch.no_grad`` in float64 on CPU) and the differentiable path of
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 
 from ..operators.circulant import polyphase_spatial_first, polyphase_taps, require_circulant
 from ..operators.dense import conv_matrix
+from ..rigorous.fpenv import tf32_disabled
 from ..spec import Layer
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 
@@ -49,7 +48,6 @@ __all__ = [
     "rescaling_factors",
     "rescaling_factors_dense",
     "rescaling_factors_residual",
-    "tf32_disabled",
 ]
 
 DIRECT_CORRELATION_MAX_BYTES = 2**26
@@ -58,25 +56,6 @@ above it the FFT route is used (see :func:`_self_correlation`)."""
 
 DIRECT_CORRELATION_MAX_SIZE = 3
 """Largest spatial kernel side for which a self-correlation may use ``F.conv2d`` directly."""
-
-
-# --------------------------------------------------------------------------- TF32
-@contextlib.contextmanager
-def tf32_disabled() -> Iterator[None]:
-    """Switch TF32 off in CUDA matmul and cuDNN for the duration, then restore both flags.
-
-    With TF32 (10-bit mantissa, the cuDNN default on Ampere/Hopper) a float32 self-correlation
-    or Gram product can move the result by ~1e-5 relative, in either direction, which no float32
-    bound should absorb silently.
-    """
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 # --------------------------------------------------------------------------- validation

@@ -24,7 +24,7 @@ specbound layer of a model by plain torch modules and checks that the outputs ma
 
 from ._base import ROUNDING_ALLOWANCE, CachedTransform, ConstrainedConv2d
 from .activations import MaxMin
-from .aol import AOLConv2d, AOLLinear
+from .aol import AOLConv2d, AOLLinear, aol, aol_
 from .bcop import BCOPConv2d, BCOPKernel, bcop_, bcop_kernel, bjorck, norm_upper_bound
 from .convnorm import ConvNorm2d, convnorm_normalizer
 from .export import ResidualBlock, export_model
@@ -34,8 +34,6 @@ from .rescaling import (
     Rescaling,
     SRConv2d,
     SRLinear,
-    aol,
-    aol_,
     rescale,
     rescaling_factors_for,
     spectral_rescaling_,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..certify import Certificate, certify
 from ..spec import ConvSpec
 from .padding import pad2d, padding_norm_bound
 
@@ -217,7 +218,7 @@ class ConstrainedConv2d(nn.Module):
         padding_mode: str = "zeros",
         *,
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -303,7 +304,7 @@ class ConstrainedConv2d(nn.Module):
             return conv
         return nn.Sequential(pad_module(self.pads, self.padding_mode), conv)
 
-    def certify(self, input_size: Any = None, *, rtol: float = 1e-3) -> Any:
+    def certify(self, input_size: Any = None, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on this layer's spectral norm, by :func:`specbound.certify`.
 
         Parameters
@@ -314,7 +315,7 @@ class ConstrainedConv2d(nn.Module):
             Target relative gap of the bracket.
         """
         top, bottom, left, right = self.pads
-        return certify_function()(
+        return certify(
             self.weight.detach(),
             self.padding_mode,
             input_size=input_size,
@@ -349,22 +350,26 @@ def pad_module(pads: Pads, mode: str) -> nn.Module:
     return cls((left, right, top, bottom))
 
 
-def certify_function() -> Any:
-    """:func:`specbound.certify`, imported lazily (``specbound.layers`` does not import the
-    orchestrator at load time). Raises ``ImportError`` if it is not available."""
-    import specbound
-
-    fn = getattr(specbound, "certify", None)
-    if not callable(fn):  # the submodule, before the package exports the function
-        try:
-            from specbound.certify import certify as fn
-        except ImportError as exc:
-            raise ImportError("specbound.certify is not available") from exc
-    return fn
-
-
-def linear_certify(weight: torch.Tensor, rtol: float) -> Any:
+def linear_certify(weight: torch.Tensor, rtol: float) -> Certificate:
     """Certify a dense matrix ``W`` (``out x in``) as the 1x1 conv on a 1x1 input."""
-    return certify_function()(
+    return certify(
         weight.detach()[:, :, None, None], "zeros", input_size=(1, 1), pad="valid", rtol=rtol
     )
+
+
+def check_tensor_name(module: nn.Module, tensor_name: str) -> None:
+    """Refuse a ``tensor_name`` that is not a str naming a parameter of ``module`` with the
+    shape of its ``weight`` (the conv or linear geometry the constraint is built for)."""
+    if not isinstance(tensor_name, str):
+        raise TypeError(f"tensor_name must be a str, got {type(tensor_name).__name__}")
+    tensor = getattr(module, tensor_name, None)
+    weight = getattr(module, "weight", None)
+    if not isinstance(tensor, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        raise ValueError(
+            f"tensor_name={tensor_name!r} names no tensor of this {type(module).__name__}"
+        )
+    if tensor.shape != weight.shape:
+        raise ValueError(
+            f"tensor_name={tensor_name!r} has shape {tuple(tensor.shape)}, not the weight's "
+            f"{tuple(weight.shape)}: the constraint is built for the layer's kernel geometry"
+        )

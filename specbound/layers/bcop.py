@@ -62,7 +62,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._base import CachedTransform, ConstrainedConv2d, padding_compensation, resolve_geometry
+from ._base import (
+    CachedTransform,
+    ConstrainedConv2d,
+    check_tensor_name,
+    padding_compensation,
+    resolve_geometry,
+)
 
 PRESCALES = ("gram", "frobenius")
 
@@ -452,7 +458,7 @@ class BCOPConv2d(ConstrainedConv2d):
         bjorck_iters: int = 20,
         prescale: str = "gram",
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         from ._base import _pair
@@ -526,6 +532,7 @@ class BCOPConv2d(ConstrainedConv2d):
 
 def bcop_(
     module: nn.Conv2d,
+    tensor_name: str = "weight",
     *,
     bjorck_iters: int = 20,
     prescale: str = "gram",
@@ -537,6 +544,17 @@ def bcop_(
     replaced by an orthogonal kernel whose ``H`` is the polar factor of the summed taps
     (:meth:`BCOPKernel.right_inverse`). Reflect/replicate padding is compensated for every
     input size; circular padding must not exceed ``dilation*(k-1)`` per axis.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv2d
+        Stride 1; parametrized in place and returned.
+    tensor_name : str
+        The parameter to constrain (geotorch's call style); a tensor of the weight's shape.
+    bjorck_iters : int
+        Björck orthogonalisation steps.
+    prescale : str
+        The prescaling of the Björck iteration (as :func:`bjorck`).
 
     Returns
     -------
@@ -565,6 +583,7 @@ def bcop_(
     """
     if not isinstance(module, nn.Conv2d):
         raise TypeError(f"bcop_ takes a torch.nn.Conv2d, got {type(module).__name__}")
+    check_tensor_name(module, tensor_name)
     if tuple(module.stride) != (1, 1):
         raise ValueError(
             f"bcop_ needs stride 1 (got stride={tuple(module.stride)}); use BCOPConv2d, which "
@@ -581,7 +600,7 @@ def bcop_(
         prescale=prescale,
         padding_norm=norm,
     )
-    parametrize.register_parametrization(module, "weight", transform, unsafe=True)
+    parametrize.register_parametrization(module, tensor_name, transform, unsafe=True)
     return module
 
 

@@ -64,7 +64,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import _pair, certify_function, pad_module, resolve_geometry
+from ..certify import Certificate, certify
+from ._base import _pair, pad_module, resolve_geometry
 from .padding import pad2d
 
 
@@ -473,11 +474,11 @@ class ConvNorm2d(nn.Module):
             mods.append(copy.deepcopy(self.bn))
         return nn.Sequential(*mods)
 
-    def certify(self, input_size: Any, *, rtol: float = 1e-3) -> Any:
+    def certify(self, input_size: Any, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on the norm of the **normalisation step only** at ``input_size``
         (the affine step and BatchNorm have no bound), by :func:`specbound.certify`."""
         kernel, (top, bottom, left, right) = self.normalized_kernel(input_size)
-        return certify_function()(
+        return certify(
             kernel,
             self.padding_mode,
             input_size=input_size,

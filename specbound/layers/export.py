@@ -196,7 +196,9 @@ def _input_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[int, tup
     return sizes
 
 
-def _replacement(name: str, module: nn.Module, sizes: dict[int, tuple[int, int]]) -> Any:
+def _replacement(
+    name: str, module: nn.Module, sizes: dict[int, tuple[int, int]]
+) -> nn.Module | None:
     if isinstance(module, ConstrainedConv2d):
         return module.to_conv2d()
     if isinstance(module, RescaledLinear):

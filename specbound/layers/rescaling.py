@@ -47,6 +47,7 @@ replaces ``t_i`` by ``max(t_i, eps)``, which only shrinks the norm.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -55,9 +56,11 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from ..bounds.gram import rescaling_factors, rescaling_factors_dense
+from ..certify import Certificate
 from ._base import (
     CachedTransform,
     ConstrainedConv2d,
+    check_tensor_name,
     linear_certify,
     padding_compensation,
     resolve_geometry,
@@ -177,28 +180,6 @@ def rescale(
     return _safe_divide(w, t[:, None, :, None, None]).reshape(weight.shape)
 
 
-def aol(weight: torch.Tensor, *, side: str = "input", groups: int = 1, eps: float = 0.0):
-    """AOL rescaling (Prach & Lampert, ECCV 2022, Thm. 1 / Lemma 2): :func:`rescale` with
-    ``n_iter=1``; ``side="input"`` (default) is the published form ``P D``.
-
-    References
-    ----------
-    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from specbound import layers
-    >>> _ = torch.manual_seed(0)
-    >>> W = torch.randn(3, 4, dtype=torch.float64)
-    >>> bool(torch.linalg.matrix_norm(layers.aol(W), 2) <= 1 + layers.ROUNDING_ALLOWANCE)
-    True
-    """
-    return rescale(weight, 1, side=side, groups=groups, eps=eps)
-
-
 class Rescaling(CachedTransform):
     """Parametrization ``W -> rescale(W, n_iter, side) / padding_norm``, cached in eval mode.
 
@@ -278,7 +259,7 @@ class _RescaledConv2d(ConstrainedConv2d):
         side: str,
         eps: float,
         min_input_size: Any,
-        device: Any,
+        device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__(
@@ -381,7 +362,7 @@ class SRConv2d(_RescaledConv2d):
         side: str = "output",
         eps: float = 0.0,
         min_input_size: Any = None,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
@@ -435,7 +416,7 @@ class RescaledLinear(nn.Module):
         n_iter: int = 3,
         side: str = "output",
         eps: float = 0.0,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -469,7 +450,7 @@ class RescaledLinear(nn.Module):
                 lin.bias.copy_(self.bias)
         return lin
 
-    def certify(self, *, rtol: float = 1e-3) -> Any:
+    def certify(self, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on ``||W||_2`` by :func:`specbound.certify` (a 1x1 conv on a
         1x1 input)."""
         return linear_certify(self.weight, rtol)
@@ -505,7 +486,8 @@ class SRLinear(RescaledLinear):
     """
 
 
-def _attach(module: nn.Module, transform_factory: Any) -> nn.Module:
+def _attach(module: nn.Module, tensor_name: str, transform_factory: Any) -> nn.Module:
+    check_tensor_name(module, tensor_name)
     if isinstance(module, nn.Conv2d):
         pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
         spec, ks, pads = resolve_geometry(
@@ -525,12 +507,17 @@ def _attach(module: nn.Module, transform_factory: Any) -> nn.Module:
         raise TypeError(
             f"expected a torch.nn.Conv2d or torch.nn.Linear, got {type(module).__name__}"
         )
-    parametrize.register_parametrization(module, "weight", transform)
+    parametrize.register_parametrization(module, tensor_name, transform)
     return module
 
 
 def spectral_rescaling_(
-    module: nn.Module, n_iter: int = 3, *, side: str = "output", eps: float = 0.0
+    module: nn.Module,
+    tensor_name: str = "weight",
+    *,
+    n_iter: int = 3,
+    side: str = "output",
+    eps: float = 0.0,
 ) -> nn.Module:
     """Parametrize an existing :class:`torch.nn.Conv2d` or :class:`torch.nn.Linear` with
     spectral rescaling, in place (like :func:`torch.nn.utils.parametrizations.spectral_norm`).
@@ -539,6 +526,25 @@ def spectral_rescaling_(
     becomes ``rescale(original) / padding_norm``. The conv's stride, padding, dilation and
     groups are read from the module; reflect/replicate padding is compensated for every input
     size; circular padding above ``dilation*(k-1)`` per axis raises ``ValueError``.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv2d or torch.nn.Linear
+        Parametrized in place and returned.
+    tensor_name : str
+        The parameter to constrain (geotorch's call style); a tensor of the weight's shape.
+    n_iter : int
+        Gram iterations of the factors (``>= 1``; 1 is AOL).
+    side : {"output", "input"}
+        Which channels are rescaled.
+    eps : float
+        Lower clamp of the factors (``>= 0``).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``. (The old call ``spectral_rescaling_(module, n_iter)`` still works, with a
+        DeprecationWarning.)
 
     References
     ----------
@@ -557,34 +563,19 @@ def spectral_rescaling_(
     >>> sb.certify(conv, input_size=(6, 6)).upper <= 1 + 1e-9
     True
     """
+    if isinstance(tensor_name, int) and not isinstance(tensor_name, bool):  # old n_iter
+        warnings.warn(
+            "spectral_rescaling_(module, n_iter) is deprecated: the second position is "
+            f"tensor_name; pass spectral_rescaling_(module, n_iter={tensor_name!r})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        tensor_name, n_iter = "weight", tensor_name
     _check(n_iter, side, eps)
     return _attach(
         module,
+        tensor_name,
         lambda groups, norm: Rescaling(
             n_iter, side=side, groups=groups, eps=eps, padding_norm=norm
         ),
     )
-
-
-def aol_(module: nn.Module, *, side: str = "input", eps: float = 0.0) -> nn.Module:
-    """Parametrize an existing conv or linear layer with AOL (Prach & Lampert 2022), in place:
-    :func:`spectral_rescaling_` with ``n_iter=1`` and ``side="input"`` by default.
-
-    References
-    ----------
-    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
-      Lipschitz Networks", ECCV 2022, Thm. 1 (matrices) and Lemma 2 (convolutions).
-    * docs/proofs.md, theorems AOL1, AOL-DENSE and AOL-TIGHT.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import specbound as sb
-    >>> from specbound import layers
-    >>> conv = layers.aol_(torch.nn.Conv2d(2, 3, 3, padding=1, dtype=torch.float64))
-    >>> type(conv).__name__
-    'ParametrizedConv2d'
-    >>> sb.certify(conv, input_size=(6, 6)).upper <= 1 + 1e-9
-    True
-    """
-    return spectral_rescaling_(module, 1, side=side, eps=eps)

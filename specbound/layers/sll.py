@@ -37,7 +37,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..bounds.gram import rescaling_factors_residual
-from ._base import certify_function, padding_compensation, resolve_geometry
+from ..certify import Certificate, certify
+from ._base import linear_certify, padding_compensation, resolve_geometry
 from .padding import pad2d, pad2d_adjoint
 
 
@@ -137,7 +138,7 @@ class SLLConv2d(nn.Module):
         padding_mode: str = "zeros",
         *,
         n_iter: int = 1,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -198,14 +199,14 @@ class SLLConv2d(nn.Module):
         h = F.relu(z) * _inverse(self.factors())[:, None, None]
         return x - 2.0 * self.conv_adjoint(h, (x.shape[-2], x.shape[-1]))
 
-    def certify(self, input_size: Any = None, *, rtol: float = 1e-3) -> Any:
+    def certify(self, input_size: Any = None, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on ``||T^{-1/2} C||`` by :func:`specbound.certify`; the block is
         1-Lipschitz when ``upper <= 1``."""
         scaled = (
             self.weight.detach() * _inverse(self.factors().detach()).sqrt()[:, None, None, None]
         )
         top, bottom, left, right = self.pads
-        return certify_function()(
+        return certify(
             scaled,
             self.padding_mode,
             input_size=input_size,
@@ -256,7 +257,7 @@ class SLLLinear(nn.Module):
         bias: bool = True,
         *,
         n_iter: int = 1,
-        device: Any = None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -281,10 +282,8 @@ class SLLLinear(nn.Module):
         h = F.relu(z) * _inverse(self.factors())
         return x - 2.0 * h @ self.weight
 
-    def certify(self, *, rtol: float = 1e-3) -> Any:
+    def certify(self, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on ``||T^{-1/2} W||``; the block is 1-Lipschitz when ``<= 1``."""
-        from ._base import linear_certify
-
         return linear_certify(
             self.weight.detach() * _inverse(self.factors().detach()).sqrt()[:, None], rtol
         )

@@ -434,7 +434,7 @@ def gram_band(
 def _float64_gemm():
     """TF32 off on CUDA (float64 GEMMs never use it, but a caller's float32 setting must not
     leak into anything computed here)."""
-    from ..bounds.gram import tf32_disabled
+    from .fpenv import tf32_disabled
 
     with tf32_disabled():
         yield

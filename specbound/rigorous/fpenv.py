@@ -73,3 +73,21 @@ def gradual_underflow_guard() -> Iterator[bool]:
         yield True
     finally:
         torch.set_flush_denormal(True)
+
+
+@contextlib.contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """Switch TF32 off in CUDA matmul and cuDNN for the duration, then restore both flags.
+
+    With TF32 (10-bit mantissa, the cuDNN default on Ampere/Hopper) a float32 self-correlation
+    or Gram product can move the result by ~1e-5 relative, in either direction, which no float32
+    bound should absorb silently.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn

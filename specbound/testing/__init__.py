@@ -19,7 +19,8 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
 * :func:`matrices`, :func:`repeated_top_matrices`, :func:`family_matrix` — dense matrices
   (rank one, repeated top singular value, graded, orthogonal, tiny/huge, ...).
 
-Assertions (one-sided, against the exact float64 operator, with a rounding allowance):
+Ground truth and assertions (one-sided, against the exact float64 operator, with the one
+rounding allowance :data:`ROUNDING_RTOL`): :func:`dense_norm` (the SVD of the dense matrix),
 :func:`assert_upper_bound`, :func:`assert_lower_bound`, :func:`assert_bracket`,
 :func:`assert_every_size_upper_bound`, :func:`assert_lipschitz_layer` (a module or a kernel),
 :func:`module_matrix` (the dense Jacobian of an affine module), and
@@ -51,7 +52,7 @@ A bound claimed for every input size, on the adversarial families:
 ...                                   kernel, spec)
 """
 
-from .assertions import ROUNDING_RTOL, assert_lower_bound, assert_upper_bound
+from .assertions import ROUNDING_RTOL, assert_lower_bound, assert_upper_bound, dense_norm
 from .families import (
     ADVERSARIAL_FAMILIES,
     MATRIX_FAMILIES,
@@ -67,7 +68,6 @@ from .families import (
     with_singular_values,
 )
 from .lipschitz import (
-    LIPSCHITZ_RTOL,
     assert_bracket,
     assert_every_size_upper_bound,
     assert_lipschitz_layer,
@@ -89,7 +89,6 @@ __all__ = [
     "CONV_MODULES",
     "JACOBIAN_RTOL",
     "KERNEL_FAMILIES",
-    "LIPSCHITZ_RTOL",
     "MATRIX_FAMILIES",
     "ROUNDING_RTOL",
     "TIGHT_FAMILIES",
@@ -104,6 +103,7 @@ __all__ = [
     "assert_upper_dominates_jacobian",
     "circulant_specs",
     "conv_specs",
+    "dense_norm",
     "drawn_kernel",
     "family_kernel",
     "family_matrix",

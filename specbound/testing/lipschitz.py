@@ -36,10 +36,6 @@ from ..operators import exact_norm
 from ..spec import ConvSpec
 from .assertions import ROUNDING_RTOL, _value
 
-LIPSCHITZ_RTOL = 1e-12
-"""Float64 allowance of a 1-Lipschitz guarantee (a tight layer, e.g. an orthogonal kernel, can
-exceed 1 by a few units in the last place); the value of ``specbound.layers.ROUNDING_ALLOWANCE``."""
-
 
 def module_matrix(
     module: torch.nn.Module, input_shape: tuple[int, int, int], *, chunk: int = 512
@@ -78,7 +74,7 @@ def assert_lipschitz_layer(
     *,
     spec: ConvSpec | None = None,
     bound: float = 1.0,
-    rtol: float = LIPSCHITZ_RTOL,
+    rtol: float = ROUNDING_RTOL,
 ) -> float:
     """Assert that a layer's exact spectral norm is ``<= bound * (1 + rtol)``; return the norm.
 

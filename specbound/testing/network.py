@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..audit.local import local_lipschitz_estimate
+from ..audit import local_lipschitz_estimate
 
 JACOBIAN_RTOL = 1e-9
 """Float64 allowance of the power-iteration estimate (``||J v||`` computed with rounding)."""

@@ -11,8 +11,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .errors import AuditError
-from .graph import _op_name
+from ._errors import AuditError
+from ._graph import _op_name
 
 
 def _leaf_types() -> tuple[type, ...]:

@@ -10,8 +10,8 @@ import math
 
 import torch.fx as fx
 
-from .graph import _Op
-from .outward import _up
+from ._graph import _Op
+from ._outward import _up
 
 
 def _lipschitz_table(ops: dict[fx.Node, _Op]) -> dict[fx.Node, float]:

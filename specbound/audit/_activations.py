@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,11 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rigorous.rounding import LIBM_ULPS
-from .graph import _bind, _Op
-from .outward import _down, _up
-
-if TYPE_CHECKING:
-    from .analyser import _Analyser
+from ._analysis import Analysis
+from ._errors import AuditError
+from ._graph import _bind, _Op
+from ._outward import _down, _up
 
 
 def gelu_lipschitz() -> tuple[float, float]:
@@ -157,7 +155,7 @@ def _gelu(approximate: str) -> tuple[float, float, str]:
     return lo, hi, "(1 + erf 1)/2 + 1/(e sqrt pi) (closed form)"
 
 
-def _function_activation(name: str, node: fx.Node, an: _Analyser) -> tuple | None:
+def _function_activation(name: str, node: fx.Node, an: Analysis) -> tuple | None:
     if name in (
         "relu",
         "relu6",
@@ -218,16 +216,74 @@ def _function_activation(name: str, node: fx.Node, an: _Analyser) -> tuple | Non
     return None
 
 
-class _ActivationRules:
-    """Activation rows of :class:`~specbound.audit.analyser._Analyser` (a mixin)."""
+# ---------------------------------------------------------------- rules
 
-    def activation(
-        self, node: fx.Node, lower: float, upper: float, method: str, linear: bool = False
-    ) -> _Op:
-        op = self.unary(node, linear=linear)
-        name, typ = self.label(node)
-        op.row = self.row(node, name, typ, lower, upper, "exact", method, linear=linear)
-        return op
 
-    def act_op(self, node: fx.Node, value: float, method: str) -> _Op:
-        return self.activation(node, value, value, method)
+def activation(
+    an: Analysis, node: fx.Node, lower: float, upper: float, method: str, linear: bool = False
+) -> _Op:
+    op = an.unary(node, linear=linear)
+    name, typ = an.label(node)
+    op.row = an.row(node, name, typ, lower, upper, "exact", method, linear=linear)
+    return op
+
+
+def act_op(an: Analysis, node: fx.Node, value: float, method: str) -> _Op:
+    return activation(an, node, value, value, method)
+
+
+ACTIVATION_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softsign,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Softplus,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.GELU,
+    nn.SiLU,
+)
+"""The activation modules with a rule (:func:`_module_activation` gives their constant)."""
+
+
+def activation_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """An activation module of :data:`ACTIVATION_MODULES`."""
+    act = _module_activation(mod)
+    if act is None:  # e.g. CELU with alpha <= 0
+        raise an.no_module_rule(node)
+    return activation(an, node, *act)
+
+
+def maxmin_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """``specbound.layers.MaxMin``: it permutes each pair of entries."""
+    return act_op(an, node, 1.0, "MaxMin: permutes each pair (Anil et al. 2019)")
+
+
+def sorting_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
+    """A peer library's sorting activation (GroupSort, FullSort, ...)."""
+    return act_op(an, node, 1.0, "sorts disjoint groups of entries (or |x|): 1-Lipschitz (AUD-MAX)")
+
+
+def vector_norm_function(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``torch.norm`` / ``linalg.vector_norm`` (L2 only): 1-Lipschitz over disjoint groups,
+    ``| |x| - |y| | <= |x - y|`` (AUD-MAX)."""
+    b = _bind(node, ("input", "p", "dim"), {"p": 2})
+    p = an.const(b.get("p", b.get("ord", 2)))
+    if p not in (2, 2.0, "fro", None):
+        raise AuditError(f"{an.describe(node)}: only the L2 norm has a rule")
+    return an.unary(node, linear=False, kind="norm")
+
+
+def sort_function(an: Analysis, node: fx.Node, name: str) -> _Op:
+    """``sort``, ``msort``, ``topk``: they permute (and select) entries, 1-Lipschitz (AUD-MAX)."""
+    return an.unary(node, linear=False, kind="sort")

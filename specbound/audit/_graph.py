@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .report import LayerBound
+from ._report import LayerBound
 
 
 def _op_name(node: fx.Node) -> tuple[str, bool]:

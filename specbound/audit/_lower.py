@@ -10,12 +10,12 @@ import torch
 import torch.fx as fx
 
 from ..rigorous.rounding import U, frobenius_upper, gamma
-from .analyser import _Analyser
+from ._analysis import Analysis
+from ._outward import _down, _up
 from .linear import _combine
-from .outward import _down, _up
 
 
-def _evaluate(an: _Analyser, x: torch.Tensor, mode: str) -> torch.Tensor:
+def _evaluate(an: Analysis, x: torch.Tensor, mode: str) -> torch.Tensor:
     """The network's linear part ``A x`` (``mode="lin"``: biases, BatchNorm means and other
     offsets dropped) or the absolute-value network ``|A| x`` (``mode="abs"``), float64 on CPU;
     the output's tensors flattened into one vector."""
@@ -61,7 +61,7 @@ def _evaluate(an: _Analyser, x: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)
 
 
-def _linear_lower(an: _Analyser, in_shape: tuple[int, ...], iters: int = 60) -> tuple[float, str]:
+def _linear_lower(an: Analysis, in_shape: tuple[int, ...], iters: int = 60) -> tuple[float, str]:
     """Rigorous lower bound on ``||A||`` for an affine network ``x -> A x + b``."""
     gen = torch.Generator().manual_seed(0)
     v = torch.randn((1, *in_shape), generator=gen, dtype=torch.float64)
