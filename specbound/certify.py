@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .operators.conv_layer import ConvLayer
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
 from .rigorous.rounding import scale_back_outward
@@ -52,14 +53,7 @@ from .rigorous.routes import (
     zero_given_route,
 )
 from .rigorous.witness import time_budget
-from .spec import (
-    ConvSpec,
-    Layer,
-    as_kernel,
-    check_real,
-    check_signal_size,
-    resolve_device,
-)
+from .spec import ConvSpec, as_kernel, check_real, check_signal_size, resolve_device
 
 GUARANTEES = ("deterministic", "probabilistic")
 
@@ -359,7 +353,7 @@ def _unscale(value: float, j: int, upward: bool) -> float:
     return scale_back_outward(value, j, upward=upward)
 
 
-def _route(layer: Layer, ctx: Context) -> Bracket:
+def _route(layer: ConvLayer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
         if spec.stride == (1, 1):
@@ -551,7 +545,7 @@ def certify(
         )
     else:
         with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
-            result = _route(Layer(scaled, spec), ctx)
+            result = _route(layer.with_kernel(scaled), ctx)
     upper = _unscale(result.upper, j, upward=True)
     lower = _unscale(result.lower, j, upward=False)
     lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
@@ -591,7 +585,7 @@ def certify(
     )
 
 
-def _pointwise(layer: Layer) -> bool:
+def _pointwise(layer: ConvLayer) -> bool:
     """A 1x1 layer certified on its weight matrix (L11): at a given size any padding and
     stride; with every size, zeros or circular padding at stride 1."""
     spec = layer.spec
@@ -603,7 +597,7 @@ def _pointwise(layer: Layer) -> bool:
 
 
 def _pointwise_certificate(
-    layer: Layer, rtol: float, device: torch.device, start: float
+    layer: ConvLayer, rtol: float, device: torch.device, start: float
 ) -> Certificate:
     from .rigorous.matrix import conv1x1_bracket
 
@@ -632,7 +626,7 @@ def _pointwise_certificate(
 
 
 def _probabilistic_upper(
-    layer: Layer,
+    layer: ConvLayer,
     upper: float,
     lower: float,
     rtol: float,
@@ -665,7 +659,7 @@ def _probabilistic_upper(
     return upper, method
 
 
-def _advice(layer: Layer) -> str:
+def _advice(layer: ConvLayer) -> str:
     spec = layer.spec
     if spec.input_size is None:
         return "raise max_seconds, or certify at the input size the layer really has"

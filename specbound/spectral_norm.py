@@ -15,7 +15,8 @@ import torch
 from .bounds import get_method
 from .bounds.base import Method
 from .bounds.gram import tf32_disabled
-from .spec import ConvSpec, Layer
+from .operators.conv_layer import ConvLayer
+from .spec import ConvSpec
 
 __all__ = ["spectral_norm", "spectral_norm_batched"]
 
@@ -39,7 +40,7 @@ def _resolve(method: str, spec: ConvSpec) -> Method:
     return found
 
 
-def _validate(found: Method, method: str, kernel: Any, spec: ConvSpec) -> Layer:
+def _validate(found: Method, method: str, kernel: Any, spec: ConvSpec) -> ConvLayer:
     """``found.validate``; when ``method`` was the ``"gram"`` alias, a refusal says which
     method the alias resolved to and why."""
     try:
@@ -201,7 +202,7 @@ def spectral_norm_batched(
     )
     found = _resolve(method, spec)
     cpu = kernels.detach().to("cpu", torch.float64).numpy()  # one transfer for validation
-    layers: list[Layer] = [_validate(found, method, k, spec) for k in cpu]
+    layers: list[ConvLayer] = [_validate(found, method, k, spec) for k in cpu]
     kwargs = _options(found, n_iter, options)
     with tf32_disabled():
         if getattr(found.torch_func, "supports_batch", False):

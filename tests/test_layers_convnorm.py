@@ -184,7 +184,7 @@ def test_norm_upper_bound_after_crop_and_stride(
     """CN-3 after the crop and the stride: ||J|| <= sqrt(c_out); and the exported plain conv
     reproduces the operator (checked against specbound.operators.conv_matrix)."""
     options = {"padding": padding, "padding_mode": mode, "dilation": dilation, "stride": stride}
-    top, bottom, left, right = ConvSpec(pad=padding, dilation=dilation).pads((k, k))
+    (top, bottom), (left, right) = ConvSpec(pad=padding, dilation=dilation).pads((k, k))
     most = dilation * (k - 1)  # zeros: each side within the full grid; circular: each axis
     if mode == "zeros":
         accepted = max(top, bottom, left, right) <= most

@@ -347,7 +347,7 @@ class _Analyser(
             )
         if isinstance(mod, ConstrainedConv2d):
             weight = mod.weight.detach()
-            top, bottom, left, right = mod.pads
+            (top, bottom), (left, right) = mod.pads
             conv = _conv_geometry(
                 weight,
                 mod.padding_mode,

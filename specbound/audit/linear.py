@@ -536,10 +536,10 @@ class _LinearRules:
                 pad_norm = 1.0
                 if spec.padding != "zeros":
                     pad_norm = padding_operator_norm(
-                        hw[0], pads[0], pads[1], spec.padding
-                    ) * padding_operator_norm(hw[1], pads[2], pads[3], spec.padding)
+                        hw[0], *pads[0], spec.padding
+                    ) * padding_operator_norm(hw[1], *pads[1], spec.padding)
                 row.notes.append(
-                    f"{spec.padding} padding {pads} (top, bottom, left, right), stride "
+                    f"{spec.padding} padding {pads} ((top, bottom), (left, right)), stride "
                     f"{spec.stride}, dilation {spec.dilation}, groups {spec.groups}, input "
                     f"{hw[0]}x{hw[1]}"
                 )

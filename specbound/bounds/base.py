@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import PADDING_MODES, ConvSpec, Layer, check_spec
+from ..operators.conv_layer import ConvLayer
+from ..spec import PADDING_MODES, ConvSpec, check_spec
 
 KINDS = ("exact", "upper", "lower", "estimate")
 """``exact``: the norm up to float64 rounding; ``upper``/``lower``: guaranteed one-sided (a
@@ -118,10 +119,10 @@ class Method:
     groups: bool = True
     differentiable: bool = False
     cost: str = ""
-    check: Callable[[Layer], None] | None = None
+    check: Callable[[ConvLayer], None] | None = None
     torch_func: Callable[..., Any] | None = None
 
-    def validate(self, kernel: Any, spec: ConvSpec) -> Layer:
+    def validate(self, kernel: Any, spec: ConvSpec) -> ConvLayer:
         """Validate the kernel and refuse a layer outside this method's guarantee."""
         layer = spec.layer(kernel, need_size=self.input_size == SIZE_GIVEN)
         where = f"method {self.name!r}"
@@ -163,7 +164,7 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register(**info: Any) -> Callable[[Callable[..., Bound]], Callable[..., Bound]]:
-    """Decorator: register ``func(layer: Layer, **options) -> Bound`` as a method.
+    """Decorator: register ``func(layer: ConvLayer, **options) -> Bound`` as a method.
 
     The registered :class:`Method` validates ``(kernel, spec)`` against the domain and then
     calls ``func`` with the resolved :class:`~specbound.spec.Layer`.

@@ -204,7 +204,7 @@ class SLLConv2d(nn.Module):
         scaled = (
             self.weight.detach() * _inverse(self.factors().detach()).sqrt()[:, None, None, None]
         )
-        top, bottom, left, right = self.pads
+        (top, bottom), (left, right) = self.pads
         return certify_function()(
             scaled,
             self.padding_mode,

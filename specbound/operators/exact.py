@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import ConvSpec, Layer, check_dense_size, check_spec
+from ..spec import ConvSpec, check_dense_size, check_spec
 from .circulant import circulant_norm
+from .conv_layer import ConvLayer
 from .dense import conv_matrix
 
 
@@ -33,7 +34,7 @@ def exact_route(kernel: Any, spec: ConvSpec) -> str:
     return _route(spec.layer(kernel, need_size=True))
 
 
-def _route(layer: Layer) -> str:
+def _route(layer: ConvLayer) -> str:
     return "circulant" if layer.is_circulant else "dense"
 
 
@@ -98,7 +99,7 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
     # kernel at 1e300 or 1e-300; the norm is scaled back by 2^-j at the end
     peak = float(np.abs(layer.kernel).max()) if layer.kernel.size else 0.0
     j = 1 - math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 0
-    scaled = Layer(np.ldexp(layer.kernel, j), layer.spec)
+    scaled = layer.with_kernel(np.ldexp(layer.kernel, j))
     if _route(layer) == "circulant":
         return _unscale(circulant_norm(scaled), j)
     small = min(layer.in_dim, layer.out_dim)
