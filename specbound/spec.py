@@ -216,7 +216,9 @@ class ConvSpec:
     >>> sb.ConvSpec(input_size=(4, 8, 8), stride=(1, 2, 2)).ndim
     3
     >>> sb.ConvSpec.from_module(torch.nn.ConvTranspose1d(2, 3, 4, stride=2, padding=1))
-    ConvSpec(padding='zeros', pad=(1,), input_size=None, stride=(2,), dilation=(1,), groups=1, ndim=1, transposed=True)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ConvSpec(padding='zeros', pad=(1,), input_size=None, stride=(2,), dilation=(1,),
+             groups=1, ndim=1, transposed=True)
     >>> sb.ConvSpec(padding="mirror")
     Traceback (most recent call last):
     ...
@@ -322,7 +324,9 @@ class ConvSpec:
                 f"pad={self.pad!r} with transposed=True: give an explicit amount (an int or a "
                 "per-axis tuple), as torch.nn.ConvTranspose*d"
             )
-        for ax, (op, s, dil) in enumerate(zip(self.output_padding, self.stride, self.dilation)):
+        for ax, (op, s, dil) in enumerate(
+            zip(self.output_padding, self.stride, self.dilation, strict=False)
+        ):
             if op >= max(s, dil):
                 raise ValueError(
                     f"output_padding={self._raw['output_padding']!r} must be smaller than "
@@ -395,14 +399,13 @@ class ConvSpec:
             torch.nn.ConvTranspose2d: (2, True),
             torch.nn.ConvTranspose3d: (3, True),
         }
-        for kind, (d, transposed) in kinds.items():
-            if isinstance(conv, kind):
-                break
-        else:
+        found = [v for kind, v in kinds.items() if isinstance(conv, kind)]
+        if not found:
             raise TypeError(
                 "conv must be a torch.nn.Conv1d, Conv2d, Conv3d, ConvTranspose1d, "
                 f"ConvTranspose2d or ConvTranspose3d (or a subclass), got {type(conv).__name__}"
             )
+        d, transposed = found[0]
         if conv.padding_mode not in PADDING_MODES:
             raise ValueError(
                 f"unsupported padding_mode {conv.padding_mode!r} of {type(conv).__name__}; "
@@ -472,7 +475,7 @@ class ConvSpec:
         spec = self.with_ndim(len(kernel_size))
         if not isinstance(spec._pad, str):
             return spec._pad  # type: ignore[return-value]
-        totals = [dil * (k - 1) for k, dil in zip(kernel_size, spec.dilation)]
+        totals = [dil * (k - 1) for k, dil in zip(kernel_size, spec.dilation, strict=False)]
         if spec._pad == "valid":
             return tuple((0, 0) for _ in totals)
         if spec._pad == "full":
@@ -618,8 +621,9 @@ def as_kernel(kernel: KernelLike, ndim: int | None = 2) -> np.ndarray:
         masked array (the mask would be dropped: pass ``kernel.filled(0)`` to certify the
         masked taps as zeros), a sparse, nested or quantized tensor.
     ValueError
-        if it has not ``ndim + 2`` axes (3 to 5 when ``ndim`` is None), has an empty axis, holds NaN/inf or values float64 cannot hold
-        exactly, is ragged, or is a meta tensor or an uninitialised lazy parameter.
+        if it has not ``ndim + 2`` axes (3 to 5 when ``ndim`` is None), has an empty axis,
+        holds NaN/inf or values float64 cannot hold exactly, is ragged, or is a meta tensor
+        or an uninitialised lazy parameter.
     """
     if isinstance(kernel, np.ma.MaskedArray):
         raise TypeError(

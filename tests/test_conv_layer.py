@@ -40,9 +40,7 @@ def geometries(draw, transposed: bool):
     if transposed:
         mode = "zeros"
         pad = tuple(draw(st.integers(0, dl * (kk - 1))) for dl, kk in zip(dil, k, strict=True))
-        opad = tuple(
-            draw(st.integers(0, max(ss, dl) - 1)) for ss, dl in zip(s, dil, strict=True)
-        )
+        opad = tuple(draw(st.integers(0, max(ss, dl) - 1)) for ss, dl in zip(s, dil, strict=True))
     else:
         mode = draw(st.sampled_from(MODES))
         # torch pads reflect by less than the size, circular by at most the size (specbound
@@ -61,11 +59,29 @@ def geometries(draw, transposed: bool):
 def _module(d, mode, pad, s, dil, g, opad, kernel, transposed):
     c_a, per = kernel.shape[:2]
     if transposed:
-        m = TRANSPOSED[d](c_a, per * g, kernel.shape[2:], stride=s, padding=pad,
-                          output_padding=opad, dilation=dil, groups=g, bias=False)
+        m = TRANSPOSED[d](
+            c_a,
+            per * g,
+            kernel.shape[2:],
+            stride=s,
+            padding=pad,
+            output_padding=opad,
+            dilation=dil,
+            groups=g,
+            bias=False,
+        )
     else:
-        m = FORWARD[d](per * g, c_a, kernel.shape[2:], stride=s, padding=pad, dilation=dil,
-                       groups=g, bias=False, padding_mode=mode)
+        m = FORWARD[d](
+            per * g,
+            c_a,
+            kernel.shape[2:],
+            stride=s,
+            padding=pad,
+            dilation=dil,
+            groups=g,
+            bias=False,
+            padding_mode=mode,
+        )
     m = m.double()
     with torch.no_grad():
         m.weight.copy_(torch.from_numpy(kernel))

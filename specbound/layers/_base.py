@@ -115,8 +115,9 @@ def padding_compensation(
         )
     if mode == "circular" and (top + bottom > dh * (kh - 1) or left + right > dw * (kw - 1)):
         raise ValueError(
-            f"padding={spec.pad!r} with padding_mode='circular' pads ((top, bottom), (left, right))="
-            f"{pads}, more than dilation*(kernel_size-1)=({dh * (kh - 1)}, {dw * (kw - 1)}) in "
+            f"padding={spec.pad!r} with padding_mode='circular' pads ((top, bottom), "
+            f"(left, right))={pads}, more than dilation*(kernel_size-1)="
+            f"({dh * (kh - 1)}, {dw * (kw - 1)}) in "
             "total per axis: output rows of the circulant repeat and the norm can exceed 1; "
             "use padding='same' or less"
         )

@@ -121,9 +121,7 @@ def min_valid_size(lo: int, hi: int, mode: str) -> int:
     return max(lo, hi) + 1 if mode == "reflect" else 1
 
 
-def padding_norm_bound(
-    pads: AxisPads, mode: str, min_size: tuple[int, int] | None = None
-) -> float:
+def padding_norm_bound(pads: AxisPads, mode: str, min_size: tuple[int, int] | None = None) -> float:
     """``sup ||P||`` over every input size ``(H, W) >= min_size`` that the mode accepts.
 
     Exact (a maximum, attained): the multiplicity pattern is constant for

@@ -144,7 +144,7 @@ class ConvLayer(LinearOperator):
 
     def _check_size(self, size: IntTuple) -> None:
         mode = self.spec.padding
-        for axis, (n, (lo, hi)) in enumerate(zip(size, self.pads)):
+        for axis, (n, (lo, hi)) in enumerate(zip(size, self.pads, strict=False)):
             if mode == "reflect" and max(lo, hi) >= n:
                 raise ValueError(
                     f"padding='reflect' needs each pad smaller than the input (as in PyTorch): "
@@ -200,7 +200,9 @@ class ConvLayer(LinearOperator):
     @property
     def extent(self) -> IntTuple:
         """Spatial extent of the dilated kernel, ``dilation*(k-1)+1`` per axis."""
-        return tuple(dil * (k - 1) + 1 for k, dil in zip(self.kernel_size, self.spec.dilation))
+        return tuple(
+            dil * (k - 1) + 1 for k, dil in zip(self.kernel_size, self.spec.dilation, strict=False)
+        )
 
     @property
     def input_size(self) -> IntTuple:
@@ -217,12 +219,17 @@ class ConvLayer(LinearOperator):
             return tuple(
                 (n - 1) * s - lo - hi + e + op
                 for n, s, (lo, hi), e, op in zip(
-                    size, self.stride, self.pads, self.extent, self.spec.output_padding
+                    size,
+                    self.stride,
+                    self.pads,
+                    self.extent,
+                    self.spec.output_padding,
+                    strict=False,
                 )
             )
         return tuple(
             (n + lo + hi - e) // s + 1
-            for n, (lo, hi), e, s in zip(size, self.pads, self.extent, self.stride)
+            for n, (lo, hi), e, s in zip(size, self.pads, self.extent, self.stride, strict=False)
         )
 
     @property
@@ -254,7 +261,9 @@ class ConvLayer(LinearOperator):
             return False
         return all(
             lo + hi == e - 1 and n % s == 0
-            for (lo, hi), e, s, n in zip(self.pads, self.extent, self.stride, self.input_size)
+            for (lo, hi), e, s, n in zip(
+                self.pads, self.extent, self.stride, self.input_size, strict=False
+            )
         )
 
     def dense_channel_taps(self) -> np.ndarray:
@@ -279,7 +288,12 @@ class ConvLayer(LinearOperator):
         return tuple(
             axis_index(n, k, lo, hi, s, dil, self.spec.padding)
             for n, k, (lo, hi), s, dil in zip(
-                self.input_size, self.kernel_size, self.pads, self.stride, self.dilation
+                self.input_size,
+                self.kernel_size,
+                self.pads,
+                self.stride,
+                self.dilation,
+                strict=False,
             )
         )
 
@@ -316,7 +330,7 @@ class ConvLayer(LinearOperator):
         """
         if not self.transposed or self._fwd is None:
             raise ValueError("forward_layer() is for transposed layers (spec.transposed=True)")
-        for ax, (op, s) in enumerate(zip(self.spec.output_padding, self.stride)):
+        for ax, (op, s) in enumerate(zip(self.spec.output_padding, self.stride, strict=False)):
             if op >= s:
                 raise ValueError(
                     f"output_padding={self.spec.output_padding} is not below the stride "
@@ -355,7 +369,7 @@ class ConvLayer(LinearOperator):
     def _tensors(self) -> dict[str, Any]:
         if self._torch is None:
             src = []
-            for n, (lo, hi) in zip(self.input_size, self.pads):
+            for n, (lo, hi) in zip(self.input_size, self.pads, strict=False):
                 index = padded_index(n, lo, hi, self.spec.padding)
                 # -1 ("zero") points at an extra all-zero entry appended at position n
                 src.append(torch.from_numpy(np.where(index >= 0, index, n)).to(self.device))
@@ -377,7 +391,7 @@ class ConvLayer(LinearOperator):
         """
         if self._fwd is not None:
             fwd = self._fwd
-            short = [m - n for m, n in zip(fwd.out_size, self.input_size)]
+            short = [m - n for m, n in zip(fwd.out_size, self.input_size, strict=False)]
             if any(short):
                 x = F.pad(x, [v for s in reversed(short) for v in (0, s)])
             return fwd.apply_adjoint(x)
@@ -393,11 +407,11 @@ class ConvLayer(LinearOperator):
             out = self._fwd.apply(y)
             return out[(slice(None), slice(None), *(slice(0, n) for n in self.input_size))]
         t = self._tensors()
-        m, size, out_size = y.shape[0], self.input_size, self.out_size
+        _m, size, out_size = y.shape[0], self.input_size, self.out_size
         lengths = [len(s) for s in t["src"]]
         extra = [
             p - ((o - 1) * s + e)
-            for p, o, s, e in zip(lengths, out_size, self.stride, self.extent)
+            for p, o, s, e in zip(lengths, out_size, self.stride, self.extent, strict=False)
         ]
         grad = _CONV_T[self.d](y, t["weight"], output_padding=extra, **self._conv_args())
         for ax, src in enumerate(t["src"]):
@@ -471,14 +485,14 @@ class ConvLayer(LinearOperator):
         idx = self.axis_indices()
         a4 = np.zeros((self.c_out, math.prod(out_size), self.c_in, math.prod(size)))
         for tap in itertools.product(*(range(k) for k in self.kernel_size)):
-            cols_ax = [ix[:, a] for ix, a in zip(idx, tap)]
+            cols_ax = [ix[:, a] for ix, a in zip(idx, tap, strict=False)]
             valid = [np.nonzero(c >= 0)[0] for c in cols_ax]
             if any(v.size == 0 for v in valid):
                 continue
             grid = np.meshgrid(*valid, indexing="ij")
             rows = np.ravel_multi_index(tuple(grid), out_size).ravel()
             cols = np.ravel_multi_index(
-                tuple(c[g] for c, g in zip(cols_ax, grid)), size
+                tuple(c[g] for c, g in zip(cols_ax, grid, strict=False)), size
             ).ravel()
             # within one tap each output entry reads one input entry: (rows, cols) distinct
             a4[:, rows, :, cols] += taps[(slice(None), slice(None), *tap)][None]
@@ -504,7 +518,8 @@ class ConvLayer(LinearOperator):
             return sp.csr_array(fwd[self._kept_rows()].T)
         taps = self.dense_channel_taps()
         sel = [
-            axis_selection(ix, n) for ix, n in zip(self.axis_indices(), self.input_size)
+            axis_selection(ix, n)
+            for ix, n in zip(self.axis_indices(), self.input_size, strict=False)
         ]
         total = sp.csr_array((self.out_dim, self.in_dim))
         for tap in itertools.product(*(range(k) for k in self.kernel_size)):

@@ -10,7 +10,9 @@ from .conv_layer import LAYOUTS, axis_selection
 __all__ = ["LAYOUTS", "axis_selection", "conv_sparse"]
 
 
-def conv_sparse(kernel: KernelLike, spec: ConvSpec, *, layout: str = "channels_first") -> sp.sparray:
+def conv_sparse(
+    kernel: KernelLike, spec: ConvSpec, *, layout: str = "channels_first"
+) -> sp.sparray:
     """The layer's matrix as ``scipy.sparse``, equal to :func:`conv_matrix`.
 
     It is assembled from its structure,

@@ -289,9 +289,7 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
     if spec.stride == (1, 1) and spec.dilation != (1, 1):
         symbol_dilation = [1, 1]
         # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
-        layer = ConvLayer(
-            layer.kernel, spec.replace(dilation=1, pad=0, input_size=None)
-        )
+        layer = ConvLayer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
     sym = PolyphaseSymbol.from_layer(
         layer, offsets=False, device=ctx.device, kernel_error=ctx.kernel_error
     )
@@ -408,9 +406,7 @@ def _verified_cell_sigma(
         omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
         mats = sym.at_points(omega)
         g, f = mats.shape[:2]
-        res = verified_bracket(
-            mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4
-        )
+        res = verified_bracket(mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4)
         out[part] = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
     return out
 

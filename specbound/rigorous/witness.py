@@ -24,7 +24,9 @@ from ..operators.conv_layer import ConvLayer
 from .rounding import TINY_UNIT, U, frobenius_upper, gamma
 
 
-def plane_wave(layer: ConvLayer, group: int, freq: tuple[int, int], vector: torch.Tensor) -> np.ndarray:
+def plane_wave(
+    layer: ConvLayer, group: int, freq: tuple[int, int], vector: torch.Tensor
+) -> np.ndarray:
     """Real input ``x`` (``(c_in, H, W)``, unit norm) with ``||A x|| = ||M(w) v|| ||x|| / ||v||``.
 
     On the polyphase grid ``m = n / s`` the input ``x'_{(c, r)}[j] = Re(v e^{-i w.j})`` is
