@@ -235,7 +235,7 @@ def test_every_size_stopped_inside_a_level_stays_rigorous(monkeypatch, stop_afte
 def test_every_size_of_a_kernel_padded_with_zero_taps_is_its_matrix_norm(w, border, mode):
     """Zero tap rows/columns around a 1x1 kernel only shift the symbol by a unimodular
     scalar: every size is bounded by ``||W||_2`` (attained), certified to rtol 1e-10."""
-    (top, bottom), (left, right) = border
+    top, bottom, left, right = border
     kernel = np.pad(w, ((0, 0), (0, 0), (top, bottom), (left, right)))
     norm = np.linalg.norm(w[:, :, 0, 0], 2)
     cert = certify(kernel, mode, input_size=None, pad=0, rtol=1e-10)

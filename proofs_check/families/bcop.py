@@ -260,7 +260,7 @@ def _expand_random(rng: np.random.Generator, count: int):
         c_in, c_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
         kh, kw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         kernel = torch.from_numpy(rng.standard_normal((c_out, c_in * s * s, kh, kw)))
-        pads = tuple(int(v) for v in rng.integers(0, 2, size=4))
+        pads = tuple((int(lo), int(hi)) for lo, hi in rng.integers(0, 2, size=(2, 2)))
         n = s * int(rng.integers(max(kh, kw), 5))
         yield kernel, s, pads, torch.from_numpy(rng.standard_normal((2, c_in, n, n)))
 

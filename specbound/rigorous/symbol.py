@@ -73,7 +73,7 @@ class PolyphaseSymbol:
         Frobenius norm of any error already present in the kernel values (added to
         :attr:`error_bound`, times the number of taps)."""
         (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.spec.stride, layer.spec.dilation
-        (top, _), (left, _) = layer.pads if offsets else (0, 0, 0, 0)
+        (top, _), (left, _) = layer.pads if offsets else ((0, 0), (0, 0))
         ph, qh = axis_phases(kh, dh, top, sh)
         pw, qw = axis_phases(kw, dw, left, sw)
         g = layer.groups
