@@ -11,10 +11,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..spec import ConvSpec
 from .activations import _ActivationRules, _function_activation, _module_activation
 from .errors import AuditError
 from .graph import _bind, _Op, _op_name, _type_name
-from .linear import _conv_geometry, _LinearRules
+from .linear import _LinearRules, conv_fields
 from .normalization import _NormalizationRules
 from .outward import _down, _up
 from .padding import _pad_module_mode, _PaddingRules
@@ -299,15 +300,27 @@ class _Analyser(
         from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear
         from ..layers.padding import pad2d
 
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and not isinstance(
-            mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)
-        ):
-            if isinstance(mod.padding, str):
-                pad: Any = mod.padding
-            elif isinstance(mod, nn.Conv1d):
-                pad = (0, mod.padding[0])
-            else:
-                pad = tuple(mod.padding)
+        if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)):
+            raise AuditError(
+                f"{self.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
+                "convolutions and transposed convolutions are)"
+            )
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            try:
+                spec = ConvSpec.from_module(mod)
+            except (TypeError, ValueError) as err:
+                raise AuditError(f"{self.describe(node)}: {err}") from err
+        if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            return self.transposed_conv_op(
+                node,
+                mod.weight.detach(),
+                spec.stride,
+                spec.pad,
+                spec.output_padding,
+                spec.dilation,
+                spec.groups,
+            )
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
             weight = mod.weight.detach()  # the effective weight of a parametrized conv
             if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
                 if not conv_subclass_agrees(mod, self.in_shape(node)):
@@ -317,9 +330,7 @@ class _Analyser(
                         "and groups at this input size; export it to a plain torch.nn conv "
                         "(e.g. the library's vanilla_export) before auditing"
                     )
-            conv = _conv_geometry(
-                weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups
-            )
+            conv = conv_fields(spec)
 
             def lin(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
                 return mod._conv_forward(x, w.to(x), None)
@@ -328,34 +339,9 @@ class _Analyser(
                 return mod._conv_forward(x, w.to(x).abs(), None)
 
             return self.conv_op(node, weight, conv, lin, absf)
-        if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
-            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-                raise AuditError(f"{self.describe(node)}: only zero padding is supported")
-            return self.transposed_conv_op(
-                node,
-                mod.weight.detach(),
-                mod.stride,
-                mod.padding,
-                mod.output_padding,
-                mod.dilation,
-                mod.groups,
-            )
-        if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)):
-            raise AuditError(
-                f"{self.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
-                "convolutions and transposed convolutions are)"
-            )
         if isinstance(mod, ConstrainedConv2d):
             weight = mod.weight.detach()
-            (top, bottom), (left, right) = mod.pads
-            conv = _conv_geometry(
-                weight,
-                mod.padding_mode,
-                (left, right, top, bottom),
-                mod.stride,
-                mod.dilation,
-                mod.groups,
-            )
+            conv = conv_fields(mod.spec)
 
             def c_lin(x: torch.Tensor, w: torch.Tensor = weight, a: bool = False) -> torch.Tensor:
                 w = w.to(x).abs() if a else w.to(x)

@@ -209,7 +209,7 @@ def pad2d_adjoint(
     >>> import torch
     >>> from specbound import layers
     >>> y = torch.tensor([[[[1.0, 0.0, 1.0, 2.0, 1.0]]]])
-    >>> layers.pad2d_adjoint(y, (0, 0, 1, 1), "reflect", (1, 3))
+    >>> layers.pad2d_adjoint(y, ((0, 0), (1, 1)), "reflect", (1, 3))
     tensor([[[[0., 3., 2.]]]])
     """
     (top, bottom), (left, right) = pads
