@@ -30,6 +30,13 @@ from .conv_layer import ConvLayer
 
 def require_circulant(layer: ConvLayer) -> None:
     """Raise a ``ValueError`` saying what works if ``layer`` is not block-circulant."""
+    if layer.d != 2 or layer.transposed:
+        raise ValueError(
+            f"kernel: the circulant route is for forward 2-D layers, this one has {layer.d} "
+            "spatial axes"
+            + (" and is transposed" if layer.transposed else "")
+            + "; use exact_norm (dense route) or ConvLayer.dense()"
+        )
     if layer.is_circulant:
         return
     spec = layer.spec
@@ -44,7 +51,7 @@ def require_circulant(layer: ConvLayer) -> None:
     if top + bottom != eh - 1 or left + right != ew - 1:
         raise ValueError(
             f"the circulant route needs dilation*(k-1) padded in total per axis "
-            f"({eh - 1}, {ew - 1}), e.g. pad='same'; got (top, bottom, left, right)="
+            f"({eh - 1}, {ew - 1}), e.g. pad='same'; got ((top, bottom), (left, right))="
             f"{layer.pads}; other pads select or repeat rows of a circulant, so use exact_norm"
         )
     raise ValueError(
