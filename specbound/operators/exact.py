@@ -48,7 +48,8 @@ def exact_norm(
 
     * ``"circulant"`` (2-D or 1-D forward layers with circular padding, ``d*(k-1)``
       padded per axis, stride dividing the size): the largest eigenvalue of the smaller
-      Gram matrix of each frequency matrix of the wrapped (polyphase) kernel (Sedghi et al. 2019), over the ``rfft2`` half-spectrum.
+      Gram matrix of each frequency matrix of the wrapped (polyphase) kernel (Sedghi et
+      al. 2019), over the ``rfft2`` half-spectrum.
     * ``"dense"``: the largest eigenvalue of the smaller Gram matrix ``A A^T`` or ``A^T A``
       of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
       ``max_bytes``.
