@@ -38,9 +38,7 @@ def _route(layer: ConvLayer) -> str:
     return "circulant" if layer.d == 2 and layer.is_circulant else "dense"
 
 
-def exact_norm(
-    kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = None
-) -> float:
+def exact_norm(kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = None) -> float:
     """The spectral norm :math:`\\|A\\|_2` of the layer, exact up to float64 rounding.
 
     Any layer :class:`ConvLayer` describes: 1-, 2- or 3-D, plain or transposed (the
