@@ -314,12 +314,11 @@ class ConstrainedConv2d(nn.Module):
         rtol : float
             Target relative gap of the bracket.
         """
-        (top, bottom), (left, right) = self.pads
         return certify_function()(
             self.weight.detach(),
             self.padding_mode,
             input_size=input_size,
-            pad=(left, right, top, bottom),
+            pad=self.pads,
             stride=self.stride,
             dilation=self.dilation,
             groups=self.groups,
@@ -339,7 +338,7 @@ class ConstrainedConv2d(nn.Module):
 
 
 def pad_module(pads: Pads, mode: str) -> nn.Module:
-    """The built-in padding module for ``(top, bottom, left, right)`` and ``mode``."""
+    """The built-in padding module for ``((top, bottom), (left, right))`` and ``mode``."""
     (top, bottom), (left, right) = pads
     cls = {
         "zeros": nn.ZeroPad2d,

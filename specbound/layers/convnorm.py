@@ -475,12 +475,12 @@ class ConvNorm2d(nn.Module):
     def certify(self, input_size: Any, *, rtol: float = 1e-3) -> Any:
         """Certified bracket on the norm of the **normalisation step only** at ``input_size``
         (the affine step and BatchNorm have no bound), by :func:`specbound.certify`."""
-        kernel, (top, bottom, left, right) = self.normalized_kernel(input_size)
+        kernel, pads = self.normalized_kernel(input_size)
         return certify_function()(
             kernel,
             self.padding_mode,
             input_size=input_size,
-            pad=(left, right, top, bottom),
+            pad=pads,
             stride=self.stride,
             groups=self.groups,
             rtol=rtol,
