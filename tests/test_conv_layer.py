@@ -263,3 +263,13 @@ def test_certify_refuses_3d_clearly():
         sb.certify(torch.nn.Conv3d(1, 1, 3), input_size=4)
     with pytest.raises(ValueError, match="3-D convolutions: exact operators only"):
         sb.certify(np.ones((1, 1, 2, 2, 2)), sb.ConvSpec(input_size=(3, 3, 3)))
+
+
+def test_cert_convt_theorem_passes_and_its_planted_variant_fails():
+    from proofs_check.families.transposed import convt_layer_search
+    from proofs_check.harness import run
+    from proofs_check.registry import Mode
+
+    assert run(convt_layer_search(), Mode("quick")).verdict == "PASS"
+    planted = run(convt_layer_search(planted=True), Mode("quick"))
+    assert planted.verdict == "FAIL" and planted.margin < 0

@@ -18,6 +18,7 @@ ORDER = (
     "scaling",
     "cholesky",
     "audit_rules",
+    "transposed",
     "audit",
     "verified",
 )
