@@ -126,6 +126,13 @@ class Method:
         """Validate the kernel and refuse a layer outside this method's guarantee."""
         layer = spec.layer(kernel, need_size=self.input_size == SIZE_GIVEN)
         where = f"method {self.name!r}"
+        if layer.d != 2 or layer.transposed:
+            raise ValueError(
+                f"kernel: {where} bounds forward 2-D layers (kernel (c_out, c_in // groups, "
+                f"kh, kw)); got {layer.d} spatial axes{', transposed' if layer.transposed else ''}"
+                "; use specbound.certify or specbound.operators.exact_norm"
+            )
+        spec = layer.spec
         if spec.padding not in self.paddings:
             raise ValueError(
                 f"{where} is valid only for padding in {self.paddings}, got padding="
