@@ -441,8 +441,9 @@ class ConvSpec:
         }
         if self.ndim is None:  # keep the undecided ints undecided
             fields.update({name: self._raw[name] for name in _RAW if name != "pad"})
-        if any(k in changes for k in _RAW) and "ndim" not in changes and self.ndim is not None:
-            # a field given with another number of axes redefines d (when nothing else pins it)
+        dims = _given_dims(changes)
+        if "ndim" not in changes and self.ndim is not None and dims and self.ndim not in dims:
+            # a field given with another number of axes redefines d
             fields["ndim"] = None
             for name in ("input_size", "stride", "dilation", "output_padding"):
                 if name not in changes:
@@ -527,6 +528,19 @@ class ConvSpec:
             out["transposed"] = True
             out["output_padding"] = list(self.output_padding)
         return out
+
+
+def _given_dims(fields: dict[str, Any]) -> set[int]:
+    """The numbers of spatial axes that the tuple-valued ``fields`` imply."""
+    dims = set()
+    for name in ("input_size", "stride", "dilation", "output_padding"):
+        value = fields.get(name)
+        if _int_seq(value) and len(value) in SPATIAL_DIMS:
+            dims.add(len(value))
+    pad_d = _pad_dims(fields.get("pad"))
+    if pad_d is not None:
+        dims.add(pad_d)
+    return dims
 
 
 def _listed(value: Any) -> Any:

@@ -273,3 +273,13 @@ def test_cert_convt_theorem_passes_and_its_planted_variant_fails():
     assert run(convt_layer_search(), Mode("quick")).verdict == "PASS"
     planted = run(convt_layer_search(planted=True), Mode("quick"))
     assert planted.verdict == "FAIL" and planted.margin < 0
+
+
+def test_replace_keeps_or_redefines_the_number_of_axes():
+    one = sb.ConvSpec(stride=2, ndim=1)
+    assert one.replace(input_size=8).ndim == 1  # nothing says otherwise: d is kept
+    assert one.replace(pad=(1, 2)).pads((3,)) == ((1, 2),)  # (lo, hi) of a 1-D layer
+    two = sb.ConvSpec(input_size=(8, 8))
+    assert two.replace(stride=2).ndim == 2
+    assert two.replace(input_size=(4, 4, 4)).ndim == 3  # a field with 3 axes redefines d
+    assert sb.ConvSpec(stride=2).replace(input_size=5).ndim is None  # still undecided
