@@ -250,8 +250,7 @@ class ConvSpec:
             if _nested_pads(raw[name]):
                 raw[name] = tuple(tuple(p) for p in raw[name])
         object.__setattr__(self, "_raw", raw)
-        if isinstance(self.pad, list):
-            object.__setattr__(self, "pad", raw["pad"])
+        object.__setattr__(self, "pad", raw["pad"])  # lists as tuples: hashable
         d = self._infer_ndim()
         object.__setattr__(self, "ndim", d)
         shown = 2 if d is None else d  # an undecided spec shows its 2-D reading

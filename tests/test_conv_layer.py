@@ -120,10 +120,13 @@ def _check_against_torch(case, transposed):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(layer.in_dim), rng.standard_normal(layer.out_dim)
     ax, aty = layer.matvec(x), layer.rmatvec(y)
-    assert np.abs(ax - dense @ x).max() <= 1e-12 * scale * np.abs(x).sum()
-    assert np.abs(aty - dense.T @ y).max() <= 1e-12 * scale * np.abs(y).sum()
+    # float64 rounding: relative 1e-12 of the sums of |terms|, plus an absolute 2^-1074 per
+    # product for kernels in the subnormal range (where rounding is absolute)
+    tiny = dense.size * np.finfo(np.float64).smallest_subnormal
+    assert np.abs(ax - dense @ x).max() <= 1e-12 * scale * np.abs(x).sum() + tiny
+    assert np.abs(aty - dense.T @ y).max() <= 1e-12 * scale * np.abs(y).sum() + tiny
     # <Ax, y> = <x, A^T y>
-    assert abs(ax @ y - x @ aty) <= 1e-12 * scale * np.abs(x).sum() * np.abs(y).sum()
+    assert abs(ax @ y - x @ aty) <= 1e-12 * scale * np.abs(x).sum() * np.abs(y).sum() + tiny
 
 
 @settings(max_examples=60, deadline=None)
@@ -136,6 +139,7 @@ def test_forward_layers_equal_torch(case):
 @settings(max_examples=60, deadline=None)
 @given(geometries(transposed=True))
 @example((1, "zeros", (2,), (1,), (2,), 1, (3,), (1,), np.ones((1, 1, 2))))  # opad >= stride
+@example((1, "zeros", (0,), (2,), (1,), 1, (2,), (1,), np.array([[[5e-324, 1e-323]]])))
 def test_transposed_layers_equal_torch(case):
     _check_against_torch(case, transposed=True)
 
@@ -283,3 +287,25 @@ def test_replace_keeps_or_redefines_the_number_of_axes():
     assert two.replace(stride=2).ndim == 2
     assert two.replace(input_size=(4, 4, 4)).ndim == 3  # a field with 3 axes redefines d
     assert sb.ConvSpec(stride=2).replace(input_size=5).ndim is None  # still undecided
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        sb.ConvSpec("replicate", (1, 0, 2, 2, 0, 1), (3, 4, 5), stride=(1, 2, 1)),
+        sb.ConvSpec("zeros", (1, 2), (6, 7), stride=2, transposed=True, output_padding=(1, 0)),
+        sb.ConvSpec("circular", ((0, 1),), 9, dilation=2),
+    ],
+)
+def test_to_dict_round_trips(spec):
+    again = sb.ConvSpec(**spec.to_dict())
+    assert again == spec
+    assert again.pads((2,) * spec.ndim) == spec.pads((2,) * spec.ndim)
+
+
+def test_bad_transposed_kernels_are_refused_naming_the_channels():
+    spec = sb.ConvSpec("zeros", 0, (4, 4), groups=2, transposed=True)
+    with pytest.raises(ValueError, match=r"groups=2 must divide the input channels c_in=3"):
+        ConvLayer(np.ones((3, 2, 2, 2)), spec)
+    with pytest.raises(ValueError, match="output is empty"):
+        ConvLayer(np.ones((1, 1, 2, 2)), sb.ConvSpec("zeros", 3, (1, 1), transposed=True))

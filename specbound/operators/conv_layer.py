@@ -118,7 +118,7 @@ class ConvLayer(LinearOperator):
         self._torch: dict[str, Any] | None = None
         lead = kernel.shape[0]  # c_out, or c_in for a transposed layer
         if lead % spec.groups:
-            name = "input channels c_in" if spec.transposed else "output channels c_out"
+            name = "input channels" if spec.transposed else "output channels"
             short = "c_in" if spec.transposed else "c_out"
             raise ValueError(
                 f"groups={spec.groups} must divide the {name} {short}={lead} (kernel shape "
