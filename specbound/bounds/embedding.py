@@ -53,7 +53,7 @@ def require_symbol_bounded(layer: ConvLayer) -> None:
     if top + bottom > dh or left + right > dw:
         raise ValueError(
             f"with padding='circular' this bound needs at most dilation*(k-1) = ({dh}, {dw}) "
-            f"padded in total per axis (e.g. pad='same'), got pad (top, bottom, left, right)="
+            f"padded in total per axis (e.g. pad='same'), got pads ((top, bottom), (left, right))="
             f"{layer.pads}: larger pads repeat rows of the circulant"
         )
 

@@ -954,7 +954,7 @@ def _check_zero_domain(layer: ConvLayer) -> None:
     if top + bottom > eh - 1 or left + right > ew - 1:
         raise ValueError(
             "method 'gram_zero' with padding='circular' needs at most dilation*(k-1) padded in "
-            f"total per axis ({eh - 1}, {ew - 1}), got pad (top, bottom, left, right)="
+            f"total per axis ({eh - 1}, {ew - 1}), got pads ((top, bottom), (left, right))="
             f"{layer.pads}; a larger circular pad repeats output rows. Use pad='same' or "
             "'valid', or gram_dense"
         )
