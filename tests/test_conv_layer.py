@@ -158,6 +158,7 @@ def test_transposed_is_adjoint_of_forward_layer(case):
             layer.forward_layer()
         return
     fwd = layer.forward_layer()
+    assert layer.adjoint() is fwd  # LinearOperator.adjoint(): the forward ConvLayer itself
     assert fwd.input_size == layer.out_size and fwd.out_size == layer.input_size
     assert np.array_equal(fwd.dense().T, layer.dense())
     assert fwd.c_out == layer.c_in and fwd.c_in == layer.c_out
