@@ -254,9 +254,9 @@ class ConvSpec:
         d = self._infer_ndim()
         object.__setattr__(self, "ndim", d)
         shown = 2 if d is None else d  # an undecided spec shows its 2-D reading
-        object.__setattr__(
-            self, "_pad", _pad_amount(self.pad, shown) if d is not None else self._pad_check()
-        )
+        # an int or a word is validated now; with d undecided it is resolved when bound
+        resolved = _pad_amount(self.pad, shown)
+        object.__setattr__(self, "_pad", resolved if d is not None else None)
         object.__setattr__(self, "input_size", _input_size(raw["input_size"], shown))
         object.__setattr__(self, "stride", _per_axis(raw["stride"], "stride", 1, shown))
         object.__setattr__(self, "dilation", _per_axis(raw["dilation"], "dilation", 1, shown))
@@ -305,11 +305,6 @@ class ConvSpec:
         pad = self._raw["pad"]
         if _int_seq(pad) and len(pad) == 2:
             return 2  # (ph, pw) as torch.nn.Conv2d; pass ndim=1 for (lo, hi) of a Conv1d
-        return None
-
-    def _pad_check(self) -> None:
-        """Validate a pad whose axes are not known yet (an int or a word)."""
-        _pad_amount(self.pad, 2)
         return None
 
     def _check_transposed(self) -> None:

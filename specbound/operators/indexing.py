@@ -7,7 +7,12 @@ image to "no pixel", written ``-1`` here). All exact operators are built from th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .conv_layer import ConvLayer
 
 
 def padded_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
@@ -50,7 +55,7 @@ def axis_index(
     return source[t]
 
 
-def layer_axis_indices(layer) -> tuple[np.ndarray, ...]:
+def layer_axis_indices(layer: ConvLayer) -> tuple[np.ndarray, ...]:
     """The per-axis ``(n_out, k)`` index maps of a forward
     :class:`~specbound.operators.ConvLayer` (``(OH, kh)`` and ``(OW, kw)`` in 2-D)."""
     return layer.axis_indices()
