@@ -271,7 +271,7 @@ def test_certify_refuses_3d_clearly():
 
 
 def test_cert_convt_theorem_passes_and_its_planted_variant_fails():
-    from proofs_check.families.transposed import convt_layer_search
+    from proofs_check.families.conv_layer import convt_layer_search
     from proofs_check.harness import run
     from proofs_check.registry import Mode
 

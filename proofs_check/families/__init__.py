@@ -18,7 +18,7 @@ ORDER = (
     "scaling",
     "cholesky",
     "audit_rules",
-    "transposed",
+    "conv_layer",
     "audit",
     "verified",
 )

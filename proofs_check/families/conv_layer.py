@@ -22,7 +22,7 @@ from specbound.spec import ConvSpec
 from ..harness import Search, Skip, run
 from ..registry import Theorem, register
 
-FAMILY = "Transposed convolutions"
+FAMILY = "ConvLayer geometry (transposed, 1-D, 3-D)"
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
