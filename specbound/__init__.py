@@ -33,7 +33,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Certificate": ("certify", "Certificate"),
     "certify": ("certify", "certify"),
     "ConvSpec": ("spec", "ConvSpec"),
-    "Layer": ("spec", "Layer"),
+    "ConvLayer": ("operators.conv_layer", "ConvLayer"),
     "TooLargeError": ("spec", "TooLargeError"),
     "methods": ("bounds", "methods"),
     "spectral_norm": ("spectral_norm", "spectral_norm"),

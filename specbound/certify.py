@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .bounds.base import spec_from_args
+from .operators.conv_layer import ConvLayer
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
 from .rigorous.rounding import scale_back_outward
@@ -55,7 +56,10 @@ from .rigorous.routes import (
 from .rigorous.witness import time_budget
 from .spec import (
     ConvSpec,
-    Layer,
+    IntOrTuple,
+    KernelLike,
+    PaddingMode,
+    PadSpec,
     as_kernel,
     check_real,
     check_signal_size,
@@ -301,37 +305,62 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, Con
             )
         # the weight is converted to float64 once, by ConvSpec.layer (memory: one copy)
         return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
-    if isinstance(kernel, (torch.nn.Conv1d, torch.nn.Conv2d)):
-        if kernel.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
-            raise ValueError(f"unsupported padding_mode {kernel.padding_mode!r}")
+    if isinstance(kernel, _CONV_MODULES):
         spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
-        weight = kernel.weight.detach()
-        if isinstance(kernel, torch.nn.Conv1d):  # the one-row Conv2d (ConvSpec.from_module)
-            weight = weight[:, :, None, :]
-        return as_kernel(weight), spec
+        return as_kernel(kernel.weight.detach(), spec.ndim), spec
     if isinstance(kernel, torch.nn.Module):
         raise TypeError(_unsupported_module(kernel))
-    return as_kernel(kernel), ConvSpec(**spec_fields)
+    spec = ConvSpec(**spec_fields)
+    return as_kernel(kernel, spec.ndim), spec
+
+
+_CONV_MODULES = (
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
+)
+
+
+def _certifiable(layer: ConvLayer) -> tuple[ConvLayer, list[str]]:
+    """The 2-D forward layer with the same norm that the rigorous routes certify.
+
+    A transposed layer is the adjoint of its forward convolution (same norm,
+    ``||A^T|| = ||A||``); a 1-D layer is the one-row 2-D layer with the same matrix. 3-D
+    layers have exact operators only (no rigorous route yet).
+    """
+    notes: list[str] = []
+    if layer.d == 3:
+        raise ValueError(
+            "kernel: 3-D convolutions: exact operators only in this version (ConvLayer, "
+            "specbound.operators.exact_norm); certify accepts 1-D and 2-D kernels"
+        )
+    if layer.transposed:
+        spec = layer.spec
+        if spec.input_size is None and max(spec.stride) > 1:
+            raise ValueError(
+                "input_size=None with a strided transposed convolution cannot be certified: "
+                "its adjoint over every size would include other output paddings; pass "
+                "input_size"
+            )
+        layer = layer.forward_layer()  # ValueError naming output_padding if >= stride
+        notes.append(
+            "transposed convolution certified on its adjoint, the forward convolution with "
+            "the same weight (||A^T||_2 = ||A||_2); spec and kernel are the adjoint's"
+        )
+    if layer.d == 1:
+        layer = layer.as_2d()
+    return layer, notes
 
 
 def _unsupported_module(module: torch.nn.Module) -> str:
     name = type(module).__name__
-    accepted = (
-        "kernel must be an array or torch.Tensor of shape (c_out, c_in // groups, kh, kw), "
-        "a torch.nn.Conv2d, a torch.nn.Conv1d or a torch.nn.Linear"
+    return (
+        "kernel must be an array or torch.Tensor of shape (c_out, c_in // groups, k...), a "
+        "torch.nn.Conv1d/2d/3d, ConvTranspose1d/2d/3d or a torch.nn.Linear; got a " + name
     )
-    if isinstance(
-        module, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
-    ):
-        return (
-            f"{accepted}; got a {name}: a transposed convolution's norm is that of its "
-            "adjoint, the convolution with the same weight, stride, padding, dilation and "
-            "groups on the transposed layer's output size (certify that, or audit the "
-            "network: specbound.audit handles ConvTranspose1d/2d)"
-        )
-    if isinstance(module, torch.nn.Conv3d):
-        return f"{accepted}; got a {name}: 3-D convolutions are not supported yet"
-    return f"{accepted}; got a {name}"
 
 
 def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
@@ -352,7 +381,7 @@ def _unscale(value: float, j: int, upward: bool) -> float:
     return scale_back_outward(value, j, upward=upward)
 
 
-def _route(layer: Layer, ctx: Context) -> Bracket:
+def _route(layer: ConvLayer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
         if spec.stride == (1, 1):
@@ -399,13 +428,13 @@ def _with_gradual_underflow(func: Any) -> Any:
 
 @_with_gradual_underflow
 def certify(
-    kernel: Any,
-    padding: str | ConvSpec = "zeros",
+    kernel: KernelLike | torch.nn.Module,
+    padding: PaddingMode | ConvSpec = "zeros",
     *,
-    input_size: Any = None,
-    pad: Any = "same",
-    stride: Any = 1,
-    dilation: Any = 1,
+    input_size: IntOrTuple | None = None,
+    pad: PadSpec = "same",
+    stride: IntOrTuple = 1,
+    dilation: IntOrTuple = 1,
     groups: int = 1,
     rtol: float = 1e-3,
     guarantee: str = "deterministic",
@@ -417,8 +446,13 @@ def certify(
 
     Parameters
     ----------
-    kernel : array_like, torch.Tensor, torch.nn.Conv2d, torch.nn.Conv1d or torch.nn.Linear
-        ``(c_out, c_in // groups, kh, kw)``; a ``Conv2d`` supplies padding mode, pad,
+    kernel : array_like, torch.Tensor, a torch.nn convolution or torch.nn.Linear
+        ``(c_out, c_in // groups, kh, kw)`` (or ``(c_out, c_in // groups, k)`` for a 1-D
+        spec); a ``ConvTranspose1d``/``ConvTranspose2d`` (or a transposed spec) is
+        certified on its adjoint, the forward convolution with the same weight (equal norm;
+        a note says so; ``output_padding`` must be below the stride); ``Conv3d`` and
+        ``ConvTranspose3d`` are refused (exact operators only in this version). A
+        ``Conv2d`` supplies padding mode, pad,
         stride, dilation and groups itself (the other arguments are then ignored, except
         ``input_size``); a ``Conv1d`` likewise, certified as the one-row ``Conv2d`` with
         kernel ``(c_out, c_in // groups, 1, k)`` on a ``1 x n`` input (``input_size`` is the
@@ -510,7 +544,8 @@ def certify(
     if isinstance(padding, ConvSpec):
         fields = _spec_fields(kernel, padding, fields)
     k, spec = _kernel_and_spec(kernel, fields)
-    layer = spec.layer(k)
+    layer, geometry_notes = _certifiable(spec.layer(k))
+    spec = layer.spec
     del k
     check_signal_size(layer)
     if spec.input_size is None:  # refused whatever the kernel's values, zero included
@@ -544,11 +579,11 @@ def certify(
         )
     else:
         with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
-            result = _route(Layer(scaled, spec), ctx)
+            result = _route(layer.with_kernel(scaled), ctx)
     upper = _unscale(result.upper, j, upward=True)
     lower = _unscale(result.lower, j, upward=False)
     lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
-    notes = list(result.notes)
+    notes = [*geometry_notes, *result.notes]
     upper_method = result.upper_method
     if (
         guarantee == "probabilistic"
@@ -584,7 +619,7 @@ def certify(
     )
 
 
-def _pointwise(layer: Layer) -> bool:
+def _pointwise(layer: ConvLayer) -> bool:
     """A 1x1 layer certified on its weight matrix (L11): at a given size any padding and
     stride; with every size, zeros or circular padding at stride 1."""
     spec = layer.spec
@@ -596,7 +631,7 @@ def _pointwise(layer: Layer) -> bool:
 
 
 def _pointwise_certificate(
-    layer: Layer, rtol: float, device: torch.device, start: float
+    layer: ConvLayer, rtol: float, device: torch.device, start: float
 ) -> Certificate:
     from .rigorous.matrix import conv1x1_bracket
 
@@ -625,7 +660,7 @@ def _pointwise_certificate(
 
 
 def _probabilistic_upper(
-    layer: Layer,
+    layer: ConvLayer,
     upper: float,
     lower: float,
     rtol: float,
@@ -658,7 +693,7 @@ def _probabilistic_upper(
     return upper, method
 
 
-def _advice(layer: Layer) -> str:
+def _advice(layer: ConvLayer) -> str:
     spec = layer.spec
     if spec.input_size is None:
         return "raise max_seconds, or certify at the input size the layer really has"

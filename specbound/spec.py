@@ -1,20 +1,27 @@
-"""The description of a 2-D convolution layer, and all validation of user input.
+"""The description of a convolution layer (1-, 2- or 3-D, plain or transposed), and all
+validation of user input.
 
-A layer is a kernel ``K`` of shape ``(c_out, c_in // groups, kh, kw)`` together with a
-:class:`ConvSpec`. The layer computes exactly what :func:`torch.nn.functional.conv2d` computes
-after padding the input with ``padding`` mode (PyTorch's cross-correlation convention):
+A layer is a kernel ``K`` of shape ``(c_out, c_in // groups, k_0, ..., k_{d-1})`` together
+with a :class:`ConvSpec`, for ``d`` spatial axes (``d`` in 1, 2, 3). The layer computes
+exactly what ``torch.nn.functional.conv{d}d`` computes after padding the input with
+``padding`` mode (PyTorch's cross-correlation convention):
 
 .. math::
 
-    y_o[i, j] = \\sum_{c \\in g(o)} \\sum_{a, b} K[o, c, a, b]\\,
-                \\tilde x_c[s_h i + d_h a - p_t,\\; s_w j + d_w b - p_l],
+    y_o[i] = \\sum_{c \\in g(o)} \\sum_{a} K[o, c, a]\\,
+             \\tilde x_c[s \\odot i + \\delta \\odot a - p_{lo}],
 
-where :math:`\\tilde x` is the input extended outside its support by the padding mode
-(zeros, periodic, mirror without repeating the edge, or edge repetition).
+with multi-indices ``i``, ``a`` over the ``d`` axes, where :math:`\\tilde x` is the input
+extended outside its support by the padding mode (zeros, periodic, mirror without repeating
+the edge, or edge repetition). A *transposed* spec (``transposed=True``) describes
+``torch.nn.ConvTranspose{d}d``: the adjoint of the convolution above, with the weight read
+as ``(c_in, c_out // groups, k...)``.
 
 :class:`ConvSpec` is kernel-independent and immutable; :meth:`ConvSpec.layer` binds it to a
 kernel, validates the kernel against it and resolves every derived quantity (pads, output
-size, dimensions) into a :class:`Layer`. No other module validates user input.
+size, dimensions) into a :class:`~specbound.operators.ConvLayer`. Pads are resolved once, to
+one order: per axis, in axis order, ``((lo_0, hi_0), (lo_1, hi_1), ...)``. No other module
+validates user input.
 """
 
 from __future__ import annotations
@@ -22,19 +29,46 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .operators.conv_layer import ConvLayer
+
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 PAD_WORDS = ("same", "valid", "full")
+SPATIAL_DIMS = (1, 2, 3)
 
-Pair = tuple[int, int]
-Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
+# ------------------------------------------------------------------ public type aliases
+KernelLike = Union[np.ndarray, "torch.Tensor", "list[Any]"]
+"""A kernel as accepted by :func:`as_kernel`: a numpy array, a torch tensor or nested
+sequences of numbers, of shape ``(c_out, c_in // groups, k_0, ..., k_{d-1})``."""
+IntTuple = tuple[int, ...]
+"""One int per spatial axis, in axis order."""
+IntPair = tuple[int, int]
+"""Two ints, ``(height, width)`` or ``(lo, hi)``."""
+IntOrTuple = Union[int, "tuple[int, ...]", "list[int]"]
+"""An int (the same on every axis) or one int per spatial axis."""
+AxisPads = tuple[IntPair, ...]
+"""Resolved pads, per axis in axis order: ``((lo_0, hi_0), (lo_1, hi_1), ...)``."""
+PadSpec = Union[int, "tuple[int, ...]", "list[int]", AxisPads, Literal["same", "valid", "full"]]
+"""An amount of padding as :class:`ConvSpec` accepts it."""
+PaddingMode = Literal["zeros", "circular", "reflect", "replicate"]
+"""The padding modes, with PyTorch's ``padding_mode`` names."""
+
+Pair = IntPair
+Pads = AxisPads
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_seq(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(_is_int(v) for v in value)
 
 
 def _pair(value: Any, name: str, minimum: int) -> Pair:
@@ -50,46 +84,81 @@ def _pair(value: Any, name: str, minimum: int) -> Pair:
     return items
 
 
-def _pad_amount(pad: Any) -> str | Pads:
-    """Normalise ``pad`` to a keyword or ``(top, bottom, left, right)``."""
+def _per_axis(value: Any, name: str, minimum: int, d: int) -> IntTuple:
+    """Validate an int or a ``d``-tuple of ints, each ``>= minimum``."""
+    if _is_int(value):
+        items = (int(value),) * d
+    elif _int_seq(value) and len(value) == d:
+        items = tuple(int(v) for v in value)
+    else:
+        what = "a pair of ints" if d == 2 else f"a {d}-tuple of ints"
+        raise TypeError(f"{name} must be an int or {what} (d={d} spatial axes), got {value!r}")
+    if min(items) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} on each axis, got {value!r}")
+    return items
+
+
+def _nested_pads(pad: Any) -> bool:
+    return isinstance(pad, (tuple, list)) and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(v) for v in p) for p in pad
+    )
+
+
+def _pad_dims(pad: Any) -> int | None:
+    """The number of spatial axes a pad form implies, None when it does not say."""
+    if _nested_pads(pad):
+        return len(pad) if len(pad) in SPATIAL_DIMS else None
+    if _int_seq(pad):
+        return {1: 1, 3: 3, 4: 2, 6: 3}.get(len(pad))  # 2: (lo, hi) for d=1, (ph, pw) for d=2
+    return None
+
+
+def _pad_amount(pad: Any, d: int) -> str | AxisPads:
+    """Normalise ``pad`` to a keyword or ``((lo_0, hi_0), ..., (lo_{d-1}, hi_{d-1}))``."""
     if isinstance(pad, str):
         if pad not in PAD_WORDS:
             raise ValueError(
-                f"pad must be one of {PAD_WORDS}, an int, a pair or a 4-tuple; got {pad!r}"
+                f"pad must be one of {PAD_WORDS}, an int, a per-axis tuple or a "
+                f"torch.nn.functional.pad tuple; got {pad!r}"
             )
         return pad
+    values: AxisPads
     if _is_int(pad):
-        p = int(pad)
-        values: Pads = (p, p, p, p)
-    elif isinstance(pad, (tuple, list)) and all(_is_int(v) for v in pad) and len(pad) in (2, 4):
-        if len(pad) == 2:  # (ph, pw), as torch.nn.Conv2d
-            values = (int(pad[0]), int(pad[0]), int(pad[1]), int(pad[1]))
-        else:  # (left, right, top, bottom), the order of torch.nn.functional.pad
-            left, right, top, bottom = (int(v) for v in pad)
-            values = (top, bottom, left, right)
+        values = ((int(pad), int(pad)),) * d
+    elif _nested_pads(pad) and len(pad) == d:  # the library's own order
+        values = tuple((int(lo), int(hi)) for lo, hi in pad)
+    elif _int_seq(pad) and len(pad) == d:  # one amount per axis, as torch.nn.ConvNd
+        values = tuple((int(p), int(p)) for p in pad)
+    elif _int_seq(pad) and len(pad) == 2 * d:  # torch.nn.functional.pad: last axis first
+        flat = [int(v) for v in pad]
+        values = tuple((flat[2 * (d - 1 - ax)], flat[2 * (d - 1 - ax) + 1]) for ax in range(d))
     else:
         raise TypeError(
-            "pad must be an int, a pair (ph, pw), a 4-tuple (left, right, top, bottom) "
-            f"or one of {PAD_WORDS}; got {pad!r}"
+            f"pad must be an int, a {d}-tuple (one amount per axis, as torch.nn.Conv{d}d), a "
+            f"{2 * d}-tuple in torch.nn.functional.pad order (last axis first), per-axis "
+            f"(lo, hi) pairs, or one of {PAD_WORDS}; got {pad!r} for d={d} spatial axes"
         )
-    if min(values) < 0:
+    if min(min(p) for p in values) < 0:
         raise ValueError(f"pad must be non-negative, got {pad!r}")
     return values
 
 
-def _input_size(size: Any) -> Pair | None:
+def _input_size(size: Any, d: int) -> IntTuple | None:
     if size is None:
         return None
-    if _is_int(size) or (
-        isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size)
-    ):
-        return _pair(size, "input_size", 1)
-    raise TypeError(f"input_size must be None, an int or a pair of ints (H, W); got {size!r}")
+    if _is_int(size) or (_int_seq(size) and len(size) == d):
+        return _per_axis(size, "input_size", 1, d)
+    shape = {1: "(n,)", 2: "(H, W)", 3: "(D, H, W)"}[d]
+    raise TypeError(f"input_size must be None, an int or a {d}-tuple {shape}; got {size!r}")
 
 
-@dataclass(frozen=True)
+_RAW = ("pad", "input_size", "stride", "dilation", "output_padding")
+
+
+@dataclass(frozen=True, eq=False)
 class ConvSpec:
-    """Everything about a 2-D convolution layer except its kernel.
+    """Everything about a convolution layer except its kernel: 1-, 2- or 3-D, plain or
+    transposed.
 
     Parameters
     ----------
@@ -97,16 +166,33 @@ class ConvSpec:
         Padding mode, with PyTorch's ``padding_mode`` names. For ``"circular"`` a pad larger
         than the input wraps more than once (indices are taken modulo the size), which is
         the convolution on the torus; PyTorch itself refuses to wrap more than once.
-    pad : int, (ph, pw), (left, right, top, bottom), "same", "valid" or "full"
-        Amount of padding. ``"same"`` is ``dilation*(k-1)`` in total per axis with the odd
-        pixel on the right/bottom (as PyTorch); ``"full"`` is ``dilation*(k-1)`` on each
-        side; ``"valid"`` is none. A 4-tuple is in :func:`torch.nn.functional.pad` order.
-    input_size : (H, W), int or None
-        Input spatial size. ``None`` means every input size: a result must hold for all.
-    stride, dilation : int or (int, int)
-        As in :class:`torch.nn.Conv2d`; each ``>= 1``.
+    pad : int, per-axis tuple, torch.nn.functional.pad tuple, "same", "valid" or "full"
+        Amount of padding. An int pads every side; a ``d``-tuple gives one amount per axis
+        (as ``torch.nn.Conv{d}d``, e.g. ``(ph, pw)``); a ``2*d``-tuple is in
+        :func:`torch.nn.functional.pad` order, last axis first (``(left, right, top,
+        bottom)`` in 2-D); ``((lo_0, hi_0), ...)`` is the resolved per-axis order.
+        ``"same"`` is ``dilation*(k-1)`` in total per axis with the odd pixel on the high
+        side (as PyTorch); ``"full"`` is ``dilation*(k-1)`` on each side; ``"valid"`` is
+        none.
+    input_size : int, tuple or None
+        Input spatial size, ``(n,)``, ``(H, W)`` or ``(D, H, W)``. ``None`` means every
+        input size: a result must hold for all.
+    stride, dilation : int or tuple
+        As in ``torch.nn.Conv{d}d``; each ``>= 1``.
     groups : int
         Number of blocks; must divide both channel counts.
+    ndim : {1, 2, 3} or None
+        Number of spatial axes ``d``. ``None`` infers it from the tuple-valued fields, or,
+        when every field is an int (or a word), from the kernel when the spec is bound
+        (``kernel.ndim - 2``); such a spec shows its fields read in 2-D. A field whose
+        length contradicts ``ndim`` or another field is a ValueError naming it.
+    transposed : bool
+        Describe ``torch.nn.ConvTranspose{d}d`` instead: the adjoint of the convolution,
+        with the kernel read as ``(c_in, c_out // groups, k...)``. Only ``padding="zeros"``
+        and an explicit amount (not a word), as PyTorch.
+    output_padding : int or tuple
+        Transposed layers only: extra output rows on the high side of each axis, each
+        smaller than the stride or the dilation of its axis (as PyTorch).
 
     References
     ----------
@@ -125,60 +211,213 @@ class ConvSpec:
     >>> conv = torch.nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect")
     >>> sb.ConvSpec.from_module(conv, input_size=(16, 16))  # doctest: +ELLIPSIS
     ConvSpec(padding='reflect', pad=(1, 1), input_size=(16, 16), ...)
+    >>> sb.ConvSpec(pad=(1, 2, 3, 4)).pads((3, 3))  # F.pad order in, per-axis order out
+    ((3, 4), (1, 2))
+    >>> sb.ConvSpec(input_size=(4, 8, 8), stride=(1, 2, 2)).ndim
+    3
+    >>> sb.ConvSpec.from_module(torch.nn.ConvTranspose1d(2, 3, 4, stride=2, padding=1))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ConvSpec(padding='zeros', pad=(1,), input_size=None, stride=(2,), dilation=(1,),
+             groups=1, ndim=1, transposed=True)
     >>> sb.ConvSpec(padding="mirror")
     Traceback (most recent call last):
     ...
     ValueError: padding must be one of ...
     """
 
-    padding: str = "zeros"
-    pad: Any = "same"
-    input_size: Any = None
-    stride: Any = 1
-    dilation: Any = 1
+    padding: PaddingMode = "zeros"
+    pad: PadSpec = "same"
+    input_size: IntOrTuple | None = None
+    stride: IntOrTuple = 1
+    dilation: IntOrTuple = 1
     groups: int = 1
-    _pad: str | Pads = field(init=False, repr=False, compare=False)
+    ndim: int | None = None
+    transposed: bool = False
+    output_padding: IntOrTuple = 0
+    _pad: str | AxisPads | None = field(init=False, repr=False, compare=False)
+    _raw: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.padding, str) or self.padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {self.padding!r}")
-        object.__setattr__(self, "_pad", _pad_amount(self.pad))
-        if isinstance(self.pad, list):
-            object.__setattr__(self, "pad", tuple(self.pad))
-        object.__setattr__(self, "input_size", _input_size(self.input_size))
-        object.__setattr__(self, "stride", _pair(self.stride, "stride", 1))
-        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", 1))
+        if not isinstance(self.transposed, (bool, np.bool_)):
+            raise TypeError(f"transposed must be a bool, got {self.transposed!r}")
+        object.__setattr__(self, "transposed", bool(self.transposed))
+        raw = {}
+        for name in _RAW:
+            value = getattr(self, name)
+            raw[name] = tuple(value) if isinstance(value, list) else value
+            if _nested_pads(raw[name]):
+                raw[name] = tuple(tuple(p) for p in raw[name])
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "pad", raw["pad"])  # lists as tuples: hashable
+        d = self._infer_ndim()
+        object.__setattr__(self, "ndim", d)
+        shown = 2 if d is None else d  # an undecided spec shows its 2-D reading
+        # an int or a word is validated now; with d undecided it is resolved when bound
+        resolved = _pad_amount(self.pad, shown)
+        object.__setattr__(self, "_pad", resolved if d is not None else None)
+        object.__setattr__(self, "input_size", _input_size(raw["input_size"], shown))
+        object.__setattr__(self, "stride", _per_axis(raw["stride"], "stride", 1, shown))
+        object.__setattr__(self, "dilation", _per_axis(raw["dilation"], "dilation", 1, shown))
         if not _is_int(self.groups) or self.groups < 1:
             raise ValueError(f"groups must be a positive int, got {self.groups!r}")
         object.__setattr__(self, "groups", int(self.groups))
+        opad = _per_axis(raw["output_padding"], "output_padding", 0, shown)
+        object.__setattr__(self, "output_padding", opad)
+        if self.transposed:
+            self._check_transposed()
+        elif any(opad):
+            raise ValueError(
+                f"output_padding={raw['output_padding']!r} is for transposed convolutions "
+                "only: pass transposed=True, or output_padding=0"
+            )
+
+    def _infer_ndim(self) -> int | None:
+        given = self.ndim
+        if given is not None and (not _is_int(given) or int(given) not in SPATIAL_DIMS):
+            raise ValueError(f"ndim must be None, 1, 2 or 3 (spatial axes), got {given!r}")
+        found: dict[str, int] = {}
+        for name in ("input_size", "stride", "dilation", "output_padding"):
+            value = self._raw[name]
+            if _int_seq(value) and len(value) in SPATIAL_DIMS:
+                found[name] = len(value)
+        pad_d = _pad_dims(self._raw["pad"])
+        if pad_d is not None:
+            found["pad"] = pad_d
+        if given is not None:
+            for name, d in found.items():
+                if d != int(given):
+                    raise ValueError(
+                        f"{name}={self._raw[name]!r} has {d} axes but ndim={given}: give one "
+                        f"value per spatial axis ({given})"
+                    )
+            return int(given)
+        dims = set(found.values())
+        if len(dims) > 1:
+            detail = ", ".join(f"{k}={self._raw[k]!r} ({v}-D)" for k, v in found.items())
+            raise ValueError(
+                f"the fields disagree on the number of spatial axes: {detail}; give every "
+                "tuple one value per axis, or pass ndim"
+            )
+        if dims:
+            return dims.pop()
+        pad = self._raw["pad"]
+        if _int_seq(pad) and len(pad) == 2:
+            return 2  # (ph, pw) as torch.nn.Conv2d; pass ndim=1 for (lo, hi) of a Conv1d
+        return None
+
+    def _check_transposed(self) -> None:
+        if self.padding != "zeros":
+            raise ValueError(
+                f"padding={self.padding!r} with transposed=True: transposed convolutions "
+                "support padding='zeros' only (as torch.nn.ConvTranspose*d)"
+            )
+        if isinstance(self.pad, str):
+            raise ValueError(
+                f"pad={self.pad!r} with transposed=True: give an explicit amount (an int or a "
+                "per-axis tuple), as torch.nn.ConvTranspose*d"
+            )
+        for ax, (op, s, dil) in enumerate(
+            zip(self.output_padding, self.stride, self.dilation, strict=False)
+        ):
+            if op >= max(s, dil):
+                raise ValueError(
+                    f"output_padding={self._raw['output_padding']!r} must be smaller than "
+                    f"either the stride or the dilation on each axis (as PyTorch): axis {ax} "
+                    f"has output_padding {op}, stride {s}, dilation {dil}"
+                )
+
+    # ------------------------------------------------------------------ identity
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.padding,
+            self.pad,
+            self.input_size,
+            self.stride,
+            self.dilation,
+            self.groups,
+            self.ndim if self.ndim is not None else 2,
+            self.transposed,
+            self.output_padding,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConvSpec):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        text = (
+            f"ConvSpec(padding={self.padding!r}, pad={self.pad!r}, "
+            f"input_size={self.input_size!r}, stride={self.stride!r}, "
+            f"dilation={self.dilation!r}, groups={self.groups!r}"
+        )
+        if self.ndim is not None and self.ndim != 2:
+            text += f", ndim={self.ndim!r}"
+        if self.transposed:
+            text += ", transposed=True"
+        if any(self.output_padding):
+            text += f", output_padding={self.output_padding!r}"
+        return text + ")"
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_module(cls, conv: Any, input_size: Any = None) -> ConvSpec:
-        """Read padding mode, pad, stride, dilation and groups from a ``torch.nn.Conv2d``, or
-        from a ``torch.nn.Conv1d`` as the one-row ``Conv2d`` (kernel ``(c_out, c_in/g, 1, k)``
-        on a ``1 x n`` input, padded along the width only: the same matrix, row for row);
-        ``input_size`` is then None, the length ``n`` or ``(n,)``."""
+    def from_module(cls, conv: Any, input_size: IntOrTuple | None = None) -> ConvSpec:
+        """Read the geometry of a ``torch.nn`` convolution module: the only reader of one.
+
+        Accepts ``Conv1d``, ``Conv2d``, ``Conv3d``, ``ConvTranspose1d``, ``ConvTranspose2d``,
+        ``ConvTranspose3d`` and their subclasses (read by ``isinstance``): padding mode,
+        pad, stride, dilation, groups and, for transposed modules, ``output_padding``. The
+        spec has the module's number of spatial axes; ``input_size`` is None (every size),
+        an int or one value per axis.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import specbound as sb
+        >>> sb.ConvSpec.from_module(torch.nn.Conv3d(2, 4, 3, padding=1), input_size=5)
+        ... # doctest: +ELLIPSIS
+        ConvSpec(padding='zeros', pad=(1, 1, 1), input_size=(5, 5, 5), ..., ndim=3)
+        """
         import torch
 
-        if isinstance(conv, torch.nn.Conv2d):
-            pad = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-            stride, dilation = tuple(conv.stride), tuple(conv.dilation)
-        elif isinstance(conv, torch.nn.Conv1d):
-            pad = conv.padding if isinstance(conv.padding, str) else (0, int(conv.padding[0]))
-            stride, dilation = (1, conv.stride[0]), (1, conv.dilation[0])
-            input_size = _length_as_row(input_size)
-        else:
+        kinds = {
+            torch.nn.Conv1d: (1, False),
+            torch.nn.Conv2d: (2, False),
+            torch.nn.Conv3d: (3, False),
+            torch.nn.ConvTranspose1d: (1, True),
+            torch.nn.ConvTranspose2d: (2, True),
+            torch.nn.ConvTranspose3d: (3, True),
+        }
+        found = [v for kind, v in kinds.items() if isinstance(conv, kind)]
+        if not found:
             raise TypeError(
-                f"conv must be a torch.nn.Conv2d or torch.nn.Conv1d, got {type(conv).__name__}"
+                "conv must be a torch.nn.Conv1d, Conv2d, Conv3d, ConvTranspose1d, "
+                f"ConvTranspose2d or ConvTranspose3d (or a subclass), got {type(conv).__name__}"
             )
+        d, transposed = found[0]
+        if conv.padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"unsupported padding_mode {conv.padding_mode!r} of {type(conv).__name__}; "
+                f"accepted: {PADDING_MODES}"
+            )
+        pad = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        extra: dict[str, Any] = {}
+        if transposed:
+            extra = {"transposed": True, "output_padding": tuple(conv.output_padding)}
         return cls(
             padding=conv.padding_mode,
             pad=pad,
             input_size=input_size,
-            stride=stride,
-            dilation=dilation,
+            stride=tuple(conv.stride),
+            dilation=tuple(conv.dilation),
             groups=conv.groups,
+            ndim=d,
+            **extra,
         )
 
     def replace(self, **changes: Any) -> ConvSpec:
@@ -190,78 +429,116 @@ class ConvSpec:
             "stride": self.stride,
             "dilation": self.dilation,
             "groups": self.groups,
+            "ndim": self.ndim,
+            "transposed": self.transposed,
+            "output_padding": self.output_padding,
         }
+        if self.ndim is None:  # keep the undecided ints undecided
+            fields.update({name: self._raw[name] for name in _RAW if name != "pad"})
+        dims = _given_dims(changes)
+        if "ndim" not in changes and self.ndim is not None and dims and self.ndim not in dims:
+            # a field given with another number of axes redefines d
+            fields["ndim"] = None
+            for name in ("input_size", "stride", "dilation", "output_padding"):
+                if name not in changes:
+                    fields[name] = self._raw[name]
         fields.update(changes)
         return ConvSpec(**fields)
 
-    # ------------------------------------------------------------------ derived
-    def pads(self, kernel_size: Pair) -> Pads:
-        """Resolved ``(top, bottom, left, right)`` pads for a kernel of size ``(kh, kw)``."""
-        if not isinstance(self._pad, str):
-            return self._pad
-        (kh, kw), (dh, dw) = kernel_size, self.dilation
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        if self._pad == "valid":
-            return (0, 0, 0, 0)
-        if self._pad == "full":
-            return (th, th, tw, tw)
-        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    def with_ndim(self, d: int) -> ConvSpec:
+        """This spec read with ``d`` spatial axes (its own ``ndim`` if decided; a ValueError
+        naming ``kernel`` if that differs from ``d``)."""
+        if self.ndim is not None:
+            if self.ndim != d:
+                raise ValueError(
+                    f"kernel has {d} spatial axes but the spec has ndim={self.ndim}: pass a "
+                    f"kernel of shape (c_out, c_in // groups, {', '.join(['k'] * self.ndim)})"
+                )
+            return self
+        fields = {name: self._raw[name] for name in _RAW}
+        return ConvSpec(
+            padding=self.padding,
+            groups=self.groups,
+            ndim=d,
+            transposed=self.transposed,
+            **fields,
+        )
 
-    def layer(self, kernel: Any, *, need_size: bool = False) -> Layer:
+    # ------------------------------------------------------------------ derived
+    def pads(self, kernel_size: tuple[int, ...]) -> AxisPads:
+        """Resolved pads ``((lo_0, hi_0), ...)`` for a kernel of spatial size ``kernel_size``."""
+        spec = self.with_ndim(len(kernel_size))
+        if not isinstance(spec._pad, str):
+            return spec._pad  # type: ignore[return-value]
+        totals = [dil * (k - 1) for k, dil in zip(kernel_size, spec.dilation, strict=False)]
+        if spec._pad == "valid":
+            return tuple((0, 0) for _ in totals)
+        if spec._pad == "full":
+            return tuple((t, t) for t in totals)
+        return tuple((t // 2, t - t // 2) for t in totals)
+
+    def layer(self, kernel: KernelLike, *, need_size: bool = False) -> ConvLayer:
         """Validate ``kernel`` against this spec and resolve the geometry.
 
         Parameters
         ----------
         kernel : array_like or torch.Tensor
-            Real kernel of shape ``(c_out, c_in // groups, kh, kw)``.
+            Real kernel of shape ``(c_out, c_in // groups, k...)`` (transposed:
+            ``(c_in, c_out // groups, k...)``) with ``ndim`` spatial axes.
         need_size : bool
             Raise if ``input_size`` is None (for routes that need a finite size).
         """
-        k = as_kernel(kernel)
-        c_out = k.shape[0]
-        if c_out % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide the output channels c_out={c_out} "
-                f"(kernel shape {k.shape})"
-            )
+        from .operators.conv_layer import ConvLayer
+
         if need_size and self.input_size is None:
             raise ValueError(
                 "input_size=None means every input size, but this needs a finite input size: "
                 "pass input_size=(H, W)"
             )
-        return Layer(kernel=k, spec=self)
+        return ConvLayer(kernel, self)
 
     def describe(self) -> str:
         size = "every size" if self.input_size is None else "x".join(map(str, self.input_size))
-        return (
+        text = (
             f"padding={self.padding} pad={self.pad!r} input={size} stride={self.stride} "
             f"dilation={self.dilation} groups={self.groups}"
         )
+        if self.transposed:
+            text += f" transposed output_padding={self.output_padding}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "padding": self.padding,
-            "pad": self.pad if isinstance(self.pad, (str, int)) else list(self.pad),
+            "pad": self.pad if isinstance(self.pad, (str, int)) else _listed(self.pad),
             "input_size": None if self.input_size is None else list(self.input_size),
             "stride": list(self.stride),
             "dilation": list(self.dilation),
             "groups": self.groups,
         }
+        if self.ndim is not None and self.ndim != 2:
+            out["ndim"] = self.ndim
+        if self.transposed:
+            out["transposed"] = True
+            out["output_padding"] = list(self.output_padding)
+        return out
 
 
-def _length_as_row(input_size: Any) -> Pair | None:
-    """A ``Conv1d``'s ``input_size`` (None, ``n`` or ``(n,)``) as the 2-D size ``(1, n)``."""
-    if input_size is None:
-        return None
-    n = input_size
-    if isinstance(input_size, (tuple, list)) and len(input_size) == 1:
-        n = input_size[0]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(
-            "input_size must be None, an int or a 1-tuple (the length) for a "
-            f"torch.nn.Conv1d, got {input_size!r}"
-        )
-    return (1, int(n))
+def _given_dims(fields: dict[str, Any]) -> set[int]:
+    """The numbers of spatial axes that the tuple-valued ``fields`` imply."""
+    dims = set()
+    for name in ("input_size", "stride", "dilation", "output_padding"):
+        value = fields.get(name)
+        if _int_seq(value) and len(value) in SPATIAL_DIMS:
+            dims.add(len(value))
+    pad_d = _pad_dims(fields.get("pad"))
+    if pad_d is not None:
+        dims.add(pad_d)
+    return dims
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 KERNEL_DTYPES = "float16, bfloat16, float32, float64, longdouble, int, uint or bool"
@@ -335,7 +612,7 @@ def _exact_float64(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def as_kernel(kernel: Any) -> np.ndarray:
+def as_kernel(kernel: KernelLike, ndim: int | None = 2) -> np.ndarray:
     """Validate a kernel and return it as a C-contiguous float64 ndarray, value for value.
 
     Accepted: numpy arrays, torch tensors (any device, ``requires_grad``, non-contiguous)
@@ -352,8 +629,9 @@ def as_kernel(kernel: Any) -> np.ndarray:
         masked array (the mask would be dropped: pass ``kernel.filled(0)`` to certify the
         masked taps as zeros), a sparse, nested or quantized tensor.
     ValueError
-        if it is not 4-D, has an empty axis, holds NaN/inf or values float64 cannot hold
-        exactly, is ragged, or is a meta tensor or an uninitialised lazy parameter.
+        if it has not ``ndim + 2`` axes (3 to 5 when ``ndim`` is None), has an empty axis,
+        holds NaN/inf or values float64 cannot hold exactly, is ragged, or is a meta tensor
+        or an uninitialised lazy parameter.
     """
     if isinstance(kernel, np.ma.MaskedArray):
         raise TypeError(
@@ -390,9 +668,16 @@ def as_kernel(kernel: Any) -> np.ndarray:
         raise TypeError(
             f"kernel must be a real numeric array ({KERNEL_DTYPES}), got dtype {arr.dtype}{hint}"
         )
-    if arr.ndim != 4:
+    if ndim is None and arr.ndim not in (3, 4, 5):
         raise ValueError(
-            f"kernel must be 4-D with shape (c_out, c_in // groups, kh, kw), got shape {arr.shape}"
+            "kernel must be 3-D, 4-D or 5-D with shape (c_out, c_in // groups, k...) for 1, "
+            f"2 or 3 spatial axes, got shape {arr.shape}"
+        )
+    if ndim is not None and arr.ndim != ndim + 2:
+        axes = {1: "k", 2: "kh, kw", 3: "kd, kh, kw"}[ndim]
+        raise ValueError(
+            f"kernel must be {ndim + 2}-D with shape (c_out, c_in // groups, {axes}), got "
+            f"shape {arr.shape}"
         )
     if 0 in arr.shape:
         raise ValueError(f"kernel must have no empty axis, got shape {arr.shape}")
@@ -402,122 +687,6 @@ def as_kernel(kernel: Any) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("kernel must be finite: it contains NaN or inf")
     return arr
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A validated kernel bound to a :class:`ConvSpec`, with every derived size resolved.
-
-    Attributes are read-only; ``kernel`` is float64. Sizes that need the input size
-    (``out_size``, ``in_dim``, ``out_dim``) raise if ``spec.input_size`` is None.
-    """
-
-    kernel: np.ndarray
-    spec: ConvSpec
-    pads: Pads = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pads", self.spec.pads(self.kernel_size))
-        if self.spec.input_size is not None:
-            self._check_size(self.spec.input_size)
-
-    def _check_size(self, size: Pair) -> None:
-        top, bottom, left, right = self.pads
-        mode = self.spec.padding
-        for axis, n, lo, hi in (("height", size[0], top, bottom), ("width", size[1], left, right)):
-            if mode == "reflect" and max(lo, hi) >= n:
-                raise ValueError(
-                    f"padding='reflect' needs each pad smaller than the input (as in PyTorch): "
-                    f"{axis} pad ({lo}, {hi}) with input {axis} {n}; use a smaller pad or a larger "
-                    f"input_size"
-                )
-        out = self.out_size_for(size)
-        if min(out) < 1:
-            raise ValueError(
-                f"the output is empty: input_size={size}, pads (top, bottom, left, right)="
-                f"{self.pads}, kernel {self.kernel_size}, dilation {self.spec.dilation}, "
-                f"stride {self.spec.stride}; enlarge the input or the pad"
-            )
-
-    # shapes ------------------------------------------------------------------------
-    @property
-    def c_out(self) -> int:
-        return self.kernel.shape[0]
-
-    @property
-    def c_in(self) -> int:
-        return self.kernel.shape[1] * self.spec.groups
-
-    @property
-    def groups(self) -> int:
-        return self.spec.groups
-
-    @property
-    def kernel_size(self) -> Pair:
-        return (self.kernel.shape[2], self.kernel.shape[3])
-
-    @property
-    def extent(self) -> Pair:
-        """Spatial extent of the dilated kernel, ``d*(k-1)+1`` per axis."""
-        (kh, kw), (dh, dw) = self.kernel_size, self.spec.dilation
-        return (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-
-    @property
-    def input_size(self) -> Pair:
-        if self.spec.input_size is None:
-            raise ValueError(
-                "input_size=None means every input size, but this needs a finite input size: "
-                "pass input_size=(H, W)"
-            )
-        return self.spec.input_size
-
-    def out_size_for(self, size: Pair) -> Pair:
-        top, bottom, left, right = self.pads
-        (eh, ew), (sh, sw) = self.extent, self.spec.stride
-        return (
-            (size[0] + top + bottom - eh) // sh + 1,
-            (size[1] + left + right - ew) // sw + 1,
-        )
-
-    @property
-    def out_size(self) -> Pair:
-        return self.out_size_for(self.input_size)
-
-    @property
-    def in_dim(self) -> int:
-        return self.c_in * math.prod(self.input_size)
-
-    @property
-    def out_dim(self) -> int:
-        return self.c_out * math.prod(self.out_size)
-
-    @property
-    def is_circulant(self) -> bool:
-        """True if the layer is a (strided) block-circulant operator on the torus.
-
-        That is circular padding with ``dilation*(k-1)`` padded in total per axis and a
-        stride that divides the input size on each axis. The split of the pad between the
-        two sides only shifts the output, which leaves every singular value unchanged.
-        """
-        if self.spec.padding != "circular" or self.spec.input_size is None:
-            return False
-        top, bottom, left, right = self.pads
-        (eh, ew), (sh, sw) = self.extent, self.spec.stride
-        (h, w) = self.spec.input_size
-        return top + bottom == eh - 1 and left + right == ew - 1 and h % sh == 0 and w % sw == 0
-
-    def dense_channel_taps(self) -> np.ndarray:
-        """The kernel with groups expanded to a block-diagonal ``(c_out, c_in, kh, kw)`` array."""
-        g = self.groups
-        if g == 1:
-            return self.kernel
-        co_g, ci_g = self.c_out // g, self.kernel.shape[1]
-        full = np.zeros((self.c_out, self.c_in, *self.kernel_size))
-        for i in range(g):
-            full[i * co_g : (i + 1) * co_g, i * ci_g : (i + 1) * ci_g] = self.kernel[
-                i * co_g : (i + 1) * co_g
-            ]
-        return full
 
 
 DENSE_MAX_BYTES = 2**30
@@ -610,7 +779,7 @@ def resolve_device(device: Any) -> Any:
     return dev
 
 
-def check_signal_size(layer: Layer) -> None:
+def check_signal_size(layer: ConvLayer) -> None:
     """Refuse a size-given layer whose input or output has more than
     :data:`MAX_SIGNAL_ENTRIES` entries, before any allocation."""
     if layer.spec.input_size is None:

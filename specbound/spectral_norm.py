@@ -15,8 +15,9 @@ import torch
 
 from .bounds import get_method
 from .bounds.base import Method, spec_from_args
+from .operators.conv_layer import ConvLayer
 from .rigorous.fpenv import tf32_disabled
-from .spec import ConvSpec, Layer
+from .spec import ConvSpec
 
 __all__ = ["spectral_norm", "spectral_norm_batched"]
 
@@ -40,7 +41,7 @@ def _resolve(method: str, spec: ConvSpec) -> Method:
     return found
 
 
-def _validate(found: Method, method: str, kernel: Any, spec: ConvSpec) -> Layer:
+def _validate(found: Method, method: str, kernel: Any, spec: ConvSpec) -> ConvLayer:
     """``found.validate``; when ``method`` was the ``"gram"`` alias, a refusal says which
     method the alias resolved to and why."""
     try:
@@ -234,7 +235,7 @@ def spectral_norm_batched(
     )
     found = _resolve(method, spec)
     cpu = kernels.detach().to("cpu", torch.float64).numpy()  # one transfer for validation
-    layers: list[Layer] = [_validate(found, method, k, spec) for k in cpu]
+    layers: list[ConvLayer] = [_validate(found, method, k, spec) for k in cpu]
     kwargs = _options(found, n_iter, options)
     with tf32_disabled():
         if getattr(found.torch_func, "supports_batch", False):

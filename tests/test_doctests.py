@@ -20,6 +20,7 @@ MODULES = [
     "specbound.spectral_norm",
     "specbound.bounds.base",
     "specbound.operators.circulant",
+    "specbound.operators.conv_layer",
     "specbound.operators.dense",
     "specbound.operators.exact",
     "specbound.operators.matrix_free",

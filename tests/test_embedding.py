@@ -142,7 +142,7 @@ def test_circular_embedding_is_an_upper_bound(case):
     assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
     layer = spec.layer(kernel, need_size=True)
     (n_h, n_w), (dh, dw) = layer.input_size, (layer.extent[0] - 1, layer.extent[1] - 1)
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     n0 = (n_h + max(min(top, dh), min(bottom, dh)), n_w + max(min(left, dw), min(right, dw)))
     used, stride = tuple(b.details["N"]), layer.spec.stride
     assert used[0] >= n0[0] and used[1] >= n0[1]

@@ -31,7 +31,7 @@ def bernstein_factor(extent, n):
 def test_G1_zero_padding_embeds_in_circular(layer, dh, dw):
     """sigma_zero(n) <= sigma_circ(N) for every N >= n + max(P_lo, P_hi) per axis."""
     kernel, spec = layer
-    top, bottom, left, right = spec.pads(kernel.shape[2:])
+    (top, bottom), (left, right) = spec.pads(kernel.shape[2:])
     h, w = spec.input_size
     big = (h + max(top, bottom) + dh, w + max(left, right) + dw)
     zero = exact_norm(kernel, spec)
@@ -143,7 +143,7 @@ def test_dilation_equals_explicitly_dilated_kernel(layer):
     c_out, c_in, kh, kw = kernel.shape
     explicit = np.zeros((c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     explicit[:, :, ::dh, ::dw] = kernel
-    top, bottom, left, right = spec.pads((kh, kw))
+    (top, bottom), (left, right) = spec.pads((kh, kw))
     undilated = spec.replace(dilation=1, pad=(left, right, top, bottom))
     a = sb.operators.conv_matrix(kernel, spec)
     b = sb.operators.conv_matrix(explicit, undilated)
@@ -167,7 +167,7 @@ def test_adjoint_kernel_flip_and_transpose(layer):
     """
     kernel, spec = layer
     lay = spec.layer(kernel)
-    top, bottom, left, right = lay.pads
+    (top, bottom), (left, right) = lay.pads
     (eh, ew) = lay.extent
     if spec.padding == "circular" and not lay.is_circulant:
         return  # row selections of a circulant are not closed under adjoints at equal size

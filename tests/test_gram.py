@@ -557,7 +557,7 @@ def zero_layers_of(kernel: np.ndarray, dilation: int, stride: int) -> list[ConvS
     for n in (1, 2, 3, 5, 7):
         for pad in ("same", "valid", "full", (0, eh + 1, ew, 0)):
             spec = ConvSpec("zeros", pad, n, stride, dilation)
-            top, bottom, left, right = spec.pads((kh, kw))
+            (top, bottom), (left, right) = spec.pads((kh, kw))
             if n + top + bottom > eh and n + left + right > ew:
                 out.append(spec)
         out.append(ConvSpec("circular", "same", n, 1, dilation))

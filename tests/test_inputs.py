@@ -202,7 +202,7 @@ def test_infinite_max_seconds_means_no_limit():
 
 
 # ---------------------------------------------------------------------------- class 5
-def _unread_columns_start(n: int) -> tuple[sb.Layer, np.ndarray]:
+def _unread_columns_start(n: int) -> tuple[sb.ConvLayer, np.ndarray]:
     """Stride 2 reads only even rows of the input: a start on the odd rows is in the null
     space of ``A^T A``, which made ARPACK raise "Starting vector is zero"."""
     layer = ConvSpec("zeros", 0, (n, n), stride=2).layer(np.ones((1, 1, 1, 1)))

@@ -35,7 +35,7 @@ F64 = torch.float64
 
 
 def layer_spec(layer: BCOPConv2d, size, mode=None) -> ConvSpec:
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     return ConvSpec(
         mode or layer.padding_mode,
         (left, right, top, bottom),

@@ -27,11 +27,11 @@ MODES = ("zeros", "circular", "reflect", "replicate")
 
 
 def torch_pad_matrix(
-    size: tuple[int, int], pads: tuple[int, int, int, int], mode: str
+    size: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]], mode: str
 ) -> np.ndarray:
     """Dense matrix of F.pad (PyTorch's own implementation) on one channel."""
     h, w = size
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     eye = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
     torch_mode = "constant" if mode == "zeros" else mode
     out = F.pad(eye, (left, right, top, bottom), mode=torch_mode)
@@ -58,14 +58,14 @@ def pad_cases(draw, modes=MODES):
         )
     else:
         pads = tuple(draw(st.integers(0, 4)) for _ in range(4))
-    return (h, w), pads, mode
+    return (h, w), (pads[:2], pads[2:]), mode
 
 
 @given(pad_cases())
 def test_pad2d_matches_torch_pad(case):
     size, pads, mode = case
     x = torch.randn(2, 3, *size, dtype=torch.float64)
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     expected = F.pad(x, (left, right, top, bottom), mode="constant" if mode == "zeros" else mode)
     assert torch.equal(pad2d(x, pads, mode), expected)
 
@@ -92,7 +92,7 @@ def test_pad2d_adjoint_is_the_adjoint(case):
 def test_circular_pad_wraps_more_than_once():
     """A pad above the size (refused by F.pad) wraps around the torus again."""
     x = torch.arange(3.0).reshape(1, 1, 1, 3)
-    out = pad2d(x, (0, 0, 4, 5), "circular")
+    out = pad2d(x, ((0, 0), (4, 5)), "circular")
     assert out.reshape(-1).tolist() == [2.0, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1]
 
 
@@ -106,7 +106,7 @@ def test_padding_norm_bound_is_the_supremum(mode, lo, hi, n_min):
     """The bound equals the brute-force maximum over sizes n_min..60 (and is attained)."""
     start = max(n_min, max(lo, hi) + 1) if mode == "reflect" else n_min
     brute = max(axis_multiplicity(n, lo, hi, mode) for n in range(start, 61))
-    bound = padding_norm_bound((0, 0, lo, hi), mode, (1, n_min))
+    bound = padding_norm_bound(((0, 0), (lo, hi)), mode, (1, n_min))
     assert bound == pytest.approx(math.sqrt(brute), rel=1e-15)
 
 
@@ -126,20 +126,20 @@ def test_padding_norm_bound_is_the_supremum(mode, lo, hi, n_min):
 )
 def test_padding_multiplicity_hand_computed(mode, lo, hi, n_min, expected):
     """Multiplicities derived by hand in the module docstring."""
-    assert padding_norm_bound((0, 0, lo, hi), mode, (1, n_min)) == pytest.approx(
+    assert padding_norm_bound(((0, 0), (lo, hi)), mode, (1, n_min)) == pytest.approx(
         math.sqrt(expected)
     )
 
 
 def test_reflect_refuses_large_pad():
     with pytest.raises(ValueError, match="reflect"):
-        pad2d(torch.zeros(1, 1, 2, 2), (2, 0, 0, 0), "reflect")
+        pad2d(torch.zeros(1, 1, 2, 2), ((2, 0), (0, 0)), "reflect")
     with pytest.raises(ValueError, match="padding_mode"):
-        pad2d(torch.zeros(1, 1, 2, 2), (1, 0, 0, 0), "mirror")
+        pad2d(torch.zeros(1, 1, 2, 2), ((1, 0), (0, 0)), "mirror")
 
 
 def test_reflect_bound_only_over_admissible_sizes():
     """Pad 2 needs n >= 3: the bound is the maximum over n >= 3, not over n = 1, 2."""
-    assert padding_norm_bound((0, 0, 2, 2), "reflect") == pytest.approx(
+    assert padding_norm_bound(((0, 0), (2, 2)), "reflect") == pytest.approx(
         math.sqrt(max(axis_multiplicity(n, 2, 2, "reflect") for n in range(3, 30)))
     )

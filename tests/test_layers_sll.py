@@ -54,7 +54,7 @@ def sll_convs(draw):
         block.log_q.copy_(entries(tuple(block.log_q.shape)))
         block.bias.copy_(entries(tuple(block.bias.shape)))
     size = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    top, bottom, left, right = block.pads
+    (top, bottom), (left, right) = block.pads
     eh, ew = dilation * (kernel[0] - 1) + 1, dilation * (kernel[1] - 1) + 1
     assume(size[0] + top + bottom >= eh and size[1] + left + right >= ew)
     return block, size
@@ -69,7 +69,7 @@ def test_condition_on_exact_operator(case):
         block.weight.detach()
         / torch.where(t > 0, t, torch.ones_like(t)).sqrt()[:, None, None, None]
     )
-    top, bottom, left, right = block.pads
+    (top, bottom), (left, right) = block.pads
     spec = ConvSpec(
         block.padding_mode, (left, right, top, bottom), size, 1, block.dilation, block.groups
     )

@@ -26,7 +26,7 @@ CANCELLATION = 1e-14  # times sum|K|: absolute rounding of the frequency routes 
 
 def torch_forward(kernel, spec, x):
     """The layer as PyTorch computes it: F.pad with the mode, then F.conv2d."""
-    top, bottom, left, right = spec.pads(kernel.shape[2:])
+    (top, bottom), (left, right) = spec.pads(kernel.shape[2:])
     xt = torch.from_numpy(x)
     mode = "constant" if spec.padding == "zeros" else spec.padding
     xp = F.pad(xt, (left, right, top, bottom), mode=mode)
@@ -38,7 +38,7 @@ def torch_forward(kernel, spec, x):
 
 def tiled_forward(kernel, spec, x):
     """Circular layer by explicit periodic tiling (independent of the index maps)."""
-    top, bottom, left, right = spec.pads(kernel.shape[2:])
+    (top, bottom), (left, right) = spec.pads(kernel.shape[2:])
     _, _, h, w = x.shape
     reps_h, reps_w = 2 + (top + bottom) // h + 2, 2 + (left + right) // w + 2
     big = np.tile(x, (1, 1, reps_h, reps_w))
@@ -70,7 +70,7 @@ def test_conv_matrix_equals_torch(layer, seed):
     c_in = kernel.shape[1] * spec.groups
     x = rng.standard_normal((1, c_in, *spec.input_size))
     a = conv_matrix(kernel, spec)
-    top, bottom, left, right = spec.pads(kernel.shape[2:])
+    (top, bottom), (left, right) = spec.pads(kernel.shape[2:])
     h, w = spec.input_size
     wraps_twice = max(top, bottom) > h or max(left, right) > w
     if spec.padding == "circular" and wraps_twice:  # torch refuses to wrap twice: tile
@@ -205,7 +205,7 @@ def test_symbol_is_the_plane_wave_eigenvalue(drawn, seed):
     ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     wave = np.exp(1j * (omega[0] * ii + omega[1] * jj))
     x = vec[:, None, None] * wave
-    top, _, left, _ = spec.pads(shape[2:])
+    (top, _), (left, _) = spec.pads(shape[2:])
     y = conv_matrix(kernel, spec) @ x.ravel()
     k_hat = symbol(kernel, -omega, dilation=spec.dilation, groups=spec.groups)
     phase = np.exp(-1j * (omega[0] * top + omega[1] * left))

@@ -22,9 +22,7 @@ def pointwise_layers(draw):
     c_out = groups * draw(st.integers(1, 3))
     c_in_g = draw(st.integers(1, 3))
     exponent = draw(st.sampled_from([0, -700, 700, 5]))
-    kernel = draw(
-        arrays(np.float64, (c_out, c_in_g, 1, 1), elements=st.floats(-3, 3, width=64))
-    )
+    kernel = draw(arrays(np.float64, (c_out, c_in_g, 1, 1), elements=st.floats(-3, 3, width=64)))
     mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
     size = (draw(st.integers(2, 5)), draw(st.integers(2, 5)))
     pad = draw(st.integers(0, 1))

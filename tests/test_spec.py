@@ -12,14 +12,15 @@ K = np.ones((4, 2, 3, 3))
 
 
 def test_pad_forms_and_pytorch_same_split():
-    assert sb.ConvSpec(pad=2).pads((3, 3)) == (2, 2, 2, 2)
-    assert sb.ConvSpec(pad=(1, 2)).pads((3, 3)) == (1, 1, 2, 2)
-    assert sb.ConvSpec(pad=(1, 2, 3, 4)).pads((3, 3)) == (3, 4, 1, 2)  # F.pad order
-    assert sb.ConvSpec(pad="valid").pads((5, 2)) == (0, 0, 0, 0)
-    assert sb.ConvSpec(pad="full", dilation=2).pads((3, 2)) == (4, 4, 2, 2)
+    assert sb.ConvSpec(pad=2).pads((3, 3)) == ((2, 2), (2, 2))
+    assert sb.ConvSpec(pad=(1, 2)).pads((3, 3)) == ((1, 1), (2, 2))
+    assert sb.ConvSpec(pad=(1, 2, 3, 4)).pads((3, 3)) == ((3, 4), (1, 2))  # F.pad order
+    assert sb.ConvSpec(pad=((3, 4), (1, 2))).pads((3, 3)) == ((3, 4), (1, 2))  # own order
+    assert sb.ConvSpec(pad="valid").pads((5, 2)) == ((0, 0), (0, 0))
+    assert sb.ConvSpec(pad="full", dilation=2).pads((3, 2)) == ((4, 4), (2, 2))
     # even kernels: the odd pixel goes to the right/bottom, as torch's padding="same"
-    assert sb.ConvSpec(pad="same").pads((2, 4)) == (0, 1, 1, 2)
-    assert sb.ConvSpec(pad="same", dilation=3).pads((2, 2)) == (1, 2, 1, 2)
+    assert sb.ConvSpec(pad="same").pads((2, 4)) == ((0, 1), (1, 2))
+    assert sb.ConvSpec(pad="same", dilation=3).pads((2, 2)) == ((1, 2), (1, 2))
 
 
 @pytest.mark.parametrize("kh,kw,d", [(2, 2, 1), (4, 3, 1), (2, 2, 3), (3, 2, 2)])
@@ -62,7 +63,7 @@ def test_from_module_reads_every_field():
     assert spec == sb.ConvSpec("reflect", (1, 0), (8, 9), (2, 1), (1, 2), 2)
     same = sb.ConvSpec.from_module(torch.nn.Conv2d(2, 2, 4, padding="same"), input_size=5)
     assert same.pad == "same" and same.input_size == (5, 5)
-    with pytest.raises(TypeError, match=r"conv must be a torch\.nn\.Conv2d"):
+    with pytest.raises(TypeError, match=r"conv must be a torch\.nn\.Conv1d, Conv2d"):
         sb.ConvSpec.from_module(torch.nn.Linear(2, 2))
 
 
@@ -80,7 +81,19 @@ def test_strategy_specs_are_valid(drawn):
         ({"padding": None}, ValueError, "padding must be one of"),
         ({"pad": "half"}, ValueError, "pad must be one of"),
         ({"pad": -1}, ValueError, "pad must be non-negative"),
-        ({"pad": (1, 2, 3)}, TypeError, "pad must be an int, a pair"),
+        ({"pad": (1, 2, 3, 4, 5)}, TypeError, "pad must be an int, a 2-tuple"),
+        ({"pad": (1, 2, 3), "input_size": (4, 4)}, ValueError, "disagree"),
+        ({"stride": (1, 2), "ndim": 3}, ValueError, r"stride=\(1, 2\) has 2 axes"),
+        ({"ndim": 4}, ValueError, "ndim must be None, 1, 2 or 3"),
+        ({"output_padding": 1, "stride": 2}, ValueError, "transposed convolutions only"),
+        ({"transposed": True, "pad": 1, "padding": "reflect"}, ValueError, "zeros"),
+        ({"transposed": True}, ValueError, "explicit amount"),
+        (
+            {"transposed": True, "pad": 0, "output_padding": 2, "stride": 2},
+            ValueError,
+            "smaller than either the stride or the dilation",
+        ),
+        ({"transposed": 1}, TypeError, "transposed must be a bool"),
         ({"pad": 1.5}, TypeError, "pad must be an int"),
         ({"stride": 0}, ValueError, "stride must be >= 1"),
         ({"stride": (1, 0)}, ValueError, "stride must be >= 1"),
@@ -102,7 +115,8 @@ def test_bad_spec_arguments(kwargs, exc, match):
 @pytest.mark.parametrize(
     "kernel,spec,exc,match",
     [
-        (np.ones((4, 2, 3)), sb.ConvSpec(), ValueError, "kernel must be 4-D"),
+        (np.ones((4, 2, 3)), sb.ConvSpec(input_size=(5, 5)), ValueError, "kernel must be 4-D"),
+        (np.ones((4, 2)), sb.ConvSpec(), ValueError, "kernel must be 3-D, 4-D or 5-D"),
         (np.ones((4, 2, 0, 3)), sb.ConvSpec(), ValueError, "no empty axis"),
         (np.full((1, 1, 3, 3), np.nan), sb.ConvSpec(), ValueError, "kernel must be finite"),
         (np.full((1, 1, 3, 3), np.inf), sb.ConvSpec(), ValueError, "kernel must be finite"),

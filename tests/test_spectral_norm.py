@@ -147,7 +147,7 @@ def test_circular_gradient_equals_autograd_of_schatten_at_argmax(n_iter):
         )
         / 4
     )
-    top, left = spec.pads((3, 3))[0], spec.pads((3, 3))[2]
+    (top, _), (left, _) = spec.pads((3, 3))
     phase = phase * np.exp(2j * math.pi * (u * top + v * left) / 4)  # origin of the window
     matrix = torch.einsum("ocab,ab->oc", kernel.to(torch.complex128), phase)
     ref_value = torch.linalg.svdvals(matrix).pow(p).sum().pow(1 / p)

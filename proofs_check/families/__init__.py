@@ -19,6 +19,7 @@ ORDER = (
     "scaling",
     "cholesky",
     "audit_rules",
+    "conv_layer",
     "audit",
     "verified",
 )

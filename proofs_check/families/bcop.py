@@ -51,7 +51,7 @@ def bcop_jacobian(instance) -> tuple[np.ndarray, BCOPConv2d]:
     with torch.no_grad():
         original.copy_(torch.from_numpy(rng.standard_normal(tuple(original.shape))))
     n = p["n"]
-    if p["mode"] == "reflect" and n <= max(module.pads):
+    if p["mode"] == "reflect" and n <= max(max(p) for p in module.pads):
         raise Skip
     if min(n % s for s in module.stride) != 0 and p["mode"] == "circular":
         raise Skip
@@ -244,7 +244,7 @@ register(
 def _expand(instance) -> float:
     kernel, s, pads, x = instance
     expanded = expand_stride(kernel, (s, s))
-    top, bottom, left, right = (s * p for p in pads)
+    (top, bottom), (left, right) = ((s * lo, s * hi) for lo, hi in pads)
     padded = F.pad(x, (left, right, top, bottom))
     y1 = F.conv2d(F.pixel_unshuffle(padded, s), kernel)
     y2 = F.conv2d(padded, expanded, stride=s)
@@ -260,7 +260,7 @@ def _expand_random(rng: np.random.Generator, count: int):
         c_in, c_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
         kh, kw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         kernel = torch.from_numpy(rng.standard_normal((c_out, c_in * s * s, kh, kw)))
-        pads = tuple(int(v) for v in rng.integers(0, 2, size=4))
+        pads = tuple((int(lo), int(hi)) for lo, hi in rng.integers(0, 2, size=(2, 2)))
         n = s * int(rng.integers(max(kh, kw), 5))
         yield kernel, s, pads, torch.from_numpy(rng.standard_normal((2, c_in, n, n)))
 

@@ -44,7 +44,7 @@ FAMILIES = (
 
 def convnorm_domain(shape, spec: ConvSpec) -> bool:
     """ConvNorm2d's geometry: zero padding with each pad <= D, circular with total <= D."""
-    top, bottom, left, right = spec.pads(shape[2:])
+    (top, bottom), (left, right) = spec.pads(shape[2:])
     (dh, dw), (kh, kw) = spec.dilation, shape[2:]
     eh, ew = dh * (kh - 1), dw * (kw - 1)
     if spec.padding == "zeros":
@@ -233,8 +233,8 @@ def _cn3(instance) -> float:
     torus = (
         spec.padding == "circular"
         and spec.stride == (1, 1)
-        and sum(spec.pads(kernel.shape[2:])[:2]) == spec.dilation[0] * (kernel.shape[2] - 1)
-        and sum(spec.pads(kernel.shape[2:])[2:]) == spec.dilation[1] * (kernel.shape[3] - 1)
+        and sum(spec.pads(kernel.shape[2:])[0]) == spec.dilation[0] * (kernel.shape[2] - 1)
+        and sum(spec.pads(kernel.shape[2:])[1]) == spec.dilation[1] * (kernel.shape[3] - 1)
     )
     if torus and eps == 0.0:
         worst = min(worst, value - 1.0)

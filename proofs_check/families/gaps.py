@@ -67,7 +67,7 @@ def _zero_random(rng: np.random.Generator, count: int):
 
 def embedding_offsets(kernel: np.ndarray, spec: ConvSpec) -> tuple[int, int]:
     """``max(min(P_lo, D), min(P_hi, D))`` per axis: G1's threshold is ``N >= n + this``."""
-    top, bottom, left, right = spec.pads(kernel.shape[2:])
+    (top, bottom), (left, right) = spec.pads(kernel.shape[2:])
     dh, dw = degree(kernel, spec.dilation)
     return max(min(top, dh), min(bottom, dh)), max(min(left, dw), min(right, dw))
 

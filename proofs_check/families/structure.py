@@ -137,7 +137,7 @@ def _dilation(instance) -> float:
     c_out, c_in, kh, kw = kernel.shape
     explicit = np.zeros((c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     explicit[:, :, ::dh, ::dw] = kernel
-    top, bottom, left, right = spec.pads((kh, kw))
+    (top, bottom), (left, right) = spec.pads((kh, kw))
     undilated = spec.replace(dilation=1, pad=(left, right, top, bottom))
     a = conv_matrix(kernel, spec)
     b = conv_matrix(explicit, undilated)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConstrainedConv2d, MaxMin, RescaledLinear, SLLConv2d, SLLLinear, pad2d
+from ..spec import ConvSpec
 from ._activations import (
     ACTIVATION_MODULES,
     _function_activation,
@@ -42,9 +43,9 @@ from ._pooling import (
 )
 from ._trace import conv_subclass_agrees, is_peer_sorting_activation
 from .linear import (
-    _conv_geometry,
     batchnorm_module,
     conv3d_module,
+    conv_fields,
     conv_op,
     fold_batchnorm,
     functional_bn,
@@ -126,13 +127,12 @@ def _attention_function(an: Analysis, node: fx.Node, name: str) -> _Op:
 
 # ------------------------------------------------- convolutions (geometry read from the module)
 def _conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
-    """``Conv1d`` / ``Conv2d`` (a subclass only if it computes the plain convolution)."""
-    if isinstance(mod.padding, str):
-        pad: Any = mod.padding
-    elif isinstance(mod, nn.Conv1d):
-        pad = (0, mod.padding[0])
-    else:
-        pad = tuple(mod.padding)
+    """``Conv1d`` / ``Conv2d`` (a subclass only if it computes the plain convolution); the
+    geometry read by :meth:`ConvSpec.from_module`."""
+    try:
+        spec = ConvSpec.from_module(mod)
+    except (TypeError, ValueError) as err:
+        raise AuditError(f"{an.describe(node)}: {err}") from err
     weight = mod.weight.detach()  # the effective weight of a parametrized conv
     if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
         if not conv_subclass_agrees(mod, an.in_shape(node)):
@@ -142,7 +142,7 @@ def _conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
                 "and groups at this input size; export it to a plain torch.nn conv "
                 "(e.g. the library's vanilla_export) before auditing"
             )
-    conv = _conv_geometry(weight, mod.padding_mode, pad, mod.stride, mod.dilation, mod.groups)
+    conv = conv_fields(spec)
 
     def lin(x: torch.Tensor, w: torch.Tensor = weight) -> torch.Tensor:
         return mod._conv_forward(x, w.to(x), None)
@@ -156,15 +156,7 @@ def _conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
 def _constrained_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
     """A ``specbound.layers`` constrained convolution (it pads in its own order)."""
     weight = mod.weight.detach()
-    top, bottom, left, right = mod.pads
-    conv = _conv_geometry(
-        weight,
-        mod.padding_mode,
-        (left, right, top, bottom),
-        mod.stride,
-        mod.dilation,
-        mod.groups,
-    )
+    conv = conv_fields(mod.spec)
 
     def c_lin(x: torch.Tensor, w: torch.Tensor = weight, a: bool = False) -> torch.Tensor:
         w = w.to(x).abs() if a else w.to(x)

@@ -57,7 +57,7 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
     per_tap = _frobenius_chunked(taps)  # (g, T), each >= ||K_{g,t}||_F (L1)
     sums = [math.fsum(row) for row in per_tap.tolist()]  # one rounding each
     worst = max(sums, default=0.0)
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     h, w = spec.input_size
     pad_norm = 1.0
     if spec.padding != "zeros":  # zeros: P is an isometric embedding

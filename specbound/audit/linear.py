@@ -43,15 +43,21 @@ def _fold_allowance(kernel: np.ndarray, pad_norm: float) -> float:
     return _up(total * FOLD_ULPS * U * pad_norm, 3)
 
 
-def _conv_geometry(
-    weight: torch.Tensor, mode: str, pad: Any, stride: Any, dilation: Any, groups: int
-) -> dict[str, Any]:
-    one_d = weight.dim() == 3
-    s = _tuple(stride, 1 if one_d else 2)
-    d = _tuple(dilation, 1 if one_d else 2)
-    if one_d:
+def conv_fields(spec: ConvSpec) -> dict[str, Any]:
+    """The audit's 2-D geometry of a 1-D or 2-D convolution read by :class:`ConvSpec`
+    (:meth:`ConvSpec.from_module` for modules): a 1-D one as the one-row 2-D convolution
+    (no pad, stride or dilation along the height), with the same matrix row for row."""
+    if spec.ndim != 1:
+        pad = spec.pad
+    elif isinstance(spec.pad, str):
+        pad = spec.pad
+    else:
+        ((lo, hi),) = spec.pads((1,))  # explicit amounts do not depend on the kernel
+        pad = (0, lo) if lo == hi else (lo, hi, 0, 0)  # (ph, pw) or F.pad order
+    s, d = spec.stride, spec.dilation
+    if spec.ndim == 1:
         s, d = (1, s[0]), (1, d[0])
-    return {"padding": mode, "pad": pad, "stride": s, "dilation": d, "groups": int(groups)}
+    return {"padding": spec.padding, "pad": pad, "stride": s, "dilation": d, "groups": spec.groups}
 
 
 def _combine(terms: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
@@ -203,19 +209,15 @@ def functional_conv(an: Analysis, node: fx.Node, name: str) -> _Op:
     stride, padding = an.const(b["stride"]), an.const(b["padding"])
     dilation, groups = an.const(b["dilation"]), int(an.const(b["groups"]))
     one_d = weight.dim() == 3
-    if isinstance(padding, str):
-        pad: Any = padding
-    else:
-        pp = _tuple(padding, 1 if one_d else 2)
-        pad = (0, pp[0]) if one_d else pp
-    conv = _conv_geometry(
-        weight,
-        "zeros",
-        pad,
-        _tuple(stride, 1 if one_d else 2),
-        _tuple(dilation, 1 if one_d else 2),
-        groups,
-    )
+    if weight.dim() not in (3, 4):
+        raise AuditError(f"{an.describe(node)}: only 1-D and 2-D convolutions have a rule")
+    n = 1 if one_d else 2
+    pad: Any = padding if isinstance(padding, str) else _tuple(padding, n)
+    try:
+        spec = ConvSpec("zeros", pad, None, _tuple(stride, n), _tuple(dilation, n), groups, n)
+    except (TypeError, ValueError) as err:
+        raise AuditError(f"{an.describe(node)}: {err}") from err
+    conv = conv_fields(spec)
     fn = F.conv1d if one_d else F.conv2d
     s_, p_, d_ = stride, padding, dilation
 
@@ -386,8 +388,7 @@ def transposed_conv_op(
             f"{an.describe(node)}: output_padding {op_} is not below the stride {s}; "
             "then it is not the adjoint of one convolution, no rule"
         )
-    pad: Any = (0, p[0]) if one_d else p
-    conv = _conv_geometry(weight, "zeros", pad, s, d, groups)
+    conv = conv_fields(ConvSpec("zeros", p, None, s, d, groups, ndim=n))
     fn = F.conv_transpose1d if one_d else F.conv_transpose2d
 
     def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
@@ -545,10 +546,10 @@ def certified_row(an: Analysis, op: _Op) -> None:
             pad_norm = 1.0
             if spec.padding != "zeros":
                 pad_norm = padding_operator_norm(
-                    hw[0], pads[0], pads[1], spec.padding
-                ) * padding_operator_norm(hw[1], pads[2], pads[3], spec.padding)
+                    hw[0], *pads[0], spec.padding
+                ) * padding_operator_norm(hw[1], *pads[1], spec.padding)
             row.notes.append(
-                f"{spec.padding} padding {pads} (top, bottom, left, right), stride "
+                f"{spec.padding} padding {pads} ((top, bottom), (left, right)), stride "
                 f"{spec.stride}, dilation {spec.dilation}, groups {spec.groups}, input "
                 f"{hw[0]}x{hw[1]}"
             )
@@ -600,18 +601,21 @@ def batchnorm_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
 
 
 def transposed_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
-    """``ConvTranspose1d`` / ``ConvTranspose2d`` with zero padding."""
-    if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
-        raise AuditError(f"{an.describe(node)}: only zero padding is supported")
+    """``ConvTranspose1d`` / ``ConvTranspose2d`` with zero padding (geometry read by
+    :meth:`ConvSpec.from_module`)."""
+    try:
+        spec = ConvSpec.from_module(mod)
+    except (TypeError, ValueError) as err:
+        raise AuditError(f"{an.describe(node)}: {err}") from err
     return transposed_conv_op(
         an,
         node,
         mod.weight.detach(),
-        mod.stride,
-        mod.padding,
-        mod.output_padding,
-        mod.dilation,
-        mod.groups,
+        spec.stride,
+        spec.pad,
+        spec.output_padding,
+        spec.dilation,
+        spec.groups,
     )
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import PADDING_MODES, ConvSpec, Layer, check_spec
+from ..operators.conv_layer import ConvLayer
+from ..spec import PADDING_MODES, ConvSpec, check_spec
 
 KINDS = ("exact", "upper", "lower", "estimate")
 """``exact``: the norm up to float64 rounding; ``upper``/``lower``: guaranteed one-sided (a
@@ -103,7 +104,7 @@ class Method:
     torch_func : callable, optional
         For differentiable methods: ``torch_func(kernel: torch.Tensor, layer, **options)`` ->
         0-d tensor, differentiable in ``kernel``, on the kernel's device and dtype. ``layer`` is
-        the validated :class:`~specbound.spec.Layer` (geometry; its ``kernel`` is a float64
+        the validated :class:`~specbound.operators.ConvLayer` (geometry; its ``kernel`` is a float64
         copy). :func:`specbound.spectral_norm` dispatches to it.
     """
 
@@ -118,13 +119,20 @@ class Method:
     groups: bool = True
     differentiable: bool = False
     cost: str = ""
-    check: Callable[[Layer], None] | None = None
+    check: Callable[[ConvLayer], None] | None = None
     torch_func: Callable[..., Any] | None = None
 
-    def validate(self, kernel: Any, spec: ConvSpec) -> Layer:
+    def validate(self, kernel: Any, spec: ConvSpec) -> ConvLayer:
         """Validate the kernel and refuse a layer outside this method's guarantee."""
         layer = spec.layer(kernel, need_size=self.input_size == SIZE_GIVEN)
         where = f"method {self.name!r}"
+        if layer.d != 2 or layer.transposed:
+            raise ValueError(
+                f"kernel: {where} bounds forward 2-D layers (kernel (c_out, c_in // groups, "
+                f"kh, kw)); got {layer.d} spatial axes{', transposed' if layer.transposed else ''}"
+                "; use specbound.certify or specbound.operators.exact_norm"
+            )
+        spec = layer.spec
         if spec.padding not in self.paddings:
             raise ValueError(
                 f"{where} is valid only for padding in {self.paddings}, got padding="
@@ -163,10 +171,10 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register(**info: Any) -> Callable[[Callable[..., Bound]], Callable[..., Bound]]:
-    """Decorator: register ``func(layer: Layer, **options) -> Bound`` as a method.
+    """Decorator: register ``func(layer: ConvLayer, **options) -> Bound`` as a method.
 
     The registered :class:`Method` validates ``(kernel, spec)`` against the domain and then
-    calls ``func`` with the resolved :class:`~specbound.spec.Layer`.
+    calls ``func`` with the resolved :class:`~specbound.operators.ConvLayer`.
     """
 
     def wrap(func: Callable[..., Bound]) -> Callable[..., Bound]:

@@ -26,18 +26,19 @@ from typing import Any
 
 import torch
 
-from ..spec import Layer, Pair, _pair
+from ..operators.conv_layer import ConvLayer
+from ..spec import Pair, _pair
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 from .exact import Torus, as_float64, symbol_grid_max
 
 
-def dilated_degree(layer: Layer) -> Pair:
+def dilated_degree(layer: ConvLayer) -> Pair:
     """``D = d*(k-1)`` per axis: the degree of the symbol as a trigonometric polynomial."""
     (eh, ew) = layer.extent
     return (eh - 1, ew - 1)
 
 
-def require_symbol_bounded(layer: Layer) -> None:
+def require_symbol_bounded(layer: ConvLayer) -> None:
     """Refuse a layer that is not a compression of the plane convolution or of a circulant.
 
     Zero padding: any pads. Circular padding: at most ``d*(k-1)`` padded in total per axis
@@ -47,24 +48,24 @@ def require_symbol_bounded(layer: Layer) -> None:
     """
     if layer.spec.padding != "circular":
         return
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (dh, dw) = dilated_degree(layer)
     if top + bottom > dh or left + right > dw:
         raise ValueError(
             f"with padding='circular' this bound needs at most dilation*(k-1) = ({dh}, {dw}) "
-            f"padded in total per axis (e.g. pad='same'), got pad (top, bottom, left, right)="
+            f"padded in total per axis (e.g. pad='same'), got pads ((top, bottom), (left, right))="
             f"{layer.pads}: larger pads repeat rows of the circulant"
         )
 
 
-def circular_norm(kernel: torch.Tensor, layer: Layer, grid: Pair) -> torch.Tensor:
+def circular_norm(kernel: torch.Tensor, layer: ConvLayer, grid: Pair) -> torch.Tensor:
     """``sigma_circ(N)``: exact norm of the stride-1 circular layer of ``kernel`` on ``grid``."""
     torus = Torus(size=grid, dilation=layer.spec.dilation, groups=layer.groups)
     return symbol_grid_max(kernel, torus, "spectral")[0]
 
 
 # ----------------------------------------------------------------------------- embedding
-def embedding_size(layer: Layer) -> Pair:
+def embedding_size(layer: ConvLayer) -> Pair:
     """Smallest torus per axis that embeds the layer: the least multiple of the stride ``s``
     that is ``>= n + max(min(lo, D), min(hi, D))``.
 
@@ -83,13 +84,13 @@ def embedding_size(layer: Layer) -> Pair:
     relation ``N >= n + P``, which is sharp. Dilation enters only through ``D``.
     """
     (n_h, n_w), (dh, dw), (sh, sw) = layer.input_size, dilated_degree(layer), layer.spec.stride
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     low_h = n_h + max(min(top, dh), min(bottom, dh))
     low_w = n_w + max(min(left, dw), min(right, dw))
     return (-(-low_h // sh) * sh, -(-low_w // sw) * sw)
 
 
-def embedding_candidates(layer: Layer, extra: int = 2, sizes: Any = None) -> list[Pair]:
+def embedding_candidates(layer: ConvLayer, extra: int = 2, sizes: Any = None) -> list[Pair]:
     """The tori tried: ``sizes`` if given (each validated), else ``N0 + j s`` for
     ``j <= extra`` (``N0`` from :func:`embedding_size`)."""
     low, (sh, sw) = embedding_size(layer), layer.spec.stride
@@ -111,11 +112,11 @@ def embedding_candidates(layer: Layer, extra: int = 2, sizes: Any = None) -> lis
 
 
 def embedding_norms(
-    kernel: torch.Tensor, layer: Layer, extra: int = 2, sizes: Any = None
+    kernel: torch.Tensor, layer: ConvLayer, extra: int = 2, sizes: Any = None
 ) -> dict[Pair, torch.Tensor]:
     """Exact norm of the strided circular layer (offset = the layer's top/left pads) on every
     candidate torus of :func:`embedding_candidates`."""
-    top, _, left, _ = layer.pads
+    (top, _), (left, _) = layer.pads
     spec = layer.spec
     norms = {}
     for grid in embedding_candidates(layer, extra, sizes):
@@ -125,7 +126,7 @@ def embedding_norms(
 
 
 def circular_embedding_norm(
-    kernel: torch.Tensor, layer: Layer, *, extra: int = 2, sizes: Any = None
+    kernel: torch.Tensor, layer: ConvLayer, *, extra: int = 2, sizes: Any = None
 ) -> torch.Tensor:
     """``min_N ||C_N||`` over the embedding tori of a zero-padded layer (differentiable)."""
     return torch.stack(list(embedding_norms(kernel, layer, extra, sizes).values())).min()
@@ -144,7 +145,7 @@ def circular_embedding_norm(
     cost="(extra+1) exact circular norms on ~(n+P)^2 grids",
     torch_func=circular_embedding_norm,
 )
-def circular_embedding(layer: Layer, *, extra: int = 2, sizes: Any = None) -> Bound:
+def circular_embedding(layer: ConvLayer, *, extra: int = 2, sizes: Any = None) -> Bound:
     """Upper bound on a zero-padded layer at its input size by exact circular norms.
 
     ``sigma_zero(n) <= sigma_circ(N)`` for every ``N >= n + max(min(lo, D), min(hi, D))`` per
@@ -219,7 +220,7 @@ def bernstein_default_grid(degree: Pair, rtol: float) -> Pair:
 
 
 def bernstein_parts(
-    kernel: torch.Tensor, layer: Layer, N: Any, rtol: float
+    kernel: torch.Tensor, layer: ConvLayer, N: Any, rtol: float
 ) -> tuple[torch.Tensor, float, Pair]:
     """``(sigma_circ(N), bernstein_factor, N)`` with ``N`` defaulted from ``rtol``."""
     degree = dilated_degree(layer)
@@ -229,7 +230,7 @@ def bernstein_parts(
 
 
 def bernstein_grid_norm(
-    kernel: torch.Tensor, layer: Layer, *, N: Any = None, rtol: float = 0.01
+    kernel: torch.Tensor, layer: ConvLayer, *, N: Any = None, rtol: float = 0.01
 ) -> torch.Tensor:
     """``sigma_circ(N) * bernstein_factor`` (differentiable in ``kernel``)."""
     circ, factor, _ = bernstein_parts(kernel, layer, N, rtol)
@@ -249,7 +250,7 @@ def bernstein_grid_norm(
     check=require_symbol_bounded,
     torch_func=bernstein_grid_norm,
 )
-def bernstein_grid(layer: Layer, *, N: Any = None, rtol: float = 0.01) -> Bound:
+def bernstein_grid(layer: ConvLayer, *, N: Any = None, rtol: float = 0.01) -> Bound:
     """Upper bound on ``S(K)``, hence on the layer at every input size, from one circular norm.
 
     ``S(K) <= sigma_circ(N) / sqrt(1 - (pi^2/2)(D_h/N_h + D_w/N_w)^2)`` (proof in

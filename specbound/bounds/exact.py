@@ -25,7 +25,8 @@ import torch
 
 from ..operators import exact_norm, exact_route
 from ..operators.circulant import require_circulant
-from ..spec import Layer, Pair
+from ..operators.conv_layer import ConvLayer
+from ..spec import Pair
 from .base import SIZE_GIVEN, Bound, register
 
 CHUNK_BYTES = 2**27
@@ -102,10 +103,10 @@ class Torus:
     groups: int = 1
 
     @classmethod
-    def of_layer(cls, layer: Layer) -> Torus:
+    def of_layer(cls, layer: ConvLayer) -> Torus:
         """The torus of a circulant layer; refuses others (``require_circulant``)."""
         require_circulant(layer)
-        top, _, left, _ = layer.pads
+        (top, _), (left, _) = layer.pads
         return cls(
             size=layer.input_size,
             stride=layer.spec.stride,
@@ -223,7 +224,7 @@ def frequency_of(torus: Torus, index: int) -> Pair:
     return divmod(index, torus.grid[1] // 2 + 1)
 
 
-def as_float64(layer: Layer) -> torch.Tensor:
+def as_float64(layer: ConvLayer) -> torch.Tensor:
     """The layer's validated kernel as a CPU float64 tensor (a copy: ``torch.from_numpy``
     refuses the negative strides numpy may keep on length-1 axes)."""
     return torch.tensor(layer.kernel, dtype=torch.float64)
@@ -238,7 +239,7 @@ def as_float64(layer: Layer) -> torch.Tensor:
     input_size=SIZE_GIVEN,
     cost="circulant: O(HW c^3); dense: O((c H W)^3), refused above max_bytes",
 )
-def exact(layer: Layer, *, max_bytes: int | None = None) -> Bound:
+def exact(layer: ConvLayer, *, max_bytes: int | None = None) -> Bound:
     """The spectral norm of the layer through :func:`specbound.operators.exact_norm`.
 
     Parameters
@@ -256,7 +257,7 @@ def exact(layer: Layer, *, max_bytes: int | None = None) -> Bound:
     return Bound(value=value, kind="exact", method="exact", details={"route": route})
 
 
-def sedghi_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def sedghi_norm(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """Norm of a circular layer: ``max_w sigma_max(K_hat(w))`` of the wrapped (polyphase) kernel.
 
     Sedghi, Gupta & Long, ICLR 2019, Thm. 6: the doubly block-circulant matrix is
@@ -281,7 +282,7 @@ def sedghi_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     check=require_circulant,
     torch_func=sedghi_norm,
 )
-def sedghi(layer: Layer) -> Bound:
+def sedghi(layer: ConvLayer) -> Bound:
     """Exact norm of a circular layer by the per-frequency route (see :func:`sedghi_norm`).
 
     Needs ``dilation*(k-1)`` padded in total per axis and a stride dividing the input size.

@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from ..spec import Layer
+from ..operators.conv_layer import ConvLayer
 from .base import SIZE_NONE, Bound, register
 from .embedding import require_symbol_bounded
 from .exact import as_float64, scale_down, scale_up, top_singular_value
@@ -66,7 +66,7 @@ def reshaping_bounds(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     return scale_up(norms, e) * math.sqrt(kh * kw)
 
 
-def fantastic_four_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def fantastic_four_norm(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """``max_g min_X sqrt(kh kw) ||X_g||`` (Singla & Feizi 2021, Thm. 1 form), differentiable."""
     return reshaping_bounds(kernel, layer.groups).min(dim=0).values.max()
 
@@ -83,7 +83,7 @@ def fantastic_four_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     check=require_symbol_bounded,
     torch_func=fantastic_four_norm,
 )
-def fantastic_four(layer: Layer) -> Bound:
+def fantastic_four(layer: ConvLayer) -> Bound:
     """Upper bound at every input size for zero and circular padding (see the module docstring).
 
     Returns

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from ..operators.circulant import polyphase_spatial_first, polyphase_taps, require_circulant
+from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
 from ..rigorous.fpenv import tf32_disabled
-from ..spec import Layer
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 
 __all__ = [
@@ -573,7 +573,7 @@ def rescaling_factors_residual(
 
 
 # ------------------------------------------------------------------ torch cores of the methods
-def _kernel_batch(kernel: torch.Tensor, layer: Layer) -> tuple[torch.Tensor, tuple[int, ...]]:
+def _kernel_batch(kernel: torch.Tensor, layer: ConvLayer) -> tuple[torch.Tensor, tuple[int, ...]]:
     """``(..., c_out, c_in_g, kh, kw)`` -> ``(B, c_out, c_in_g, kh, kw)`` and the batch shape."""
     shape = tuple(kernel.shape[-4:])
     if shape != layer.kernel.shape:
@@ -596,7 +596,7 @@ def _fewer_channels_side(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     return blocks.transpose(1, 2) if c_in_g < c_out // groups else blocks
 
 
-def _gram_zero_torch(kernel: torch.Tensor, layer: Layer, *, n_iter: int = 4) -> torch.Tensor:
+def _gram_zero_torch(kernel: torch.Tensor, layer: ConvLayer, *, n_iter: int = 4) -> torch.Tensor:
     """Torch core of ``gram_zero``: :math:`\\max_{\\text{group}, i} t_i` on the smaller side.
 
     ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> shape ``(...)``; differentiable.
@@ -632,7 +632,7 @@ _DFT_CACHE_SIZE = 16
 
 
 def _dft_setup(
-    layer: Layer, dtype: torch.dtype, device: torch.device
+    layer: ConvLayer, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Phases ``(F, kh*kw)`` of the direct DFT, their conjugates, and for a stride the one-hot
     ``(s_h*s_w, kh*kw)`` map from each tap to its polyphase channel (None at stride 1).
@@ -688,7 +688,7 @@ class _CircularDFT:
     scaled by a power of two per batch element (exact; ``log_scale`` gives the factor back).
     """
 
-    def __init__(self, kernel: torch.Tensor, layer: Layer) -> None:
+    def __init__(self, kernel: torch.Tensor, layer: ConvLayer) -> None:
         real, dev = kernel.dtype, kernel.device
         self.phases, self.phases_h, one_hot = _dft_setup(layer, real, dev)
         sh, sw = layer.spec.stride
@@ -724,7 +724,7 @@ class _CircularFFT:
     kernels with more than :data:`DIRECT_DFT_MAX_TAPS` taps), computed once and read a chunk
     at a time."""
 
-    def __init__(self, kernel: torch.Tensor, layer: Layer) -> None:
+    def __init__(self, kernel: torch.Tensor, layer: ConvLayer) -> None:
         exponent = _kernel_exponent(kernel)
         self.log_scale = math.log(2.0) * exponent
         scaled = kernel * torch.exp2(-exponent).reshape(-1, 1, 1, 1, 1)
@@ -746,7 +746,7 @@ class _CircularFFT:
         return out.copy_(self.spectrum[start:stop].mH)
 
 
-def _circular_spectrum(kernel: torch.Tensor, layer: Layer) -> _CircularDFT | _CircularFFT:
+def _circular_spectrum(kernel: torch.Tensor, layer: ConvLayer) -> _CircularDFT | _CircularFFT:
     """Frequency matrices of a batch ``(B, c_out, c_in_g, kh, kw)`` of circular layers over
     the ``rfft2`` half-spectrum, by the direct DFT or, for many taps, the FFT."""
     kh, kw = layer.kernel_size
@@ -816,7 +816,7 @@ def _circular_log_bounds(
 
 
 def _frequency_matrix_at(
-    kernel: torch.Tensor, layer: Layer, freq: torch.Tensor, group: torch.Tensor
+    kernel: torch.Tensor, layer: ConvLayer, freq: torch.Tensor, group: torch.Tensor
 ) -> torch.Tensor:
     """The frequency matrix :math:`\\hat K'(2\\pi u/H', 2\\pi v/W')` of group ``group[b]`` for
     each kernel of the batch ``(B, c_out, c_in_g, kh, kw)``, computed from the taps so that it
@@ -842,7 +842,7 @@ def _frequency_matrix_at(
 
 
 def _gram_circular_torch(
-    kernel: torch.Tensor, layer: Layer, *, n_iter: int = 6, chunk: int | None = None
+    kernel: torch.Tensor, layer: ConvLayer, *, n_iter: int = 6, chunk: int | None = None
 ) -> torch.Tensor:
     """Torch core of ``gram_circular``: :math:`\\max_{\\omega, \\text{group}}
     \\|\\hat K(\\omega)\\|_{S_{2^{T+1}}}` over the ``rfft2`` half-spectrum.
@@ -880,7 +880,7 @@ def _gram_circular_torch(
 _gram_circular_torch.supports_batch = True  # type: ignore[attr-defined]
 
 
-def _dense_operator_torch(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def _dense_operator_torch(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """The dense matrix of the layer built from the taps in torch (differentiable), with the
     index maps of :func:`specbound.operators.conv_matrix`, shape ``(..., out_dim, in_dim)``."""
     from ..operators.indexing import layer_axis_indices
@@ -901,7 +901,7 @@ def _dense_operator_torch(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     return full.reshape(*lead, layer.out_dim, layer.in_dim)
 
 
-def _gram_dense_torch(kernel: torch.Tensor, layer: Layer, *, n_iter: int = 6) -> torch.Tensor:
+def _gram_dense_torch(kernel: torch.Tensor, layer: ConvLayer, *, n_iter: int = 6) -> torch.Tensor:
     """Torch core of ``gram_dense``: :func:`gram_iteration` on the dense operator matrix."""
     n_iter = _check_n_iter(n_iter, 0)
     batch, lead = _kernel_batch(kernel, layer)
@@ -912,7 +912,7 @@ _gram_dense_torch.supports_batch = True  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- registered methods
-def _float64_value(core: Any, layer: Layer, **options: Any) -> float:
+def _float64_value(core: Any, layer: ConvLayer, **options: Any) -> float:
     """Run a torch core on the layer's float64 kernel, on CPU, without autograd."""
     kernel = torch.from_numpy(
         layer.kernel.copy()
@@ -921,19 +921,19 @@ def _float64_value(core: Any, layer: Layer, **options: Any) -> float:
         return float(core(kernel, layer, **options))
 
 
-def _check_zero_domain(layer: Layer) -> None:
+def _check_zero_domain(layer: ConvLayer) -> None:
     """``gram_zero`` bounds :math:`S(K)`: every zero-padded layer (any size, pad and stride) is
     a compression of the convolution on :math:`\\mathbb Z^2`, and so is a circular layer whose
     total pad per axis is at most ``d*(k-1)`` (its outputs are distinct rows of the circulant,
     whose norm is at most ``S(K)``). A larger circular pad repeats rows: refuse it."""
     if layer.spec.padding != "circular":
         return
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (eh, ew) = layer.extent
     if top + bottom > eh - 1 or left + right > ew - 1:
         raise ValueError(
             "method 'gram_zero' with padding='circular' needs at most dilation*(k-1) padded in "
-            f"total per axis ({eh - 1}, {ew - 1}), got pad (top, bottom, left, right)="
+            f"total per axis ({eh - 1}, {ew - 1}), got pads ((top, bottom), (left, right))="
             f"{layer.pads}; a larger circular pad repeats output rows. Use pad='same' or "
             "'valid', or gram_dense"
         )
@@ -950,7 +950,7 @@ def _check_zero_domain(layer: Layer) -> None:
     "small layers only",
     torch_func=_gram_dense_torch,
 )
-def gram_dense(layer: Layer, *, n_iter: int = 6, max_bytes: int | None = None) -> Bound:
+def gram_dense(layer: ConvLayer, *, n_iter: int = 6, max_bytes: int | None = None) -> Bound:
     """Gram iteration on the dense operator matrix: :math:`\\|A\\|_{S_{2^{T+1}}} \\ge \\|A\\|_2`.
 
     Delattre et al., ICML 2023 (arXiv 2305.16173), Gram iteration with rescaling; valid for
@@ -978,7 +978,7 @@ def gram_dense(layer: Layer, *, n_iter: int = 6, max_bytes: int | None = None) -
     check=require_circulant,
     torch_func=_gram_circular_torch,
 )
-def gram_circular(layer: Layer, *, n_iter: int = 6, chunk: int | None = None) -> Bound:
+def gram_circular(layer: ConvLayer, *, n_iter: int = 6, chunk: int | None = None) -> Bound:
     """Per-frequency Gram iteration for a circular layer.
 
     Delattre et al., ICML 2023 (arXiv 2305.16173), Sec. 3: the circulant is block-diagonalised
@@ -1007,7 +1007,7 @@ def gram_circular(layer: Layer, *, n_iter: int = 6, chunk: int | None = None) ->
     check=_check_zero_domain,
     torch_func=_gram_zero_torch,
 )
-def gram_zero(layer: Layer, *, n_iter: int = 4) -> Bound:
+def gram_zero(layer: ConvLayer, *, n_iter: int = 4) -> Bound:
     """Gram iteration on the kernel: an upper bound on the symbol supremum :math:`S(K)`.
 
     Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), "norm2toep";

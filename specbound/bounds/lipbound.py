@@ -25,7 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..spec import Layer, Pair, _pair
+from ..operators.conv_layer import ConvLayer
+from ..spec import Pair, _pair
 from .base import SIZE_NONE, Bound, register
 from .embedding import dilated_degree, require_symbol_bounded
 from .exact import (
@@ -89,7 +90,7 @@ def correction_factor(degree: Pair, samples: Pair, factor: str) -> float:
     return axis_factor(degree[0], samples[0], factor) * axis_factor(degree[1], samples[1], factor)
 
 
-def grid_samples(layer: Layer, n_samples: Any) -> Pair:
+def grid_samples(layer: ConvLayer, n_samples: Any) -> Pair:
     """Samples per axis: ``n_samples`` if given, else ``max(50, 2 D)``."""
     if n_samples is not None:
         return _pair(n_samples, "n_samples", 1)
@@ -119,7 +120,7 @@ def lag_phases(k: int, n: int, dilation: int, like: torch.Tensor) -> torch.Tenso
     return axis_phases(2 * k - 1, n, 1, dilation, dilation * (k - 1), freqs, cdtype)[..., 0]
 
 
-def frobenius_grid_max(kernel: torch.Tensor, layer: Layer, samples: Pair) -> torch.Tensor:
+def frobenius_grid_max(kernel: torch.Tensor, layer: ConvLayer, samples: Pair) -> torch.Tensor:
     """``max_{j, g} ||K_hat_g(2 pi j / n_s)||_F`` from :func:`channel_autocorrelation`."""
     scaled, e = scale_down(kernel)
     corr = channel_autocorrelation(scaled, layer.groups)  # (g, 2kh-1, 2kw-1)
@@ -130,7 +131,7 @@ def frobenius_grid_max(kernel: torch.Tensor, layer: Layer, samples: Pair) -> tor
 
 
 def sampled_symbol(
-    kernel: torch.Tensor, layer: Layer, n_samples: Any, norm: str, factor: str
+    kernel: torch.Tensor, layer: ConvLayer, n_samples: Any, norm: str, factor: str
 ) -> tuple[torch.Tensor, float, Pair]:
     """``(max_j ||K_hat(2 pi j / n_s)||, correction, n_s)`` on ``n_s`` distinct samples per axis.
 
@@ -149,7 +150,7 @@ def sampled_symbol(
 
 def lipbound_norm(
     kernel: torch.Tensor,
-    layer: Layer,
+    layer: ConvLayer,
     *,
     n_samples: Any = None,
     norm: str = "frobenius",
@@ -174,7 +175,7 @@ def lipbound_norm(
     torch_func=lipbound_norm,
 )
 def lipbound(
-    layer: Layer, *, n_samples: Any = None, norm: str = "frobenius", factor: str = "araujo"
+    layer: ConvLayer, *, n_samples: Any = None, norm: str = "frobenius", factor: str = "araujo"
 ) -> Bound:
     """Upper bound on ``S(K)`` (every input size) from a sampled symbol, Araujo et al. 2021.
 

@@ -1,7 +1,7 @@
 """Krylov methods on the true operator: certified lower bounds with a witness, and a
 probabilistic upper bound.
 
-All three methods run matrix-free (:class:`~specbound.operators.ConvOperator`) on the exact
+All three methods run matrix-free (:class:`~specbound.operators.ConvLayer`) on the exact
 layer at its input size, for every padding mode, stride, dilation and groups.
 
 * ``power``: power iteration on ``A^T A`` (von Mises; Golub & Van Loan, *Matrix Computations*,
@@ -31,14 +31,14 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import betainc
 
-from ..operators.matrix_free import ConvOperator
+from ..operators.conv_layer import ConvLayer
 from ..rigorous.witness import operator_lower
-from ..spec import Layer, check_real
+from ..spec import check_real
 from .base import SIZE_GIVEN, Bound, register
 from .exact import binary_exponent
 
 
-def certified_ratio(layer: Layer, witness: np.ndarray) -> tuple[float, float]:
+def certified_ratio(layer: ConvLayer, witness: np.ndarray) -> tuple[float, float]:
     """A float ``r <= ||A w|| / ||w||`` (exactly), and the relative allowance taken off.
 
     The bound is :func:`specbound.rigorous.witness.operator_lower` (one float64 im2col + GEMM
@@ -51,7 +51,7 @@ def certified_ratio(layer: Layer, witness: np.ndarray) -> tuple[float, float]:
     if n_x == 0.0:
         return 0.0, 0.0
     value = operator_lower(layer, witness)
-    computed = float(np.linalg.norm(ConvOperator(layer).matvec(x))) / n_x
+    computed = float(np.linalg.norm(layer.matvec(x))) / n_x
     return value, (1.0 - value / computed) if computed > 0 else 0.0
 
 
@@ -60,11 +60,11 @@ def certified_ratio(layer: Layer, witness: np.ndarray) -> tuple[float, float]:
 class Scaled:
     """The layer with its kernel multiplied by ``2**-exponent`` (exact), and ``exponent``."""
 
-    layer: Layer
+    layer: ConvLayer
     exponent: int
 
     @classmethod
-    def of(cls, layer: Layer) -> Scaled:
+    def of(cls, layer: ConvLayer) -> Scaled:
         e = binary_exponent(layer.kernel)
         return cls(layer.spec.layer(np.ldexp(layer.kernel, -e)), e)
 
@@ -107,7 +107,7 @@ def lower_bound(
 
 # ----------------------------------------------------------------------------- power
 def power_iteration(
-    op: ConvOperator, x: np.ndarray, n_iter: int, tol: float
+    op: ConvLayer, x: np.ndarray, n_iter: int, tol: float
 ) -> tuple[np.ndarray, int, bool]:
     """Power iteration ``x <- A^T A x / ||A^T A x||``; stops when ``||A x||`` changes by at
     most ``tol`` relative. Returns the last iterate, the iterations done and convergence."""
@@ -135,7 +135,7 @@ def power_iteration(
     cost="2 convolutions per iteration; converges like (sigma_2/sigma_1)^(2t)",
 )
 def power(
-    layer: Layer, *, n_iter: int = 500, tol: float = 1e-10, seed: Any = 0, device: Any = None
+    layer: ConvLayer, *, n_iter: int = 500, tol: float = 1e-10, seed: Any = 0, device: Any = None
 ) -> Bound:
     """Certified lower bound ``||A w|| / ||w||`` from power iteration on the true operator.
 
@@ -157,7 +157,7 @@ def power(
         ``details["converged"]``, ``details["allowance"]`` (relative rounding taken off).
     """
     scaled = Scaled.of(layer)
-    op = ConvOperator(scaled.layer, device=device)
+    op = scaled.layer.to(device)
     x, iterations, converged = power_iteration(
         op, sphere_start(op.shape[1], seed), int(n_iter), float(tol)
     )
@@ -243,7 +243,7 @@ class GramSide:
     ``||A A^T y|| / ||A^T y|| >= ||A^T y||`` (Cauchy-Schwarz), so the witness is at least as
     good as ``y``'s Rayleigh quotient."""
 
-    op: ConvOperator
+    op: ConvLayer
 
     @property
     def input_side(self) -> bool:
@@ -277,7 +277,7 @@ class GramSide:
     cost="2 convolutions + O(n j) reorthogonalisation per step; memory n_iter * n",
 )
 def lanczos(
-    layer: Layer, *, n_iter: int = 100, tol: float = 1e-10, seed: Any = 0, device: Any = None
+    layer: ConvLayer, *, n_iter: int = 100, tol: float = 1e-10, seed: Any = 0, device: Any = None
 ) -> Bound:
     """Certified lower bound from the top Ritz vector of Lanczos on the true operator.
 
@@ -299,7 +299,7 @@ def lanczos(
         ``ritz`` (the Ritz estimate of ``||A||``, not certified), ``allowance``.
     """
     scaled = Scaled.of(layer)
-    op = ConvOperator(scaled.layer, device=device)
+    op = scaled.layer.to(device)
     side = GramSide(op)
     krylov = lanczos_iteration(side.apply, sphere_start(side.dim, seed), n_iter, float(tol))
     converged = krylov.invariant or krylov.residual <= tol * krylov.theta
@@ -392,7 +392,7 @@ def lanczos_steps(delta: float, n: int, rtol: float) -> int:
     cost="k Lanczos steps, k ~ log(sqrt(n)/delta) / (2 sqrt(eps))",
 )
 def lanczos_probabilistic(
-    layer: Layer,
+    layer: ConvLayer,
     *,
     delta: float = 1e-3,
     n_iter: int | None = None,
@@ -443,7 +443,7 @@ def lanczos_probabilistic(
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
         raise TypeError(f"max_bytes must be None or an int, got {max_bytes!r}")
     scaled = Scaled.of(layer)
-    op = ConvOperator(scaled.layer, device=device)
+    op = scaled.layer.to(device)
     side = GramSide(op)
     n = side.dim
     k = lanczos_steps(delta, n, rtol) if n_iter is None else int(n_iter)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Layer
+from ..operators.conv_layer import ConvLayer
 from .base import Bound, register
 from .exact import as_float64, scale_down, scale_up, top_singular_value
 
 
-def reshaped_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def reshaped_norm(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """``sigma_max(K.reshape(c_out, -1))``, exactly (eigenvalue of the smaller Gram matrix).
 
     Groups are ignored, as ``torch.nn.utils.spectral_norm`` ignores them. Differentiable.
@@ -35,7 +35,7 @@ def reshaped_norm(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     cost="one eigenvalue problem of size min(c_out, c_in kh kw)",
     torch_func=reshaped_norm,
 )
-def reshape(layer: Layer) -> Bound:
+def reshape(layer: ConvLayer) -> Bound:
     """``||K.reshape(c_out, -1)||_2`` as an ``estimate`` (see the module docstring)."""
     with torch.no_grad():
         value = reshaped_norm(as_float64(layer), layer)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..certify import Certificate, certify
-from ..spec import ConvSpec
+from ..spec import AxisPads, ConvSpec
 from .padding import pad2d, padding_norm_bound
 
 ROUNDING_ALLOWANCE = 1e-12
@@ -34,7 +34,7 @@ kernel with orthogonal columns, whose exact norm is 1) above 1 by a few units in
 place. ``1e-12`` is the float64 allowance used by the tests (measured excess <= 1e-14 on the
 test configurations). In float32 the analogous allowance is about ``1e-5`` (relative)."""
 
-Pads = tuple[int, int, int, int]
+Pads = AxisPads
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def resolve_geometry(
 ) -> tuple[ConvSpec, tuple[int, int], Pads]:
     """Validate a conv geometry (through :class:`~specbound.spec.ConvSpec`) and resolve pads.
 
-    Returns ``(spec, kernel_size, pads)`` with ``pads = (top, bottom, left, right)``.
+    Returns ``(spec, kernel_size, pads)`` with ``pads = ((top, bottom), (left, right))``.
     """
     ks = _pair(kernel_size, "kernel_size")
     if min(ks) < 1:
@@ -107,7 +107,7 @@ def padding_compensation(
         mode that does not need it.
     """
     mode = spec.padding
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     (kh, kw), (dh, dw) = kernel_size, spec.dilation
     if mode in ("zeros", "circular") and min_input_size is not None:
         raise ValueError(
@@ -116,8 +116,9 @@ def padding_compensation(
         )
     if mode == "circular" and (top + bottom > dh * (kh - 1) or left + right > dw * (kw - 1)):
         raise ValueError(
-            f"padding={spec.pad!r} with padding_mode='circular' pads (top, bottom, left, right)="
-            f"{pads}, more than dilation*(kernel_size-1)=({dh * (kh - 1)}, {dw * (kw - 1)}) in "
+            f"padding={spec.pad!r} with padding_mode='circular' pads ((top, bottom), "
+            f"(left, right))={pads}, more than dilation*(kernel_size-1)="
+            f"({dh * (kh - 1)}, {dw * (kw - 1)}) in "
             "total per axis: output rows of the circulant repeat and the norm can exceed 1; "
             "use padding='same' or less"
         )
@@ -281,7 +282,7 @@ class ConstrainedConv2d(nn.Module):
         pads up to the input size only (this layer wraps any pad).
         """
         w = self.weight.detach().clone()
-        top, bottom, left, right = self.pads
+        (top, bottom), (left, right) = self.pads
         symmetric = top == bottom and left == right
         conv = nn.Conv2d(
             self.in_channels,
@@ -314,12 +315,11 @@ class ConstrainedConv2d(nn.Module):
         rtol : float
             Target relative gap of the bracket.
         """
-        top, bottom, left, right = self.pads
         return certify(
             self.weight.detach(),
             self.padding_mode,
             input_size=input_size,
-            pad=(left, right, top, bottom),
+            pad=self.pads,
             stride=self.stride,
             dilation=self.dilation,
             groups=self.groups,
@@ -339,8 +339,8 @@ class ConstrainedConv2d(nn.Module):
 
 
 def pad_module(pads: Pads, mode: str) -> nn.Module:
-    """The built-in padding module for ``(top, bottom, left, right)`` and ``mode``."""
-    top, bottom, left, right = pads
+    """The built-in padding module for ``((top, bottom), (left, right))`` and ``mode``."""
+    (top, bottom), (left, right) = pads
     cls = {
         "zeros": nn.ZeroPad2d,
         "circular": nn.CircularPad2d,

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..spec import AxisPads
 from ._base import (
     CachedTransform,
     ConstrainedConv2d,
@@ -371,10 +372,9 @@ class BCOPKernel(CachedTransform):
         return mats
 
 
-def _stride_pads(
-    kernel_size: tuple[int, int], stride: tuple[int, int], padding: Any
-) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) of the strided conv for the inner ``padding`` keyword."""
+def _stride_pads(kernel_size: tuple[int, int], stride: tuple[int, int], padding: Any) -> AxisPads:
+    """Per-axis pads ``((top, bottom), (left, right))`` of the strided conv for the inner
+    ``padding`` keyword."""
     if padding not in ("same", "valid"):
         raise ValueError(
             f"BCOPConv2d with stride > 1 takes padding='same' or 'valid' (applied to the "
@@ -386,8 +386,7 @@ def _stride_pads(
         lo = (inner - 1) // 2 if padding == "same" else 0
         hi = inner - 1 - lo if padding == "same" else 0
         pads.append((s * lo, s * hi))
-    (top, bottom), (left, right) = pads
-    return (left, right, top, bottom)
+    return tuple(pads)
 
 
 class BCOPConv2d(ConstrainedConv2d):

@@ -65,6 +65,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..certify import Certificate, certify
+from ..spec import AxisPads
 from ._base import _pair, pad_module, resolve_geometry
 from .padding import pad2d
 
@@ -223,17 +224,17 @@ class ConvNorm2d(nn.Module):
         )
         (dh, dw) = spec.dilation
         eh, ew = dh * (ks[0] - 1), dw * (ks[1] - 1)
-        top, bottom, left, right = pads
+        (top, bottom), (left, right) = pads
         if padding_mode == "zeros" and (max(top, bottom) > eh or max(left, right) > ew):
             raise ValueError(
                 f"ConvNorm2d with zero padding needs each pad <= dilation*(k-1)=({eh}, {ew}) "
                 f"(outputs beyond the full grid); got padding={padding!r} -> "
-                f"(top, bottom, left, right)={pads}"
+                f"((top, bottom), (left, right))={pads}"
             )
         if padding_mode == "circular" and (top + bottom > eh or left + right > ew):
             raise ValueError(
                 f"ConvNorm2d with circular padding needs a total pad <= dilation*(k-1)=({eh}, "
-                f"{ew}) per axis; got padding={padding!r} -> (top, bottom, left, right)={pads}"
+                f"{ew}) per axis; got padding={padding!r} -> ((top, bottom), (left, right))={pads}"
             )
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps!r}")
@@ -281,7 +282,7 @@ class ConvNorm2d(nn.Module):
         return (h + eh - 1, w + ew - 1)
 
     def out_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        top, bottom, left, right = self.pads
+        (top, bottom), (left, right) = self.pads
         (eh, ew), (sh, sw) = self.extent, self.stride
         h, w = input_size
         return ((h + top + bottom - eh) // sh + 1, (w + left + right - ew) // sw + 1)
@@ -349,7 +350,7 @@ class ConvNorm2d(nn.Module):
     # ------------------------------------------------------------------ forward
     def _positions(self, input_size: tuple[int, int], grid: tuple[int, int]):
         (oh, ow), (sh, sw) = self.out_size(input_size), self.stride
-        top, _, left, _ = self.pads
+        (top, _), (left, _) = self.pads
         dev = self.weight.device
         rows = (sh * torch.arange(oh, device=dev) - top) % grid[0]
         cols = (sw * torch.arange(ow, device=dev) - left) % grid[1]
@@ -370,7 +371,7 @@ class ConvNorm2d(nn.Module):
         eh, ew = self.extent
         if self.padding_mode == "zeros":
             x = F.pad(x, (0, grid[1] - size[1], 0, grid[0] - size[0]))
-        x = pad2d(x, (0, eh - 1, 0, ew - 1), "circular")
+        x = pad2d(x, ((0, eh - 1), (0, ew - 1)), "circular")
         z = F.conv2d(x, self.weight, None, 1, 0, self.dilation, self.groups)
         z = torch.fft.irfft2(torch.fft.rfft2(z) * v, s=grid)
         rows, cols = self._positions(size, grid)
@@ -386,17 +387,17 @@ class ConvNorm2d(nn.Module):
             y = self.bn(y)
         return y
 
-    def _affine_pads(self) -> tuple[int, int, int, int]:
+    def _affine_pads(self) -> AxisPads:
         kh, kw = self.kernel_size
-        return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+        return (((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2))
 
     def _affine(self, y: torch.Tensor) -> torch.Tensor:
         y = pad2d(y, self._affine_pads(), "zeros")
         return F.conv2d(y, self.affine_weight, self.affine_bias, groups=self.out_channels)
 
     # ------------------------------------------------------------------ export / certify
-    def normalized_kernel(self, input_size: Any) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        """Kernel and pads ``(top, bottom, left, right)`` of a plain conv equal to the
+    def normalized_kernel(self, input_size: Any) -> tuple[torch.Tensor, AxisPads]:
+        """Kernel and pads ``((top, bottom), (left, right))`` of a plain conv equal to the
         normalisation step at ``input_size`` (with the ``v`` the forward would use now).
 
         The normalised torus correlation has the ``G``-periodic kernel
@@ -412,7 +413,7 @@ class ConvNorm2d(nn.Module):
             v = self.normalizer(grid).detach()
             kappa = _wrapped_kernel(self.weight.detach(), grid, self.dilation)
             kprime = torch.fft.irfft2(torch.fft.rfft2(kappa) * v[:, None], s=grid)
-        top, bottom, left, right = self.pads
+        (top, bottom), (left, right) = self.pads
         dev = kprime.device
         if self.padding_mode == "zeros":
             idx = [
@@ -420,10 +421,8 @@ class ConvNorm2d(nn.Module):
                 for n, g in zip(size, grid, strict=True)
             ]
             pads = (
-                top + size[0] - 1,
-                bottom + size[0] - 1,
-                left + size[1] - 1,
-                right + size[1] - 1,
+                (top + size[0] - 1, bottom + size[0] - 1),
+                (left + size[1] - 1, right + size[1] - 1),
             )
         else:
             (oh, ow), (sh, sw) = self.out_size(size), self.stride
@@ -431,7 +430,7 @@ class ConvNorm2d(nn.Module):
                 (torch.arange(g, device=dev) + lo) % g
                 for g, lo in zip(grid, (top, left), strict=True)
             ]
-            pads = (0, sh * (oh - 1), 0, sw * (ow - 1))
+            pads = ((0, sh * (oh - 1)), (0, sw * (ow - 1)))
         kernel = kprime.index_select(-2, idx[0]).index_select(-1, idx[1])
         return kernel, pads
 
@@ -477,12 +476,12 @@ class ConvNorm2d(nn.Module):
     def certify(self, input_size: Any, *, rtol: float = 1e-3) -> Certificate:
         """Certified bracket on the norm of the **normalisation step only** at ``input_size``
         (the affine step and BatchNorm have no bound), by :func:`specbound.certify`."""
-        kernel, (top, bottom, left, right) = self.normalized_kernel(input_size)
+        kernel, pads = self.normalized_kernel(input_size)
         return certify(
             kernel,
             self.padding_mode,
             input_size=input_size,
-            pad=(left, right, top, bottom),
+            pad=pads,
             stride=self.stride,
             groups=self.groups,
             rtol=rtol,

@@ -117,12 +117,12 @@ def _plain_linear(module: nn.Linear) -> nn.Linear:
 
 
 def _sll_conv(name: str, block: SLLConv2d) -> ResidualBlock:
-    top, bottom, left, right = block.pads
+    (top, bottom), (left, right) = block.pads
     if block.padding_mode != "zeros" or top != bottom or left != right:
         raise ValueError(
             f"cannot export layer {name!r}: SLLConv2d exports with zero padding and symmetric "
-            f"pads only, got padding_mode={block.padding_mode!r}, pads (top, bottom, left, "
-            f"right)={block.pads}"
+            f"pads only, got padding_mode={block.padding_mode!r}, pads ((top, bottom), "
+            f"(left, right))={block.pads}"
         )
     w = block.weight.detach()
     hidden, c_in_per_group = w.shape[:2]

@@ -41,6 +41,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from ..spec import AxisPads
+
 MODES = ("zeros", "circular", "reflect", "replicate")
 
 
@@ -86,13 +88,13 @@ def axis_multiplicity(n: int, lo: int, hi: int, mode: str) -> int:
     return max(counts)
 
 
-def padding_norm(size: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> float:
+def padding_norm(size: tuple[int, int], pads: AxisPads, mode: str) -> float:
     """Exact spectral norm of the 2-D padding operator for one input size.
 
     Parameters
     ----------
     size : (H, W)
-    pads : (top, bottom, left, right)
+    pads : ((top, bottom), (left, right))
     mode : {"zeros", "circular", "reflect", "replicate"}
 
     References
@@ -103,12 +105,12 @@ def padding_norm(size: tuple[int, int], pads: tuple[int, int, int, int], mode: s
     Examples
     --------
     >>> from specbound import layers
-    >>> layers.padding_norm((4, 4), (1, 1, 1, 1), "zeros")
+    >>> layers.padding_norm((4, 4), ((1, 1), (1, 1)), "zeros")
     1.0
-    >>> layers.padding_norm((4, 4), (1, 1, 1, 1), "replicate")  # sqrt(2) per axis
+    >>> layers.padding_norm((4, 4), ((1, 1), (1, 1)), "replicate")  # sqrt(2) per axis
     2.0
     """
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     m_h = axis_multiplicity(size[0], top, bottom, mode)
     m_w = axis_multiplicity(size[1], left, right, mode)
     return math.sqrt(m_h * m_w)
@@ -119,9 +121,7 @@ def min_valid_size(lo: int, hi: int, mode: str) -> int:
     return max(lo, hi) + 1 if mode == "reflect" else 1
 
 
-def padding_norm_bound(
-    pads: tuple[int, int, int, int], mode: str, min_size: tuple[int, int] | None = None
-) -> float:
+def padding_norm_bound(pads: AxisPads, mode: str, min_size: tuple[int, int] | None = None) -> float:
     """``sup ||P||`` over every input size ``(H, W) >= min_size`` that the mode accepts.
 
     Exact (a maximum, attained): the multiplicity pattern is constant for
@@ -136,10 +136,10 @@ def padding_norm_bound(
     Examples
     --------
     >>> from specbound import layers
-    >>> round(layers.padding_norm_bound((1, 1, 1, 1), "reflect"), 9)  # sqrt(3) per axis
+    >>> round(layers.padding_norm_bound(((1, 1), (1, 1)), "reflect"), 9)  # sqrt(3) per axis
     3.0
     """
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     lows = (1, 1) if min_size is None else min_size
     result = 1.0
     for n0, lo, hi in ((lows[0], top, bottom), (lows[1], left, right)):
@@ -154,8 +154,8 @@ def _gather_axis(x: torch.Tensor, dim: int, index: tuple[int, ...] | list[int]) 
     return x.index_select(dim, idx)
 
 
-def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.Tensor:
-    """Pad the last two axes of ``x`` by ``(top, bottom, left, right)`` with ``mode``.
+def pad2d(x: torch.Tensor, pads: AxisPads, mode: str) -> torch.Tensor:
+    """Pad the last two axes of ``x`` by ``((top, bottom), (left, right))`` with ``mode``.
 
     ``"zeros"``, ``"reflect"`` and ``"replicate"`` use :func:`torch.nn.functional.pad`
     (PyTorch's semantics). ``"circular"`` is index-based, so that a pad larger than the input
@@ -171,11 +171,11 @@ def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.
     >>> import torch
     >>> from specbound import layers
     >>> x = torch.arange(3.0).reshape(1, 1, 1, 3)
-    >>> layers.pad2d(x, (0, 0, 1, 1), "reflect")  # (top, bottom, left, right)
+    >>> layers.pad2d(x, ((0, 0), (1, 1)), "reflect")  # ((top, bottom), (left, right))
     tensor([[[[1., 0., 1., 2., 1.]]]])
     """
     _check_mode(mode)
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
         return x
     if mode == "zeros":
@@ -189,13 +189,13 @@ def pad2d(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str) -> torch.
         if max(top, bottom) >= h or max(left, right) >= w:
             raise ValueError(
                 f"padding_mode='reflect' needs each pad smaller than the input: pads "
-                f"(top, bottom, left, right)={pads} with input size {(h, w)}"
+                f"((top, bottom), (left, right))={pads} with input size {(h, w)}"
             )
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
 def pad2d_adjoint(
-    y: torch.Tensor, pads: tuple[int, int, int, int], mode: str, size: tuple[int, int]
+    y: torch.Tensor, pads: AxisPads, mode: str, size: tuple[int, int]
 ) -> torch.Tensor:
     """Adjoint ``P^T`` of :func:`pad2d`: sum each padded pixel back onto its source pixel.
 
@@ -209,10 +209,10 @@ def pad2d_adjoint(
     >>> import torch
     >>> from specbound import layers
     >>> y = torch.tensor([[[[1.0, 0.0, 1.0, 2.0, 1.0]]]])
-    >>> layers.pad2d_adjoint(y, (0, 0, 1, 1), "reflect", (1, 3))
+    >>> layers.pad2d_adjoint(y, ((0, 0), (1, 1)), "reflect", (1, 3))
     tensor([[[[0., 3., 2.]]]])
     """
-    top, bottom, left, right = pads
+    (top, bottom), (left, right) = pads
     h, w = size
     for dim, n, lo, hi in ((-2, h, top, bottom), (-1, w, left, right)):
         index = axis_source_index(n, lo, hi, mode)

@@ -205,12 +205,11 @@ class SLLConv2d(nn.Module):
         scaled = (
             self.weight.detach() * _inverse(self.factors().detach()).sqrt()[:, None, None, None]
         )
-        top, bottom, left, right = self.pads
         return certify(
             scaled,
             self.padding_mode,
             input_size=input_size,
-            pad=(left, right, top, bottom),
+            pad=self.pads,
             dilation=self.dilation,
             groups=self.groups,
             rtol=rtol,

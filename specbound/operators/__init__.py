@@ -1,4 +1,6 @@
-"""Exact float64 ground truth for 2-D convolution layers.
+"""Exact float64 ground truth for convolution layers (1-, 2- and 3-D, plain or transposed).
+
+* :class:`ConvLayer` — the layer as one object: geometry, ``LinearOperator``, matrices;
 
 * :func:`conv_matrix` — dense matrix, by index arithmetic, with a memory guard;
 * :func:`conv_sparse` — ``scipy.sparse`` with the Kronecker block-Toeplitz/circulant structure;
@@ -9,14 +11,15 @@
 """
 
 from .circulant import circulant_spectrum, frequency_matrices, polyphase_kernel
+from .conv_layer import ConvLayer
 from .dense import conv_matrix
 from .exact import exact_norm, exact_route
-from .matrix_free import ConvOperator, conv_operator
+from .matrix_free import conv_operator
 from .sparse import axis_selection, conv_sparse
 from .symbol import symbol, symbol_grid_norm
 
 __all__ = [
-    "ConvOperator",
+    "ConvLayer",
     "axis_selection",
     "circulant_spectrum",
     "conv_matrix",

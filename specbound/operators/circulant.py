@@ -24,11 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..spec import ConvSpec, Layer
+from ..spec import ConvSpec
+from .conv_layer import ConvLayer
 
 
-def require_circulant(layer: Layer) -> None:
+def require_circulant(layer: ConvLayer) -> None:
     """Raise a ``ValueError`` saying what works if ``layer`` is not block-circulant."""
+    if layer.d != 2 or layer.transposed:
+        raise ValueError(
+            f"kernel: the circulant route is for forward 2-D layers, this one has {layer.d} "
+            "spatial axes"
+            + (" and is transposed" if layer.transposed else "")
+            + "; use exact_norm (dense route) or ConvLayer.dense()"
+        )
     if layer.is_circulant:
         return
     spec = layer.spec
@@ -38,12 +46,12 @@ def require_circulant(layer: Layer) -> None:
             "use exact_norm (dense route) or conv_matrix for this layer"
         )
     (h, w) = layer.input_size  # raises the clear "input_size=None" message
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (eh, ew), (sh, sw) = layer.extent, spec.stride
     if top + bottom != eh - 1 or left + right != ew - 1:
         raise ValueError(
             f"the circulant route needs dilation*(k-1) padded in total per axis "
-            f"({eh - 1}, {ew - 1}), e.g. pad='same'; got (top, bottom, left, right)="
+            f"({eh - 1}, {ew - 1}), e.g. pad='same'; got ((top, bottom), (left, right))="
             f"{layer.pads}; other pads select or repeat rows of a circulant, so use exact_norm"
         )
     raise ValueError(
@@ -60,7 +68,7 @@ def _axis_polyphase(k: int, n: int, lo: int, stride: int, dilation: int):
     return phase, np.mod((offset - phase) // stride, n // stride)
 
 
-def polyphase_taps(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def polyphase_taps(layer: ConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where each tap lands in the polyphase-wrapped kernel: ``(r_h, q_h, r_w, q_w)``.
 
     Tap ``(a, b)`` of the kernel is added to phase channel ``(r_h[a], r_w[b])`` at position
@@ -69,14 +77,14 @@ def polyphase_taps(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """
     require_circulant(layer)
     (h, w), (sh, sw), (dh, dw) = layer.input_size, layer.spec.stride, layer.spec.dilation
-    top, _, left, _ = layer.pads
+    (top, _), (left, _) = layer.pads
     kh, kw = layer.kernel_size
     ph, qh = _axis_polyphase(kh, h, top, sh, dh)
     pw, qw = _axis_polyphase(kw, w, left, sw, dw)
     return ph, qh, pw, qw
 
 
-def polyphase_kernel(layer: Layer) -> np.ndarray:
+def polyphase_kernel(layer: ConvLayer) -> np.ndarray:
     """Kernel of the equivalent stride-1 circular layer, wrapped on the ``(H/s, W/s)`` grid.
 
     Returns an array of shape ``(c_out, c_in_g * s_h * s_w, H/s_h, W/s_w)`` (``c_in_g`` is the
@@ -113,7 +121,7 @@ def polyphase_kernel(layer: Layer) -> np.ndarray:
     return wrapped.reshape(c_out, c_in_g * sh * sw, h // sh, w // sw)
 
 
-def polyphase_spatial_first(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def polyphase_spatial_first(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """Torch polyphase wrapping, grid axes first: shape ``(H/s_h, W/s_w, ..., c_out, c_in')``.
 
     ``kernel`` is a real tensor ``(..., c_out, c_in_g, kh, kw)`` (leading dimensions are a
@@ -136,7 +144,7 @@ def polyphase_spatial_first(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
     return out.reshape(hq, wq, *lead[:-1], lead[-1] * sh * sw)
 
 
-def polyphase_kernel_torch(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
+def polyphase_kernel_torch(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     """Torch version of :func:`polyphase_kernel`, differentiable and batched.
 
     ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> ``(..., c_out, c_in_g*s_h*s_w, H/s_h, W/s_w)``.
@@ -145,7 +153,7 @@ def polyphase_kernel_torch(kernel: torch.Tensor, layer: Layer) -> torch.Tensor:
 
 
 def frequency_matrices(
-    layer: Layer, *, half: bool = False, chunk: int | None = None
+    layer: ConvLayer, *, half: bool = False, chunk: int | None = None
 ) -> Iterator[np.ndarray]:
     """Yield the per-frequency matrices, shape ``(groups, F, c_out_g, c_in_g*s_h*s_w)``.
 
@@ -231,7 +239,7 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
     return np.sort(np.concatenate(parts))[::-1]
 
 
-def circulant_norm(layer: Layer, *, chunk_bytes: int = 2**28) -> float:
+def circulant_norm(layer: ConvLayer, *, chunk_bytes: int = 2**28) -> float:
     """Largest singular value of a circulant layer via the largest eigenvalue of the smaller
     Gram matrix per frequency (Hermitian eigensolver; much cheaper than batched SVD).
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from ..spec import ConvSpec, Layer, check_dense_size, check_spec
+from ..spec import ConvSpec, KernelLike, check_dense_size, check_spec
 from .circulant import circulant_norm
-from .dense import conv_matrix
+from .conv_layer import ConvLayer
 
 
-def exact_route(kernel: Any, spec: ConvSpec) -> str:
+def exact_route(kernel: KernelLike, spec: ConvSpec) -> str:
     """Name of the route :func:`exact_norm` takes: ``"circulant"`` or ``"dense"``.
 
     References
@@ -33,18 +32,22 @@ def exact_route(kernel: Any, spec: ConvSpec) -> str:
     return _route(spec.layer(kernel, need_size=True))
 
 
-def _route(layer: Layer) -> str:
-    return "circulant" if layer.is_circulant else "dense"
+def _route(layer: ConvLayer) -> str:
+    if layer.d == 1:
+        layer = layer.as_2d()
+    return "circulant" if layer.d == 2 and layer.is_circulant else "dense"
 
 
-def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> float:
+def exact_norm(kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = None) -> float:
     """The spectral norm :math:`\\|A\\|_2` of the layer, exact up to float64 rounding.
 
-    Routes, cheapest first:
+    Any layer :class:`ConvLayer` describes: 1-, 2- or 3-D, plain or transposed (the
+    norm of a transposed layer is computed on its own matrix). Routes, cheapest first:
 
-    * ``"circulant"`` (circular padding, ``d*(k-1)`` padded per axis, stride dividing the
-      size): the largest eigenvalue of the smaller Gram matrix of each frequency matrix of
-      the wrapped (polyphase) kernel (Sedghi et al. 2019), over the ``rfft2`` half-spectrum.
+    * ``"circulant"`` (2-D or 1-D forward layers with circular padding, ``d*(k-1)``
+      padded per axis, stride dividing the size): the largest eigenvalue of the smaller
+      Gram matrix of each frequency matrix of the wrapped (polyphase) kernel (Sedghi et
+      al. 2019), over the ``rfft2`` half-spectrum.
     * ``"dense"``: the largest eigenvalue of the smaller Gram matrix ``A A^T`` or ``A^T A``
       of the dense matrix (:func:`conv_matrix`), refused with ``TooLargeError`` above
       ``max_bytes``.
@@ -93,19 +96,21 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
             "input size is the symbol supremum S(K), which is only bracketed (use certify)"
         )
     layer = spec.layer(kernel, need_size=True)
+    if layer.d == 1:  # the one-row 2-D layer: the same matrix
+        layer = layer.as_2d()
     # work on the kernel scaled by 2^j (max |K| in [1, 2)), exact barring subnormals, so
     # that neither the Gram matrix nor the frequency matrices over- or underflow for a
     # kernel at 1e300 or 1e-300; the norm is scaled back by 2^-j at the end
     peak = float(np.abs(layer.kernel).max()) if layer.kernel.size else 0.0
     j = 1 - math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 0
-    scaled = Layer(np.ldexp(layer.kernel, j), layer.spec)
+    scaled = layer.with_kernel(np.ldexp(layer.kernel, j))
     if _route(layer) == "circulant":
         return _unscale(circulant_norm(scaled), j)
     small = min(layer.in_dim, layer.out_dim)
     check_dense_size(
         (layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram", max_bytes
     )
-    a = conv_matrix(scaled.kernel, spec, max_bytes=max_bytes)
+    a = scaled.dense(max_bytes=max_bytes)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
     return _unscale(float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))), j)
 

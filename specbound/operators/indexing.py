@@ -1,13 +1,18 @@
 """Index maps of the padding modes, per spatial axis.
 
-Every padding mode used by PyTorch acts separably on the two spatial axes: the padded image is
-``x[r(t), r'(u)]`` for per-axis index maps ``r`` and ``r'`` (zeros padding maps outside the
+Every padding mode used by PyTorch acts separably on the spatial axes: the padded image is
+``x[r_0(t_0), r_1(t_1), ...]`` for per-axis index maps ``r_ax`` (zeros padding maps outside the
 image to "no pixel", written ``-1`` here). All exact operators are built from these maps.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .conv_layer import ConvLayer
 
 
 def padded_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
@@ -50,13 +55,7 @@ def axis_index(
     return source[t]
 
 
-def layer_axis_indices(layer) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(OH, kh)`` and ``(OW, kw)`` index maps of a :class:`~specbound.spec.Layer`."""
-    (h, w), (kh, kw) = layer.input_size, layer.kernel_size
-    top, bottom, left, right = layer.pads
-    (sh, sw), (dh, dw) = layer.spec.stride, layer.spec.dilation
-    mode = layer.spec.padding
-    return (
-        axis_index(h, kh, top, bottom, sh, dh, mode),
-        axis_index(w, kw, left, right, sw, dw, mode),
-    )
+def layer_axis_indices(layer: ConvLayer) -> tuple[np.ndarray, ...]:
+    """The per-axis ``(n_out, k)`` index maps of a forward
+    :class:`~specbound.operators.ConvLayer` (``(OH, kh)`` and ``(OW, kw)`` in 2-D)."""
+    return layer.axis_indices()

@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import scipy.sparse as sp
 
-from ..spec import ConvSpec
-from .indexing import layer_axis_indices
+from ..spec import ConvSpec, KernelLike, check_spec
+from .conv_layer import LAYOUTS, axis_selection
 
-LAYOUTS = ("channels_first", "pixels_first")
-
-
-def axis_selection(index: np.ndarray, n: int) -> list[sp.csr_array]:
-    """One ``(n_out, n)`` 0/1 matrix per tap: row ``i`` of tap ``a`` selects input ``index[i, a]``.
-
-    For zeros padding and stride 1 these are shifted identities (Toeplitz); for circular
-    padding they are cyclic shifts (circulant); strides keep every ``s``-th row.
-
-    References
-    ----------
-    * docs/theory/operators.md, "The layer as a matrix" and "Exact representations".
-
-    Examples
-    --------
-    Two output rows reading inputs ``(0, 1)`` and ``(1, 2)`` of an axis of length 3:
-
-    >>> import numpy as np
-    >>> from specbound.operators import axis_selection
-    >>> first, second = axis_selection(np.array([[0, 1], [1, 2]]), 3)
-    >>> first.toarray()
-    array([[1., 0., 0.],
-           [0., 1., 0.]])
-    >>> second.toarray()
-    array([[0., 1., 0.],
-           [0., 0., 1.]])
-    """
-    n_out, k = index.shape
-    mats = []
-    for a in range(k):
-        rows = np.nonzero(index[:, a] >= 0)[0]
-        data = np.ones(rows.size)
-        mats.append(sp.csr_array((data, (rows, index[rows, a])), shape=(n_out, n)))
-    return mats
+__all__ = ["LAYOUTS", "axis_selection", "conv_sparse"]
 
 
-def conv_sparse(kernel: Any, spec: ConvSpec, *, layout: str = "channels_first") -> sp.sparray:
+def conv_sparse(
+    kernel: KernelLike, spec: ConvSpec, *, layout: str = "channels_first"
+) -> sp.sparray:
     """The layer's matrix as ``scipy.sparse``, equal to :func:`conv_matrix`.
 
     It is assembled from its structure,
@@ -82,26 +48,4 @@ def conv_sparse(kernel: Any, spec: ConvSpec, *, layout: str = "channels_first") 
     >>> np.array_equal(A.toarray(), conv_matrix(kernel, spec))
     True
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    layer = spec.layer(kernel, need_size=True)
-    (h, w) = layer.input_size
-    taps = layer.dense_channel_taps()
-    idx_h, idx_w = layer_axis_indices(layer)
-    rows_h, cols_w = axis_selection(idx_h, h), axis_selection(idx_w, w)
-    shape = (layer.out_dim, layer.in_dim)
-    total = sp.csr_array(shape)
-    for a, r_a in enumerate(rows_h):
-        for b, c_b in enumerate(cols_w):
-            k_ab = sp.csr_array(taps[:, :, a, b])
-            if k_ab.nnz == 0:
-                continue
-            spatial = sp.kron(r_a, c_b, format="csr")
-            if layout == "channels_first":
-                total = total + sp.kron(k_ab, spatial, format="csr")
-            else:
-                total = total + sp.kron(spatial, k_ab, format="csr")
-    if layout == "pixels_first":
-        return sp.bsr_array(total, blocksize=(layer.c_out, layer.c_in))
-    total.sum_duplicates()
-    return total
+    return check_spec(spec).layer(kernel, need_size=True).sparse(layout=layout)

@@ -125,8 +125,8 @@ from itertools import product
 import numpy as np
 import torch
 
+from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import layer_axis_indices
-from ..spec import Layer
 from .rounding import U, gamma, up
 
 SIDES = ("input", "output")
@@ -289,7 +289,7 @@ class BandLayout:
         return pr * self.cols.n + pc if self.order == "rows" else pc * self.rows.n + pr
 
 
-def _axes(layer: Layer, side: str) -> tuple[_Axis, _Axis]:
+def _axes(layer: ConvLayer, side: str) -> tuple[_Axis, _Axis]:
     index_h, index_w = layer_axis_indices(layer)
     (h, w), (oh, ow) = layer.input_size, layer.out_size
     n_h, n_w = (h, w) if side == "input" else (oh, ow)
@@ -299,7 +299,7 @@ def _axes(layer: Layer, side: str) -> tuple[_Axis, _Axis]:
     )
 
 
-def band_layouts(layer: Layer, pixels_per_block: int | None = None) -> list[BandLayout]:
+def band_layouts(layer: ConvLayer, pixels_per_block: int | None = None) -> list[BandLayout]:
     """Every candidate layout (two sides, two raster orders), each with the block size that
     minimises its estimated cost, or with ``pixels_per_block`` when given."""
     g = layer.groups
@@ -344,12 +344,12 @@ def _estimated_cost(layout: BandLayout) -> float:
     return layout.flops + 2e6 * calls + 4e5 * layout.dim
 
 
-def choose_layout(layer: Layer) -> BandLayout:
+def choose_layout(layer: ConvLayer) -> BandLayout:
     """The cheapest layout of :func:`band_layouts` (estimated flops and overhead)."""
     return min(band_layouts(layer), key=_estimated_cost)
 
 
-def group_kernels(layer: Layer) -> list[np.ndarray]:
+def group_kernels(layer: ConvLayer) -> list[np.ndarray]:
     """The kernel of each group, ``(c_out/g, c_in/g, kh, kw)``: the blocks of ``G``."""
     g, co = layer.groups, layer.c_out // layer.groups
     return [layer.kernel[i * co : (i + 1) * co] for i in range(g)]
@@ -697,7 +697,7 @@ class NormTest:
 
 
 def verified_norm_upper(
-    layer: Layer,
+    layer: ConvLayer,
     mu: float,
     *,
     lower: float = 0.0,
@@ -714,7 +714,7 @@ def verified_norm_upper(
 
     Parameters
     ----------
-    layer : Layer
+    layer : ConvLayer
         Zero padding and a finite input size; any stride, dilation, groups. The kernel should
         be scaled so that ``max|K|`` is near 1 (as :func:`specbound.certify` does).
     mu : float

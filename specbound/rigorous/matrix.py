@@ -22,8 +22,8 @@ import sys
 import numpy as np
 import torch
 
+from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import layer_axis_indices
-from ..spec import Layer
 from .cholesky import _float64_gemm
 from .rounding import U, down, frobenius_upper, gamma, pow2_scale, up
 from .verified import RETRY_FACTOR, lambda_max_upper, level_margin
@@ -165,7 +165,7 @@ def _estimate(g: torch.Tensor, rtol: float) -> tuple[float, torch.Tensor]:
     return float(vals[0]), torch.from_numpy(vecs[:, 0]).to(g.device)
 
 
-def conv1x1_bracket(layer: Layer, rtol: float, device: torch.device | None = None):
+def conv1x1_bracket(layer: ConvLayer, rtol: float, device: torch.device | None = None):
     """``(upper, lower, upper_method, witness, notes)`` for a 1x1 layer (L11): the weight's
     groups by :func:`weight_sigma` (maximum over groups, NaN-propagating), times the exact
     padding/stride factors ``sqrt(max count)`` per axis at a given size."""

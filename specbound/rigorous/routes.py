@@ -1,7 +1,7 @@
 """The certification strategy of each kind of layer (see ``docs/certify.md``).
 
-Each route takes a validated :class:`~specbound.spec.Layer` whose kernel has been scaled by an
-exact power of two, and returns a :class:`Bracket` of rigorous bounds on ``||A||_2``.
+Each route takes a validated :class:`~specbound.operators.ConvLayer` whose kernel has been
+scaled by an exact power of two, and returns a :class:`Bracket` of rigorous bounds on ``||A||_2``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
 from ..operators.sparse import conv_sparse
-from ..spec import ConvSpec, Layer
+from ..spec import ConvSpec
 from .bracket import max_lower, max_upper, relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
@@ -64,7 +65,7 @@ def _real_direction(v: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- circulant
-def circulant_route(layer: Layer, ctx: Context, rtol: float | None = None) -> Bracket:
+def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -> Bracket:
     """Circular layer, block-circulant (stride dividing the size): exact per frequency.
 
     Frequency matrices of the wrapped polyphase kernel with a rigorous error bound; Frobenius
@@ -117,7 +118,7 @@ def _abs_symbol_bound(sym: PolyphaseSymbol) -> float:
 
 
 # ---------------------------------------------------------------------------- dense
-def dense_route(layer: Layer, ctx: Context) -> Bracket:
+def dense_route(layer: ConvLayer, ctx: Context) -> Bracket:
     """Any layer small enough: the dense matrix with the verified core (L10).
 
     Entries of the matrix are sums of at most ``kh*kw`` taps (several taps meet one pixel
@@ -147,7 +148,7 @@ def dense_route(layer: Layer, ctx: Context) -> Bracket:
     )
 
 
-def dense_fits(layer: Layer) -> bool:
+def dense_fits(layer: ConvLayer) -> bool:
     return min(layer.in_dim, layer.out_dim) <= DENSE_GRAM_LIMIT and (
         8 * layer.in_dim * layer.out_dim <= 2**30
     )
@@ -163,7 +164,7 @@ def _cells(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, half
 
 
-def check_every_size_pads(layer: Layer) -> None:
+def check_every_size_pads(layer: ConvLayer) -> None:
     """Refuse an every-size (``input_size=None``) layer for which the symbol supremum ``S``
     is not a bound: the submatrix property behind L8.
 
@@ -181,7 +182,7 @@ def check_every_size_pads(layer: Layer) -> None:
     """
     if layer.spec.padding != "circular":
         return
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (eh, ew) = layer.extent
     if top + bottom > eh - 1 or left + right > ew - 1:
         raise ValueError(
@@ -193,7 +194,7 @@ def check_every_size_pads(layer: Layer) -> None:
         )
 
 
-def support_layer(layer: Layer) -> Layer:
+def support_layer(layer: ConvLayer) -> ConvLayer:
     """The stride-1 layer of the kernel cut to the bounding box of its non-zero taps.
 
     Its symbol is ``e^{i w.t0}`` times the full kernel's symbol (``t0`` the box's corner),
@@ -206,7 +207,7 @@ def support_layer(layer: Layer) -> Layer:
     rows = np.flatnonzero(np.any(k != 0, axis=(0, 1, 3)))
     cols = np.flatnonzero(np.any(k != 0, axis=(0, 1, 2)))
     cut = k[:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return Layer(np.ascontiguousarray(cut), layer.spec.replace(stride=1, pad=0))
+    return ConvLayer(np.ascontiguousarray(cut), layer.spec.replace(stride=1, pad=0))
 
 
 def channel_blocks(kernel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,7 +239,7 @@ def channel_blocks(kernel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return blocks
 
 
-def every_size_route(layer: Layer, ctx: Context) -> Bracket:
+def every_size_route(layer: ConvLayer, ctx: Context) -> Bracket:
     """Stride 1, every input size: ``S(K) = max_b S(K_b)`` over the channel blocks
     (:func:`channel_blocks`; ``groups=1``), each on its support's bounding box
     (:func:`support_layer`), by :func:`symbol_sup_route`. A witness of block ``b`` is one of
@@ -249,7 +250,7 @@ def every_size_route(layer: Layer, ctx: Context) -> Bracket:
         return symbol_sup_route(support_layer(layer), ctx)
     parts = []
     for outs, ins in blocks:
-        sub = Layer(np.ascontiguousarray(layer.kernel[np.ix_(outs, ins)]), layer.spec)
+        sub = ConvLayer(np.ascontiguousarray(layer.kernel[np.ix_(outs, ins)]), layer.spec)
         parts.append((symbol_sup_route(support_layer(sub), ctx), ins))
     upper = max_upper(*(b.upper for b, _ in parts))
     best, ins = max(parts, key=lambda part: max_lower(part[0].lower))
@@ -265,7 +266,7 @@ def every_size_route(layer: Layer, ctx: Context) -> Bracket:
     )
 
 
-def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
+def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
     """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
 
     Bernstein's inequality along a segment: for the top singular pair ``(u, v)`` at a
@@ -288,7 +289,7 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
     if spec.stride == (1, 1) and spec.dilation != (1, 1):
         symbol_dilation = [1, 1]
         # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
-        layer = Layer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
+        layer = ConvLayer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
     sym = PolyphaseSymbol.from_layer(
         layer, offsets=False, device=ctx.device, kernel_error=ctx.kernel_error
     )
@@ -405,9 +406,7 @@ def _verified_cell_sigma(
         omega = torch.as_tensor(centres[part], dtype=torch.float64, device=ctx.device)
         mats = sym.at_points(omega)
         g, f = mats.shape[:2]
-        res = verified_bracket(
-            mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4
-        )
+        res = verified_bracket(mats.reshape(g * f, *mats.shape[2:]), sym.error_bound, ctx.rtol / 4)
         out[part] = res.upper.reshape(g, f).max(dim=0).values.cpu().numpy()
     return out
 
@@ -416,7 +415,7 @@ def _verified_cell_sigma(
 EMBEDDING_CANDIDATES = 4
 
 
-def embedding_layers(layer: Layer) -> list[Layer]:
+def embedding_layers(layer: ConvLayer) -> list[ConvLayer]:
     """Block-circulant layers that contain a zero-padded layer as a submatrix
     (theorem G1 of docs/proofs.md, lemma L6 of docs/certify.md):
     sizes ``N >= n + max(P_lo, P_hi)`` per axis, multiples of the stride, same left pads and
@@ -426,7 +425,7 @@ def embedding_layers(layer: Layer) -> list[Layer]:
     modulo ``N >= n + max(P_lo, P_hi)`` no index outside ``[0, n)`` lands inside it, and the
     rows ``s i`` are distinct rows of the strided circulant because ``s | N``.
     """
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, layer.spec.stride
     if max(top, bottom) > eh - 1 or max(left, right) > ew - 1:
         return []
@@ -442,11 +441,11 @@ def embedding_layers(layer: Layer) -> list[Layer]:
             layer.spec.dilation,
             layer.groups,
         )
-        out.append(Layer(layer.kernel, spec))
+        out.append(ConvLayer(layer.kernel, spec))
     return out
 
 
-def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bracket:
+def zero_given_route(layer: ConvLayer, ctx: Context, *, tighten: bool = True) -> Bracket:
     """Zero padding at a given size: dense when it fits, else the circular embedding upper
     bound with a Lanczos witness on the true operator; when that misses ``rtol`` (and
     ``tighten``), the verified Cholesky test closes the gap (:func:`cholesky_tighten`).
@@ -481,7 +480,7 @@ def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bra
 
 
 def _embedding_bracket(
-    layer: Layer, ctx: Context, embeddings: list[Layer], start: Bracket | None
+    layer: ConvLayer, ctx: Context, embeddings: list[ConvLayer], start: Bracket | None
 ) -> Bracket:
     """The best circular-embedding upper bound over ``embeddings`` (theorem G1), kept only
     where it beats ``start``; without ``start``, the Lanczos witness is seeded from the first
@@ -508,7 +507,7 @@ def _embedding_bracket(
     return best
 
 
-def _witness_direction(layer: Layer, seed: np.ndarray | None, ctx: Context) -> np.ndarray:
+def _witness_direction(layer: ConvLayer, seed: np.ndarray | None, ctx: Context) -> np.ndarray:
     """Lanczos from ``seed``; under a deadline, power steps on ``A^T A`` instead, as many as
     half the time left allows (measured on one step), so that ``max_seconds`` holds."""
     if ctx.deadline is None:
@@ -542,7 +541,7 @@ def gemm_rate(device: torch.device) -> float:
     return _GEMM_RATE[key]
 
 
-def cholesky_plan(layer: Layer, ctx: Context) -> tuple[BandLayout, str | None]:
+def cholesky_plan(layer: ConvLayer, ctx: Context) -> tuple[BandLayout, str | None]:
     """The band layout of the verified Cholesky step, and why it cannot run (``None`` when it
     can): a band above :data:`CHOLESKY_MAX_BYTES`, or an estimated factorization time (flops
     over :func:`gemm_rate`) beyond what ``max_seconds`` leaves."""
@@ -572,7 +571,7 @@ def _layout_note(layout: BandLayout) -> str:
     )
 
 
-def cholesky_tighten(layer: Layer, ctx: Context, bracket: Bracket) -> Bracket:
+def cholesky_tighten(layer: ConvLayer, ctx: Context, bracket: Bracket) -> Bracket:
     """Close a given-size bracket with the verified Cholesky test of
     ``mu^2 I - G >= 0`` (:func:`~specbound.rigorous.cholesky.verified_norm_upper`, L9).
 
@@ -644,7 +643,7 @@ def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
     return math.sqrt(int(counts.max()))
 
 
-def padded_route(layer: Layer, ctx: Context) -> Bracket:
+def padded_route(layer: ConvLayer, ctx: Context) -> Bracket:
     """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
     fits; else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding operator
     (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded by its
@@ -652,12 +651,12 @@ def padded_route(layer: Layer, ctx: Context) -> Bracket:
     misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
     if dense_fits(layer):
         return dense_route(layer, ctx)
-    top, bottom, left, right = layer.pads
+    (top, bottom), (left, right) = layer.pads
     (h, w), mode = layer.input_size, layer.spec.padding
     p_norm = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
         w, left, right, mode
     )
-    valid = Layer(
+    valid = ConvLayer(
         layer.kernel,
         ConvSpec(
             "zeros",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..spec import Layer
+from ..operators.conv_layer import ConvLayer
 from .rounding import LIBM_ULPS, U, frobenius_upper, gamma, up
 
 
@@ -62,7 +62,7 @@ class PolyphaseSymbol:
     @classmethod
     def from_layer(
         cls,
-        layer: Layer,
+        layer: ConvLayer,
         *,
         offsets: bool = True,
         device: torch.device | str | None = None,
@@ -73,7 +73,7 @@ class PolyphaseSymbol:
         Frobenius norm of any error already present in the kernel values (added to
         :attr:`error_bound`, times the number of taps)."""
         (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.spec.stride, layer.spec.dilation
-        top, _, left, _ = layer.pads if offsets else (0, 0, 0, 0)
+        (top, _), (left, _) = layer.pads if offsets else ((0, 0), (0, 0))
         ph, qh = axis_phases(kh, dh, top, sh)
         pw, qw = axis_phases(kw, dw, left, sw)
         g = layer.groups

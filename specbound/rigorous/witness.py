@@ -20,12 +20,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..operators.matrix_free import ConvOperator
-from ..spec import Layer
+from ..operators.conv_layer import ConvLayer
 from .rounding import TINY_UNIT, U, frobenius_upper, gamma
 
 
-def plane_wave(layer: Layer, group: int, freq: tuple[int, int], vector: torch.Tensor) -> np.ndarray:
+def plane_wave(
+    layer: ConvLayer, group: int, freq: tuple[int, int], vector: torch.Tensor
+) -> np.ndarray:
     """Real input ``x`` (``(c_in, H, W)``, unit norm) with ``||A x|| = ||M(w) v|| ||x|| / ||v||``.
 
     On the polyphase grid ``m = n / s`` the input ``x'_{(c, r)}[j] = Re(v e^{-i w.j})`` is
@@ -62,7 +63,7 @@ def _plain_convolution():
             yield
 
 
-def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> float:
+def operator_lower(layer: ConvLayer, x: np.ndarray | torch.Tensor, device=None) -> float:
     """Rigorous lower bound on ``||A x|| / ||x||`` for the exact operator of ``layer``.
 
     The convolution runs in float64 with cuDNN and oneDNN switched off (im2col + GEMM, whose
@@ -71,13 +72,13 @@ def operator_lower(layer: Layer, x: np.ndarray | torch.Tensor, device=None) -> f
     gradual underflow each product and each square may carry ``2^-1075`` more; that is
     subtracted too, and the result is moved below any subnormal rounding (a NaN gives 0).
     """
-    op = ConvOperator(layer, device=device)
+    op = layer.to(device)
     xt = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(
         1, layer.c_in, *layer.input_size
     )
     with _plain_convolution():
         y = op.apply(xt)
-        abs_op = ConvOperator(Layer(np.abs(layer.kernel), layer.spec), device=op.device)
+        abs_op = layer.with_kernel(np.abs(layer.kernel)).to(op.device)
         z = abs_op.apply(xt.abs())
     t = layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
     g = gamma(t)
@@ -117,7 +118,7 @@ class _OutOfTime(Exception):
 
 
 def lanczos_direction(
-    layer: Layer,
+    layer: ConvLayer,
     x: np.ndarray | None,
     device=None,
     seed: int = 0,
@@ -140,7 +141,7 @@ def lanczos_direction(
     from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     deadline = _DEADLINE.get() if deadline is None else deadline
-    op = ConvOperator(layer, device=device)
+    op = layer.to(device)
     n = op.shape[1]
     if n < 8:
         return power_refine(layer, x, 200, device, seed, deadline=deadline)
@@ -176,7 +177,7 @@ def lanczos_direction(
 
 
 def power_refine(
-    layer: Layer,
+    layer: ConvLayer,
     x: np.ndarray | None,
     n_iter: int,
     device=None,
@@ -186,7 +187,7 @@ def power_refine(
     """``n_iter`` steps of power iteration on ``A^T A`` from ``x`` (random if None), fewer
     once ``deadline`` (by default that of the enclosing :func:`time_budget`) has passed."""
     deadline = _DEADLINE.get() if deadline is None else deadline
-    op = ConvOperator(layer, device=device)
+    op = layer.to(device)
     shape = (1, layer.c_in, *layer.input_size)
     if x is None:
         gen = torch.Generator().manual_seed(seed)

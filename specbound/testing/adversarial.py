@@ -177,7 +177,7 @@ def _kernel_size() -> st.SearchStrategy[tuple[int, int]]:
 
 def total_pad_exceeds(shape: tuple[int, ...], spec: ConvSpec) -> bool:
     """True when a circular pad's total on some axis exceeds ``d(k-1)`` (duplicated rows)."""
-    top, bottom, left, right = spec.pads(shape[2:])
+    (top, bottom), (left, right) = spec.pads(shape[2:])
     (dh, dw), (kh, kw) = spec.dilation, shape[2:]
     return top + bottom > dh * (kh - 1) or left + right > dw * (kw - 1)
 

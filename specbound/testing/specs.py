@@ -39,7 +39,7 @@ def within_symbol_domain(shape: tuple[int, int, int, int], spec: ConvSpec) -> bo
         return True
     if spec.padding != "circular":
         return False
-    top, bottom, left, right = spec.pads(shape[2:])
+    (top, bottom), (left, right) = spec.pads(shape[2:])
     (dh, dw), (kh, kw) = spec.dilation, shape[2:]
     return top + bottom <= dh * (kh - 1) and left + right <= dw * (kw - 1)
 

@@ -43,7 +43,7 @@ def valid_geometry(shape: tuple[int, int, int, int], spec: ConvSpec) -> bool:
     if spec.input_size is None:
         return True
     (h, w), (dh, dw) = spec.input_size, spec.dilation
-    top, bottom, left, right = spec.pads((kh, kw))
+    (top, bottom), (left, right) = spec.pads((kh, kw))
     if spec.padding == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
         return False
     return h + top + bottom >= dh * (kh - 1) + 1 and w + left + right >= dw * (kw - 1) + 1
