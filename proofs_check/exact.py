@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 
 from specbound import ConvSpec
 from specbound.operators import exact_norm, frequency_matrices, symbol
-from specbound.operators.circulant import polyphase_taps
+from specbound.operators.circulant import circulant_engine
 from specbound.operators.indexing import layer_axis_indices
 
 from .harness import Skip
@@ -202,7 +202,8 @@ def mp_circ_norm(
         return mpmath.mpf(0)
     (h, w), (sh, sw) = layer.input_size, layer.spec.stride
     m1, m2 = h // sh, w // sw
-    ph, qh, pw, qw = polyphase_taps(layer)
+    engine = circulant_engine(layer)
+    (ph, pw), (qh, qw) = engine.phases, engine.positions
     g = layer.groups
     co, ci = layer.c_out // g, layer.kernel.shape[1]
     best = mpmath.mpf(0)

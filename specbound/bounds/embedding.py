@@ -28,7 +28,7 @@ import torch
 
 from ..spec import Layer, Pair, _pair
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
-from .exact import Torus, as_float64, symbol_grid_max
+from .exact import as_float64, symbol_grid_max
 
 
 def dilated_degree(layer: Layer) -> Pair:
@@ -59,8 +59,9 @@ def require_symbol_bounded(layer: Layer) -> None:
 
 def circular_norm(kernel: torch.Tensor, layer: Layer, grid: Pair) -> torch.Tensor:
     """``sigma_circ(N)``: exact norm of the stride-1 circular layer of ``kernel`` on ``grid``."""
-    torus = Torus(size=grid, dilation=layer.spec.dilation, groups=layer.groups)
-    return symbol_grid_max(kernel, torus, "spectral")[0]
+    return symbol_grid_max(
+        kernel, "spectral", size=grid, dilation=layer.spec.dilation, groups=layer.groups
+    )[0]
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -119,8 +120,15 @@ def embedding_norms(
     spec = layer.spec
     norms = {}
     for grid in embedding_candidates(layer, extra, sizes):
-        torus = Torus(grid, spec.stride, spec.dilation, (top, left), spec.groups)
-        norms[grid] = symbol_grid_max(kernel, torus, "spectral")[0]
+        norms[grid] = symbol_grid_max(
+            kernel,
+            "spectral",
+            size=grid,
+            lo=(top, left),
+            stride=spec.stride,
+            dilation=spec.dilation,
+            groups=spec.groups,
+        )[0]
     return norms
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..spec import ConvSpec, _pair, as_kernel
+from .frequency import FrequencyEngine
 
 
 def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np.ndarray:
@@ -38,6 +40,7 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     Examples
     --------
     >>> import numpy as np
+import torch
     >>> from specbound.operators import symbol
     >>> kernel = np.ones((1, 1, 3, 3))
     >>> symbol(kernel, (0.0, 0.0))
@@ -52,10 +55,9 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
         raise ValueError(f"omega must have shape (..., 2), got {w.shape}")
     if not np.isfinite(w).all():
         raise ValueError("omega must be finite")
-    kh, kw = k.shape[2:]
-    ph = np.exp(-1j * w[..., 0, None] * dh * np.arange(kh))  # (..., kh)
-    pw = np.exp(-1j * w[..., 1, None] * dw * np.arange(kw))  # (..., kw)
-    return np.einsum("ocab,...a,...b->...oc", k, ph, pw)
+    engine = FrequencyEngine(torch.as_tensor(k, dtype=torch.float64), dilation=(dh, dw))
+    mats = engine.at_points(w.reshape(-1, 2))  # (F, 1, c_out, c_in)
+    return mats.reshape(*w.shape[:-1], *k.shape[:2]).numpy()
 
 
 def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int = 1) -> float:
@@ -76,6 +78,7 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
     Examples
     --------
     >>> import numpy as np
+import torch
     >>> from specbound.operators import symbol_grid_norm
     >>> round(symbol_grid_norm(np.ones((1, 1, 3, 3)), (8, 8)), 9)
     9.0
