@@ -38,7 +38,7 @@ import torch
 
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
-from .rigorous.rounding import scale_back_outward
+from .rigorous.rounding import prescale, scale_back_outward
 from .rigorous.routes import (
     Bracket,
     Context,
@@ -206,8 +206,10 @@ class Certificate:
 
         if not self.lower <= self.upper:
             raise VerificationError(f"lower {self.lower} > upper {self.upper}")
-        kernel, j, _ = _prescale(self.kernel)
-        lower, upper = _scale_pow2(self.lower, j), _scale_pow2(self.upper, j)
+        kernel, j, _ = prescale(self.kernel)
+        # the bounds at the kernel's scale, outward (j -> -j: times 2^j)
+        lower = scale_back_outward(self.lower, -j, upward=False)
+        upper = scale_back_outward(self.upper, -j, upward=True)
         w = self.witness or {}
         if "input" in w:
             x = w["input"].ravel()
@@ -219,7 +221,7 @@ class Certificate:
                 ratio = np.linalg.norm(conv_operator(kernel, self.spec).matvec(x)) / x_norm
             if ratio < lower * (1 - rtol):
                 raise VerificationError(
-                    f"witness gives {_scale_pow2(ratio, -j)}, below lower {self.lower}"
+                    f"witness gives {_back(ratio, j)}, below lower {self.lower}"
                 )
         elif "frequency" in w:
             m = (
@@ -242,7 +244,7 @@ class Certificate:
                 ratio = np.linalg.norm(m[rows, cols] @ v) / v_norm if v_norm > 0 else 0.0
                 if ratio < lower * (1 - rtol):
                     raise VerificationError(
-                        f"symbol witness gives {_scale_pow2(ratio, -j)} < {self.lower}"
+                        f"symbol witness gives {_back(ratio, j)} < {self.lower}"
                     )
         if self.spec.input_size is not None:
             try:
@@ -251,17 +253,14 @@ class Certificate:
                 return True
             if exact > upper * (1 + rtol) or exact < lower * (1 - rtol):
                 raise VerificationError(
-                    f"exact norm {_scale_pow2(exact, -j)} outside [{self.lower}, {self.upper}]"
+                    f"exact norm {_back(exact, j)} outside [{self.lower}, {self.upper}]"
                 )
         return True
 
 
-def _scale_pow2(value: float, j: int) -> float:
-    """``value * 2^j`` (``inf`` on overflow), for comparisons at a common scale."""
-    try:
-        return math.ldexp(value, j)
-    except OverflowError:
-        return math.copysign(math.inf, value)
+def _back(value: float, j: int) -> float:
+    """A value computed at the kernel's scale ``2^j``, at the user's scale (for messages)."""
+    return scale_back_outward(value, j, upward=False)
 
 
 def _json_number(value: float) -> float | None:
@@ -339,24 +338,6 @@ def _unsupported_module(module: torch.nn.Module) -> str:
     if isinstance(module, torch.nn.Conv3d):
         return f"{accepted}; got a {name}: 3-D convolutions are not supported yet"
     return f"{accepted}; got a {name}"
-
-
-def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
-    """Scale by ``2^j`` so that ``max|K|`` is in ``[1, 2)``: exact unless entries become
-    subnormal, whose rounding (``<= 2^-1075`` each) is returned as a Frobenius bound."""
-    peak = float(np.abs(kernel).max())
-    if peak == 0.0:
-        return kernel, 0, 0.0
-    _, e = math.frexp(peak)  # peak = m 2^e, m in [0.5, 1)
-    j = 1 - e
-    scaled = np.ldexp(kernel, j)
-    tiny = np.abs(scaled) < sys.float_info.min
-    err = math.sqrt(int(tiny.sum())) * 2.0**-1074 if tiny.any() else 0.0
-    return scaled, j, err
-
-
-def _unscale(value: float, j: int, upward: bool) -> float:
-    return scale_back_outward(value, j, upward=upward)
 
 
 def _route(layer: Layer, ctx: Context) -> Bracket:
@@ -529,7 +510,7 @@ def certify(
         check_every_size_pads(layer)
     if _pointwise(layer):
         return _pointwise_certificate(layer, float(rtol), dev, start)
-    scaled, j, kerr = _prescale(layer.kernel)
+    scaled, j, kerr = prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
         device=dev,
@@ -552,9 +533,9 @@ def certify(
     else:
         with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
             result = _route(Layer(scaled, spec), ctx)
-    upper = _unscale(result.upper, j, upward=True)
-    lower = _unscale(result.lower, j, upward=False)
-    lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
+    upper = scale_back_outward(result.upper, j, upward=True)
+    lower = scale_back_outward(result.lower, j, upward=False)
+    lower = lower if lower <= upper else upper  # (NaN-free after scale_back_outward)
     notes = list(result.notes)
     upper_method = result.upper_method
     if (

@@ -17,7 +17,6 @@ maximising frequency only.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from ..operators import exact_norm, exact_route
 from ..operators.circulant import require_circulant
 from ..operators.frequency import FrequencyEngine
+from ..rigorous.rounding import pow2_exponent
 from ..spec import Layer
 from .base import SIZE_GIVEN, Bound, register
 
@@ -37,33 +37,34 @@ NORMS = ("spectral", "frobenius")
 
 # ----------------------------------------------------------------------------- helpers
 def binary_exponent(kernel: torch.Tensor | np.ndarray) -> int:
-    """``e`` with ``max|K| * 2**-e`` in ``[0.5, 1)``; 0 for a zero kernel (``|e| <= 1000``).
+    """``j`` with ``max|K| * 2**j`` in ``[1, 2)``; 0 for a zero kernel
+    (:func:`~specbound.rigorous.rounding.pow2_exponent`, in the kernel's dtype, so ``2**j``
+    is finite there).
 
-    Scaling a kernel by ``2**-e`` is exact in binary floating point, and every norm here is
+    Scaling a kernel by ``2**j`` is exact in binary floating point, and every norm here is
     1-homogeneous, so methods work on the scaled kernel and multiply back: no overflow of
     squared quantities at 1e150 and no underflow at 1e-150.
     """
     if isinstance(kernel, torch.Tensor):
-        top = float(kernel.detach().abs().max())
+        top = kernel.detach().abs().amax() if kernel.numel() else kernel.new_zeros(())
     else:
-        top = float(np.abs(kernel).max())
-    if top == 0.0:
-        return 0
-    return max(-1000, min(1000, math.frexp(top)[1]))
+        peak = float(np.abs(kernel).max()) if np.size(kernel) else 0.0
+        top = torch.tensor(peak, dtype=torch.float64)
+    return int(pow2_exponent(top))
 
 
 def scale_down(kernel: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(K * 2**-e, e)`` with ``e = binary_exponent(K)`` (exact; differentiable)."""
-    e = binary_exponent(kernel)
-    return kernel * 2.0**-e, e
+    """``(K * 2**j, j)`` with ``j = binary_exponent(K)`` (exact; differentiable)."""
+    j = binary_exponent(kernel)
+    return kernel * 2.0**j, j
 
 
-def scale_up(value: torch.Tensor, e: int) -> torch.Tensor:
-    """``value * 2**e``: undo :func:`scale_down` on a 1-homogeneous quantity.
+def scale_up(value: torch.Tensor, j: int) -> torch.Tensor:
+    """``value * 2**-j``: undo :func:`scale_down` on a 1-homogeneous quantity.
 
-    (A python-float power of two, ``|e| <= 1000``, is exact; ``torch.ldexp`` with an integer
-    exponent tensor is avoided: its gradient evaluates ``2**-e`` in integers, i.e. 0.)"""
-    return value * 2.0**e
+    (A python-float power of two is exact; ``torch.ldexp`` with an integer exponent tensor
+    is avoided: its gradient evaluates ``2**-j`` in integers, i.e. 0.)"""
+    return value * 2.0**-j
 
 
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..operators.circulant import circulant_engine, require_circulant
 from ..operators.dense import conv_matrix
+from ..rigorous.rounding import pow2_exponent
 from ..spec import Layer
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 
@@ -149,17 +150,6 @@ def _normalise(
     return x / r.reshape(shape), 2.0 * (log_scale + torch.log(r))
 
 
-def _power_of_two_exponent(top: torch.Tensor) -> torch.Tensor:
-    """Integer exponents ``e`` (as floats) with ``top * 2**-e`` in ``[1/2, 1)`` for positive
-    finite ``top``, 0 where ``top == 0``; clamped so that ``2**-e`` is a finite normal number.
-
-    Scaling by ``2**-e`` is exact in binary floating point (no rounding unless the result
-    is subnormal), which is why it is used for the range normalisation of raw inputs.
-    """
-    limit = int(math.log2(torch.finfo(top.dtype).max)) - 2
-    return torch.frexp(top).exponent.clamp(-limit, limit).to(top.dtype)
-
-
 def _scale_(x: torch.Tensor, factor: torch.Tensor, *, divide: bool = False) -> torch.Tensor:
     """``x *= factor`` (or ``x /= factor``) in place, one real factor per matrix of the batch
     ``(..., p, q)``; a complex ``x`` through its real view (a real operation, not a complex
@@ -262,14 +252,15 @@ def _gram_log_iterate(matrix: torch.Tensor, n_iter: int) -> tuple[torch.Tensor, 
     Returns ``(G, Lambda)`` with :math:`G_T = e^{\\Lambda} G` for the unnormalised iterate
     :math:`G_0 = W`, :math:`G_{t+1} = G_t^* G_t`. Batched over leading dimensions. The input
     is first scaled by a power of two per matrix (exact) so that its largest entry lies in
-    ``[1/2, 1)``; later steps use the trace normalisation of :func:`_gram_powers`.
+    ``[1, 2)``; later steps use the trace normalisation of :func:`_gram_powers`.
     """
     log_scale = torch.zeros(matrix.shape[:-2], dtype=_real_dtype(matrix), device=matrix.device)
     if n_iter == 0:
         return matrix, log_scale
     with torch.no_grad():  # gradients come from the closed form (_schatten_gradient)
         view, view_dims = _as_real(matrix, (-2, -1))
-        exponent = _power_of_two_exponent(torch.amax(view.abs(), dim=view_dims))
+        top = torch.amax(view.abs(), dim=view_dims)
+        exponent = -pow2_exponent(top).to(top.dtype)  # top * 2**-exponent in [1, 2)
         w = matrix.resolve_conj() if matrix.is_conj() else matrix.clone()
         w = _scale_(w, torch.exp2(-exponent))
         first = w.mH @ w
@@ -643,9 +634,10 @@ def _auto_chunk(n_freq: int, per_freq: int, element_size: int, budget: int = 2**
 
 
 def _kernel_exponent(kernel: torch.Tensor) -> torch.Tensor:
-    """Per kernel of the batch ``(B, ...)``: the power-of-two exponent of its largest entry
-    (:func:`_power_of_two_exponent`), shape ``(B,)``."""
-    return _power_of_two_exponent(torch.amax(kernel.abs().reshape(kernel.shape[0], -1), dim=1))
+    """Per kernel of the batch ``(B, ...)``: ``e`` with ``max|K| 2**-e`` in ``[1, 2)``
+    (:func:`~specbound.rigorous.rounding.pow2_exponent`), shape ``(B,)``, the kernel's dtype."""
+    top = torch.amax(kernel.abs().reshape(kernel.shape[0], -1), dim=1)
+    return -pow2_exponent(top).to(top.dtype)
 
 
 class _CircularSpectrum:

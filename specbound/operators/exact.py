@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from ..rigorous.rounding import prescale, scale_back_outward
 from ..spec import ConvSpec, Layer, check_dense_size, check_spec
 from .circulant import circulant_norm
 from .dense import conv_matrix
@@ -96,22 +96,15 @@ def exact_norm(kernel: Any, spec: ConvSpec, *, max_bytes: int | None = None) -> 
     # work on the kernel scaled by 2^j (max |K| in [1, 2)), exact barring subnormals, so
     # that neither the Gram matrix nor the frequency matrices over- or underflow for a
     # kernel at 1e300 or 1e-300; the norm is scaled back by 2^-j at the end
-    peak = float(np.abs(layer.kernel).max()) if layer.kernel.size else 0.0
-    j = 1 - math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 0
-    scaled = Layer(np.ldexp(layer.kernel, j), layer.spec)
+    kernel, j, _ = prescale(layer.kernel)  # exact barring subnormal entries
+    scaled = Layer(kernel, layer.spec)
     if _route(layer) == "circulant":
-        return _unscale(circulant_norm(scaled), j)
+        return scale_back_outward(circulant_norm(scaled), j, upward=True)
     small = min(layer.in_dim, layer.out_dim)
     check_dense_size(
         (layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram", max_bytes
     )
     a = conv_matrix(scaled.kernel, spec, max_bytes=max_bytes)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    return _unscale(float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))), j)
-
-
-def _unscale(value: float, j: int) -> float:
-    try:
-        return math.ldexp(value, -j)
-    except OverflowError:
-        return math.inf
+    top = float(np.linalg.eigvalsh(gram)[-1])
+    return scale_back_outward(float(np.sqrt(max(top, 0.0))), j, upward=True)
