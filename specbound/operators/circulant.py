@@ -54,6 +54,35 @@ def require_circulant(layer: Layer) -> None:
     )
 
 
+def embedding_size_axis(n: int, lo: int, hi: int, stride: int, degree: int) -> int:
+    """The smallest torus size ``N`` (one axis) in which a zero-padded layer embeds: the
+    least multiple of the stride ``s`` with ``N >= n + max(min(lo, D), min(hi, D))``, where
+    ``D = d*(k-1)`` is the dilated degree (docs/certify.md, lemma L6; theorem G1).
+
+    Derivation. Output ``i`` reads input positions ``t = s*i + d*a - lo``, ``0 <= a < k``;
+    on the torus ``Z_N`` (``s`` dividing ``N``) the strided circular layer with the same
+    offset ``lo`` reads ``t mod N`` in its row ``i mod N/s``. Zero-extend ``x`` to ``Z_N``.
+    Rows of the zero-padded layer that read only padding are zero and are dropped; every
+    other row reads ``t`` in ``[-min(lo, D), n - 1 + min(hi, D)]``. If
+    ``N >= n + min(lo, D)`` the negative ``t`` wrap to ``N + t >= n``, outside the support,
+    and if ``N >= n + min(hi, D)`` the ``t >= n`` stay in ``[n, N)``: each kept row equals
+    the corresponding row of the circular layer on the embedded input. The kept rows satisfy
+    ``s*i in [lo - D, lo + n - 1]``, so two of them differ by less than
+    ``(n + min(lo, D))/s <= N/s`` and are distinct rows of the strided circulant ``C``.
+    Hence ``Z = S C E`` up to zero rows (``E`` an isometry, ``S`` a row selection) and
+    ``||Z|| <= ||C||``. The offset of ``C`` does not matter: another offset is a cyclic
+    shift of the input, a permutation. For ``s = 1`` and ``lo = hi = P <= D`` this is the
+    gap relation ``N >= n + P``, which is sharp (theorem G1-SHARP).
+    """
+    for name, value in (("n", n), ("lo", lo), ("hi", hi), ("degree", degree)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    low = n + max(min(lo, degree), min(hi, degree))
+    return -(-low // stride) * stride
+
+
 def circulant_engine(layer: Layer, kernel: torch.Tensor | None = None) -> FrequencyEngine:
     """The frequency engine of a circulant layer (refuses others, ``require_circulant``);
     ``kernel`` (default: the layer's, as float64) may carry leading batch dimensions."""

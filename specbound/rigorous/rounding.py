@@ -96,15 +96,15 @@ def pow2_exponent(values: torch.Tensor) -> torch.Tensor:
     every power-of-two prescaling in the package.
 
     ``j = 0`` where ``values`` is 0, NaN or infinite (the caller's result stays NaN/inf).
-    ``j`` is capped at ``floor(log2(max))`` of the dtype (``2^1023`` in float64, the largest finite
-    power of two), so a subnormal ``values`` (below ``2^-1022``) is scaled to ``[2^-51, 1)``
-    instead of overflowing: the product is still exact (a subnormal is a multiple of
-    ``2^-1074``) and finite. No lower cap is needed: ``values <= max`` gives
-    ``j >= 1 - maxexp``.
+    ``2^j`` is capped at the largest finite power of two of the dtype (``2^1023`` in float64,
+    ``2^127`` in float32), so a subnormal ``values`` (below ``2^-1022`` in float64) is scaled
+    to ``[2^-51, 1)`` instead of overflowing: the product is still exact (a subnormal is a
+    multiple of ``2^-1074``) and finite. No lower cap is needed: ``values <= max`` gives
+    ``j >= -1023`` (``-127``).
     """
     safe = torch.where((values > 0) & torch.isfinite(values), values, torch.ones_like(values))
     _, exponent = torch.frexp(safe)  # safe = m * 2^e with m in [0.5, 1)
-    top = int(math.log2(torch.finfo(values.dtype).max))  # 1023 in float64, 127 in float32
+    top = math.frexp(torch.finfo(values.dtype).max)[1] - 1  # 1023 in float64, 127 float32
     return torch.clamp(1 - exponent.to(torch.int64), max=top)
 
 
