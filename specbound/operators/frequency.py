@@ -186,32 +186,34 @@ class FrequencyEngine:
         return tuple(int(q.max() - q.min()) for q in self.positions)
 
     # ------------------------------------------------------------------ evaluation
-    def _taps(self) -> torch.Tensor:
-        """Kernel as ``(N, prod(stride), T)`` with each tap in the column of its phase
-        (exact zeros elsewhere): ``N = batch * c_out * c_in_g``, ``T = prod(k)``."""
+    def _taps(self, kernel: torch.Tensor, phases: Sequence[np.ndarray]) -> torch.Tensor:
+        """``kernel`` (``(*batch, c_out, c_in_g, *t)``) as ``(N, prod(stride), T)`` with each
+        tap in the column of its phase (exact zeros elsewhere): ``N = batch * c_out * c_in_g``,
+        ``T = prod(t)``; ``phases[j]`` are the per-axis phases of the taps."""
         d, s = self.ndim, self.stride
-        t = math.prod(self.k)
-        flat = self.kernel.reshape(-1, t)
+        t = math.prod(len(r) for r in phases)
+        flat = kernel.reshape(-1, t)
         if math.prod(s) == 1:
             return flat[:, None, :]
         hit = np.ones((1, 1), dtype=bool)  # (taps so far, phases so far), C order
         for j in range(d):
-            axis = self.phases[j][:, None] == np.arange(s[j])[None, :]  # (k_j, s_j)
+            axis = phases[j][:, None] == np.arange(s[j])[None, :]  # (t_j, s_j)
             hit = (hit[:, None, :, None] & axis[None, :, None, :]).reshape(
-                hit.shape[0] * self.k[j], hit.shape[1] * s[j]
+                hit.shape[0] * len(phases[j]), hit.shape[1] * s[j]
             )
-        hit = hit.T  # (S, T)
-        one_hot = torch.as_tensor(hit, dtype=flat.dtype, device=flat.device)
+        one_hot = torch.as_tensor(hit.T, dtype=flat.dtype, device=flat.device)  # (S, T)
         return flat[:, None, :] * one_hot
 
-    def _evaluate(self, angles: list[torch.Tensor]) -> torch.Tensor:
-        """Matrices from per-axis angles ``angles[j]`` of shape ``(F, k_j)``."""
+    def _evaluate(
+        self, kernel: torch.Tensor, phases: Sequence[np.ndarray], angles: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Matrices from per-axis angles ``angles[j]`` of shape ``(F, t_j)``."""
         phase = torch.polar(torch.ones_like(angles[0]), -angles[0])
         for a in angles[1:]:
             p = torch.polar(torch.ones_like(a), -a)
             phase = (phase[..., :, None] * p[..., None, :]).flatten(-2)
         phase = phase.T  # (T, F)
-        taps = self._taps()  # (N, S, T)
+        taps = self._taps(kernel, phases)  # (N, S, T)
         n, s, t = taps.shape
         f = phase.shape[1]
         flat = taps.reshape(n * s, t)
@@ -219,11 +221,31 @@ class FrequencyEngine:
         out = out.reshape(*self.batch, self.groups, self.shape[0], self.c_in_g * s, f)
         return out.movedim(-1, 0)
 
-    def _grid_angles(self, u: np.ndarray) -> list[torch.Tensor]:
+    def _merged(self) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+        """The kernel with the taps that land on one grid point summed (the wrapping), and
+        per axis the phase ``r`` and position ``q mod m`` of each merged tap. Taps merged
+        here share their computed phase on the grid (the same integer ``u q mod m``), so the
+        sum is one more order of the tap inner product: the bound is unchanged."""
+        k = self.kernel
+        phases, positions = [], []
+        for j, m in enumerate(self.grid):
+            key, inverse = np.unique(
+                self.phases[j] * m + np.mod(self.positions[j], m), return_inverse=True
+            )
+            axis = k.ndim - self.ndim + j
+            shape = list(k.shape)
+            shape[axis] = len(key)
+            index = torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=k.device)
+            k = k.new_zeros(shape).index_add(axis, index, k)
+            phases.append(key // m)
+            positions.append(key % m)
+        return k, phases, positions
+
+    def _grid_angles(self, u: np.ndarray, positions: list[np.ndarray]) -> list[torch.Tensor]:
         dev, real = self.kernel.device, self.kernel.dtype
         out = []
         for j, m in enumerate(self.grid):
-            turns = np.mod(np.outer(u[:, j], self.positions[j]), m)  # exact integers
+            turns = np.mod(np.outer(u[:, j], positions[j]), m)  # exact integers
             angle = torch.as_tensor(turns, dtype=real, device=dev)
             out.append(angle * (2 * math.pi) / m)
         return out
@@ -235,7 +257,9 @@ class FrequencyEngine:
             index = np.arange(self.n_frequencies(half))
         elif isinstance(index, torch.Tensor):
             index = index.detach().cpu().numpy()
-        return self._evaluate(self._grid_angles(self.frequencies(index, half)))
+        kernel, phases, positions = self._merged()
+        angles = self._grid_angles(self.frequencies(index, half), positions)
+        return self._evaluate(kernel, phases, angles)
 
     def chunks(
         self, *, half: bool = True, chunk: int | None = None
@@ -264,7 +288,7 @@ class FrequencyEngine:
             w[:, j, None] * torch.as_tensor(self.positions[j], dtype=real, device=dev)[None]
             for j in range(self.ndim)
         ]
-        return self._evaluate(angles)
+        return self._evaluate(self.kernel, self.phases, angles)
 
     def wrapped(self) -> torch.Tensor:
         """The polyphase kernel wrapped on the grid, grid axes first:
@@ -316,7 +340,7 @@ class FrequencyEngine:
     def abs_matrix(self) -> torch.Tensor:
         """``A_abs`` per group: ``(*batch, groups, p, q)``, as computed (a sum of at most
         ``prod(k)`` non-negative terms per entry)."""
-        taps = self._taps().abs()  # (N, S, T)
+        taps = self._taps(self.kernel.abs(), self.phases)  # (N, S, T)
         p, q = self.shape
         return taps.sum(-1).reshape(*self.batch, self.groups, p, q)
 
