@@ -547,7 +547,7 @@ register(
         "every matrix on_grid and at_points evaluate, d = 1, 2, 3 axes, any stride, dilation, low "
         "pad and groups, M the exact polyphase matrix of the stored kernel at the exact frequency.",
         latex=r"|\tilde M_{o,(c,r)} - M_{o,(c,r)}| \le \eta \sum_{t:\,r_t=r} |K_{o,c,t}|",
-        source=SOURCE + "; specbound.operators.frequency (docs/certify.md, the frequency engine)",
+        source=SOURCE + "; specbound.operators.frequency (docs/certify.md, lemma L2)",
         conditions="float64 kernels with max |K| in [2^-300, 2^302]; grid frequencies exact, "
         "points exact float64 values in [-2 pi, 2 pi]; reference in 40-digit mpmath",
         relied_on=True,

@@ -19,8 +19,10 @@ whose supremum is the every-size norm (Delattre et al. 2024).
 Evaluation (the one form, grid or points): per axis the phase ``e^{-i theta}`` of each tap
 (``theta = (2 pi) j / m`` with the integer ``j = u q mod m`` on the grid, ``theta = q omega``
 at points), the tap phase as the product of the ``d`` axis phases, and one real inner
-product over the taps for the real part and one for the imaginary part. In float64 every
-computed entry then satisfies (docs/certify.md, "The frequency engine")
+product over the taps for the real part and one for the imaginary part; on the grid the taps
+that land on one point modulo ``m`` are summed first (they share their computed phase). In
+float64 every computed entry then satisfies (docs/certify.md, lemma L2; points with
+``|omega_j| <= 2 pi``)
 ``|M~ - M| <= eta * A_abs`` entrywise, with ``A_abs[o, (c, r)] = sum_{t: r_t = r}
 |K[o, c, t]|`` and ``eta`` of :meth:`FrequencyEngine.eta`.
 """
@@ -97,7 +99,7 @@ class FrequencyEngine:
       ICLR 2019, Thm. 6.
     * A. Senderovich, E. Bulatova, A. Obukhov and M. Rakhuba, "Towards Practical Control of
       Singular Values of Convolutional Layers", NeurIPS 2022, Sec. 3.
-    * docs/certify.md, "The frequency engine" (the entrywise error bound).
+    * docs/certify.md, lemma L2 (the entrywise error bound).
 
     Examples
     --------
@@ -346,7 +348,8 @@ class FrequencyEngine:
 
     def entry_bound(self) -> torch.Tensor:
         """Entrywise bound ``(*batch, groups, p, q)`` on ``|M~(omega) - M(omega)|`` for every
-        ``omega`` evaluated by :meth:`on_grid` or :meth:`at_points` (float64 only)."""
+        ``omega`` evaluated by :meth:`on_grid` or :meth:`at_points` with ``|omega_j| <= 2 pi``
+        (float64 only; the bound is rounded up by the ``(1 + 4u)`` factor)."""
         self._require_float64()
         t = math.prod(self.k)
         factor = self.eta() / (1 - gamma(t)) * (1 + 4 * U)

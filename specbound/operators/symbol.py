@@ -40,7 +40,6 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     Examples
     --------
     >>> import numpy as np
-import torch
     >>> from specbound.operators import symbol
     >>> kernel = np.ones((1, 1, 3, 3))
     >>> symbol(kernel, (0.0, 0.0))
@@ -78,7 +77,6 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
     Examples
     --------
     >>> import numpy as np
-import torch
     >>> from specbound.operators import symbol_grid_norm
     >>> round(symbol_grid_norm(np.ones((1, 1, 3, 3)), (8, 8)), 9)
     9.0
