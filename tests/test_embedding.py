@@ -15,6 +15,8 @@ from specbound import ConvSpec
 from specbound.bounds import compute, get_method
 from specbound.bounds.embedding import bernstein_factor
 from specbound.operators import conv_matrix
+from specbound.operators.circulant import embedding_size_axis
+from specbound.rigorous.routes import embedding_layers
 from specbound.testing import drawn_kernel, valid_geometry, within_symbol_domain
 
 ROUND = 1e-12  # the one stated rounding constant of the bound tests
@@ -150,6 +152,43 @@ def test_circular_embedding_is_an_upper_bound(case):
     used, stride = tuple(b.details["N"]), layer.spec.stride
     assert used[0] >= n0[0] and used[1] >= n0[1]
     assert used[0] % stride[0] == 0 and used[1] % stride[1] == 0
+
+
+@given(case=zero_padded())
+@example(case=(np.ones((1, 1, 3, 3)), ConvSpec(pad=(4, 0, 5, 5), input_size=(2, 2))))
+@example(case=(np.ones((1, 1, 1, 2)), ConvSpec(pad=(3, 1, 0, 2), input_size=(2, 3), stride=2)))
+def test_the_certified_route_embeds_with_the_one_lemma(case):
+    """rigorous.routes.embedding_layers (the certified route) uses the same lemma as the bound
+    (operators.circulant.embedding_size_axis), pads above d(k-1) included: every torus it
+    returns bounds the zero-padded layer."""
+    kernel, spec = case
+    layer = spec.layer(kernel, need_size=True)
+    (eh, ew), (sh, sw) = layer.extent, layer.spec.stride
+    top, bottom, left, right = layer.pads
+    first = (
+        embedding_size_axis(layer.input_size[0], top, bottom, sh, eh - 1),
+        embedding_size_axis(layer.input_size[1], left, right, sw, ew - 1),
+    )
+    embeddings = embedding_layers(layer)
+    assert embeddings and embeddings[0].input_size == first
+    zero = dense_norm(kernel, spec)
+    for emb in embeddings:
+        assert emb.is_circulant
+        assert zero <= dense_norm(kernel, emb.spec) * (1 + ROUND)
+
+
+def test_embedding_size_is_sharp_and_refuses_bad_input():
+    # one stride smaller than the lemma's size is not enough (G1_SAME: n = 3, P = 1, N = 3)
+    assert embedding_size_axis(3, 1, 1, 1, 2) == 4
+    layer = ConvSpec(padding="zeros", pad="same", input_size=3).layer(G1_SAME, need_size=True)
+    (emb, *_) = embedding_layers(layer)
+    small = emb.spec.replace(input_size=(3, 3))
+    assert dense_norm(G1_SAME, layer.spec) > dense_norm(G1_SAME, small) * (1 + 1e-3)
+    assert embedding_size_axis(5, 9, 0, 2, 2) == 8  # pads above D count as D; multiple of s
+    with pytest.raises(ValueError, match="stride"):
+        embedding_size_axis(3, 1, 1, 0, 2)
+    with pytest.raises(ValueError, match="lo"):
+        embedding_size_axis(3, -1, 1, 1, 2)
 
 
 @given(case=kernels(), n=st.integers(1, 6), pad=st.integers(0, 2), extra=st.integers(0, 3))
