@@ -732,9 +732,13 @@ def _frequency_matrix_at(
     """The frequency matrix at half-spectrum index ``freq[b]`` of group ``group[b]`` for each
     kernel of the batch ``(B, c_out, c_in_g, kh, kw)``, from the engine (differentiable):
     shape ``(B, c_out_g, c_in_g*s_h*s_w)``."""
-    mats = circulant_engine(layer, kernel).on_grid(freq)  # (B, B, g, m, n)
-    rows = torch.arange(kernel.shape[0], device=kernel.device)
-    return mats[rows, rows, group.to(kernel.device)]
+    freq, group = freq.tolist(), group.tolist()
+    return torch.stack(
+        [
+            circulant_engine(layer, k).on_grid([f])[0, g]
+            for k, f, g in zip(kernel, freq, group, strict=True)
+        ]
+    )
 
 
 def _gram_circular_torch(
