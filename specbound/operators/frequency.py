@@ -62,11 +62,6 @@ def _per_axis(value: IntSeq | None, d: int, name: str, default: int) -> tuple[in
     return out
 
 
-def complex_of(real: torch.dtype) -> torch.dtype:
-    """The complex dtype matching a real one (complex128 for float64, else complex64)."""
-    return torch.complex128 if real == torch.float64 else torch.complex64
-
-
 class FrequencyEngine:
     """Frequency matrices of a kernel on a torus grid or at points, chunked, on any device.
 
