@@ -43,7 +43,7 @@ import torch
 
 from specbound import ConvSpec
 from specbound.bounds import get_method
-from specbound.operators import exact_norm
+from specbound.operators import ConvLayer, exact_norm
 from specbound.spectral_norm import spectral_norm
 
 RESULTS = Path(__file__).parent / "results"
@@ -207,7 +207,7 @@ def bench_circular(
     for c, n in cases:
         k64 = kernel_for(c, seed=c + n)
         spec = ConvSpec("circular", "same", n)
-        layer = spec.layer(k64)
+        layer = ConvLayer(k64, spec)
         exact = exact_norm(k64, spec) if c <= EXACT_MAX_CHANNELS else None
         for dtype in (torch.float32, torch.float64):
             kernel = k64.to(device, dtype)
@@ -257,7 +257,7 @@ def bench_zero(device, cases, repeats) -> list[dict[str, Any]]:
     reference: dict[int, float] = {}
     for c, t in cases:
         k64 = kernel_for(c, seed=c)
-        layer = ConvSpec("zeros").layer(k64)
+        layer = ConvLayer(k64, ConvSpec("zeros"))
         if c not in reference:
             reference[c] = exact_norm(k64, ConvSpec("circular", "same", 32))
         kernel = k64.to(device, torch.float32)

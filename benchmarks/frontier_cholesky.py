@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 import specbound as sb
+from specbound.operators import ConvLayer
 from specbound.rigorous import routes
 from specbound.rigorous.cholesky import choose_layout
 
@@ -109,7 +110,7 @@ def run_certify(kernel, n, rtol, device, band_limit):
 
 def run_layer(c, n, rtols, device, max_bytes, max_seconds, rate):
     kernel = he_kernel(c)
-    layer = sb.ConvSpec("zeros", "same", (n, n)).layer(kernel)
+    layer = ConvLayer(kernel, sb.ConvSpec("zeros", "same", (n, n)))
     layout = choose_layout(layer)
     estimate = layout.flops / rate
     row = {

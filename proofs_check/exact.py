@@ -31,8 +31,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from specbound import ConvSpec
-from specbound.operators import exact_norm, frequency_matrices, symbol
-from specbound.operators.circulant import polyphase_taps
+from specbound.operators import ConvLayer, exact_norm, frequency_matrices, symbol
+from specbound.operators.circulant import circulant_engine
 from specbound.operators.indexing import layer_axis_indices
 
 from .harness import Skip
@@ -138,7 +138,7 @@ def mp_sigma_max(matrix: Any, dps: int = DPS) -> mpmath.mpf:
 def exact_taps_matrix(kernel: np.ndarray, spec: ConvSpec) -> list[list[Fraction]]:
     """The dense operator with every entry the exact (rational) sum of the taps reading that
     pixel, assembled from the padding index maps (independently of ``conv_matrix``)."""
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     taps = layer.dense_channel_taps()
     idx_h, idx_w = layer_axis_indices(layer)
     (h, w), (oh, ow) = layer.input_size, layer.out_size
@@ -176,7 +176,7 @@ def mp_layer_norm(kernel: np.ndarray, spec: ConvSpec, max_dim: int) -> mpmath.mp
     """The layer's norm to :data:`DPS` digits: the circulant route where it applies, else the
     dense route when the smaller side has at most ``max_dim`` rows; above that the instance
     is skipped (:class:`~proofs_check.harness.Skip`)."""
-    layer = spec.layer(kernel)
+    layer = ConvLayer(kernel, spec)
     if layer.is_circulant:
         return mp_circ_norm(kernel, spec)
     if min(layer.in_dim, layer.out_dim) > max_dim:
@@ -194,7 +194,7 @@ def mp_circ_norm(
     (``sum K e^{-2 pi i (u q_a / m_1 + v q_b / m_2)}`` in mpmath) and their top singular values
     taken in mpmath.
     """
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     blocks = next(frequency_matrices(layer))  # (g, F, p, q)
     sig = np.linalg.svd(blocks, compute_uv=False)[..., 0]  # (g, F)
     top = float(sig.max())
@@ -202,7 +202,8 @@ def mp_circ_norm(
         return mpmath.mpf(0)
     (h, w), (sh, sw) = layer.input_size, layer.spec.stride
     m1, m2 = h // sh, w // sw
-    ph, qh, pw, qw = polyphase_taps(layer)
+    engine = circulant_engine(layer)
+    (ph, pw), (qh, qw) = engine.phases, engine.positions
     g = layer.groups
     co, ci = layer.c_out // g, layer.kernel.shape[1]
     best = mpmath.mpf(0)

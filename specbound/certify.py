@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from .bounds.base import spec_from_args
-from .operators.conv_layer import ConvLayer
+from .operators.conv_layer import ConvLayer, check_signal_size
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
-from .rigorous.rounding import scale_back_outward
+from .rigorous.rounding import prescale, scale_back_outward
 from .rigorous.routes import (
     Bracket,
     Context,
@@ -62,7 +62,6 @@ from .spec import (
     PadSpec,
     as_kernel,
     check_real,
-    check_signal_size,
     resolve_device,
 )
 
@@ -211,8 +210,10 @@ class Certificate:
 
         if not self.lower <= self.upper:
             raise VerificationError(f"lower {self.lower} > upper {self.upper}")
-        kernel, j, _ = _prescale(self.kernel)
-        lower, upper = _scale_pow2(self.lower, j), _scale_pow2(self.upper, j)
+        kernel, j, _ = prescale(self.kernel)
+        # the bounds at the kernel's scale, outward (j -> -j: times 2^j)
+        lower = scale_back_outward(self.lower, -j, upward=False)
+        upper = scale_back_outward(self.upper, -j, upward=True)
         w = self.witness or {}
         if "input" in w:
             x = w["input"].ravel()
@@ -224,7 +225,7 @@ class Certificate:
                 ratio = np.linalg.norm(conv_operator(kernel, self.spec).matvec(x)) / x_norm
             if ratio < lower * (1 - rtol):
                 raise VerificationError(
-                    f"witness gives {_scale_pow2(ratio, -j)}, below lower {self.lower}"
+                    f"witness gives {_back(ratio, j)}, below lower {self.lower}"
                 )
         elif "frequency" in w:
             m = (
@@ -247,7 +248,7 @@ class Certificate:
                 ratio = np.linalg.norm(m[rows, cols] @ v) / v_norm if v_norm > 0 else 0.0
                 if ratio < lower * (1 - rtol):
                     raise VerificationError(
-                        f"symbol witness gives {_scale_pow2(ratio, -j)} < {self.lower}"
+                        f"symbol witness gives {_back(ratio, j)} < {self.lower}"
                     )
         if self.spec.input_size is not None:
             try:
@@ -256,17 +257,14 @@ class Certificate:
                 return True
             if exact > upper * (1 + rtol) or exact < lower * (1 - rtol):
                 raise VerificationError(
-                    f"exact norm {_scale_pow2(exact, -j)} outside [{self.lower}, {self.upper}]"
+                    f"exact norm {_back(exact, j)} outside [{self.lower}, {self.upper}]"
                 )
         return True
 
 
-def _scale_pow2(value: float, j: int) -> float:
-    """``value * 2^j`` (``inf`` on overflow), for comparisons at a common scale."""
-    try:
-        return math.ldexp(value, j)
-    except OverflowError:
-        return math.copysign(math.inf, value)
+def _back(value: float, j: int) -> float:
+    """A value computed at the kernel's scale ``2^j``, at the user's scale (for messages)."""
+    return scale_back_outward(value, j, upward=False)
 
 
 def _json_number(value: float) -> float | None:
@@ -303,7 +301,7 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, Con
                 "input_size must be None or (1, 1) for a torch.nn.Linear (it acts on vectors), "
                 f"got {spec_fields['input_size']!r}"
             )
-        # the weight is converted to float64 once, by ConvSpec.layer (memory: one copy)
+        # the weight is converted to float64 once, by ConvLayer (memory: one copy)
         return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
     if isinstance(kernel, _CONV_MODULES):
         spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
@@ -361,24 +359,6 @@ def _unsupported_module(module: torch.nn.Module) -> str:
         "kernel must be an array or torch.Tensor of shape (c_out, c_in // groups, k...), a "
         "torch.nn.Conv1d/2d/3d, ConvTranspose1d/2d/3d or a torch.nn.Linear; got a " + name
     )
-
-
-def _prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
-    """Scale by ``2^j`` so that ``max|K|`` is in ``[1, 2)``: exact unless entries become
-    subnormal, whose rounding (``<= 2^-1075`` each) is returned as a Frobenius bound."""
-    peak = float(np.abs(kernel).max())
-    if peak == 0.0:
-        return kernel, 0, 0.0
-    _, e = math.frexp(peak)  # peak = m 2^e, m in [0.5, 1)
-    j = 1 - e
-    scaled = np.ldexp(kernel, j)
-    tiny = np.abs(scaled) < sys.float_info.min
-    err = math.sqrt(int(tiny.sum())) * 2.0**-1074 if tiny.any() else 0.0
-    return scaled, j, err
-
-
-def _unscale(value: float, j: int, upward: bool) -> float:
-    return scale_back_outward(value, j, upward=upward)
 
 
 def _route(layer: ConvLayer, ctx: Context) -> Bracket:
@@ -544,7 +524,7 @@ def certify(
     if isinstance(padding, ConvSpec):
         fields = _spec_fields(kernel, padding, fields)
     k, spec = _kernel_and_spec(kernel, fields)
-    layer, geometry_notes = _certifiable(spec.layer(k))
+    layer, geometry_notes = _certifiable(ConvLayer(k, spec))
     spec = layer.spec
     del k
     check_signal_size(layer)
@@ -557,7 +537,7 @@ def certify(
         check_every_size_pads(layer)
     if _pointwise(layer):
         return _pointwise_certificate(layer, float(rtol), dev, start)
-    scaled, j, kerr = _prescale(layer.kernel)
+    scaled, j, kerr = prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
         device=dev,
@@ -580,9 +560,9 @@ def certify(
     else:
         with time_budget(ctx.deadline):  # Lanczos witnesses stop at max_seconds too
             result = _route(layer.with_kernel(scaled), ctx)
-    upper = _unscale(result.upper, j, upward=True)
-    lower = _unscale(result.lower, j, upward=False)
-    lower = lower if lower <= upper else upper  # (NaN-free after _unscale)
+    upper = scale_back_outward(result.upper, j, upward=True)
+    lower = scale_back_outward(result.lower, j, upward=False)
+    lower = lower if lower <= upper else upper  # (NaN-free after scale_back_outward)
     notes = [*geometry_notes, *result.notes]
     upper_method = result.upper_method
     if (

@@ -214,6 +214,7 @@ def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def layer_from_args(args: argparse.Namespace) -> tuple[np.ndarray, ConvSpec]:
+    from .operators.conv_layer import ConvLayer
     from .spec import ConvSpec
 
     kernel = example_kernel() if args.example else load_kernel(args.kernel, args.key)
@@ -222,7 +223,7 @@ def layer_from_args(args: argparse.Namespace) -> tuple[np.ndarray, ConvSpec]:
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     spec = ConvSpec(**fields)
-    spec.layer(kernel)  # validate now, before any work
+    ConvLayer(kernel, spec)  # validate now, before any work
     return kernel, spec
 
 

@@ -17,9 +17,9 @@ the edge, or edge repetition). A *transposed* spec (``transposed=True``) describ
 ``torch.nn.ConvTranspose{d}d``: the adjoint of the convolution above, with the weight read
 as ``(c_in, c_out // groups, k...)``.
 
-:class:`ConvSpec` is kernel-independent and immutable; :meth:`ConvSpec.layer` binds it to a
-kernel, validates the kernel against it and resolves every derived quantity (pads, output
-size, dimensions) into a :class:`~specbound.operators.ConvLayer`. Pads are resolved once, to
+:class:`ConvSpec` is kernel-independent and immutable; ``ConvLayer(kernel, spec)``
+(:class:`~specbound.operators.ConvLayer`) binds it to a kernel, validates the kernel against
+it and resolves every derived quantity (pads, output size, dimensions). Pads are resolved once, to
 one order: per axis, in axis order, ``((lo_0, hi_0), (lo_1, hi_1), ...)``. No other module
 validates user input.
 """
@@ -35,8 +35,6 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from .operators.conv_layer import ConvLayer
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 PAD_WORDS = ("same", "valid", "full")
@@ -477,26 +475,6 @@ class ConvSpec:
             return tuple((t, t) for t in totals)
         return tuple((t // 2, t - t // 2) for t in totals)
 
-    def layer(self, kernel: KernelLike, *, need_size: bool = False) -> ConvLayer:
-        """Validate ``kernel`` against this spec and resolve the geometry.
-
-        Parameters
-        ----------
-        kernel : array_like or torch.Tensor
-            Real kernel of shape ``(c_out, c_in // groups, k...)`` (transposed:
-            ``(c_in, c_out // groups, k...)``) with ``ndim`` spatial axes.
-        need_size : bool
-            Raise if ``input_size`` is None (for routes that need a finite size).
-        """
-        from .operators.conv_layer import ConvLayer
-
-        if need_size and self.input_size is None:
-            raise ValueError(
-                "input_size=None means every input size, but this needs a finite input size: "
-                "pass input_size=(H, W)"
-            )
-        return ConvLayer(kernel, self)
-
     def describe(self) -> str:
         size = "every size" if self.input_size is None else "x".join(map(str, self.input_size))
         text = (
@@ -777,20 +755,6 @@ def resolve_device(device: Any) -> Any:
     if dev.index is not None and dev.index >= count:
         raise ValueError(f"device={device!r} does not exist: this machine has {count} CUDA devices")
     return dev
-
-
-def check_signal_size(layer: ConvLayer) -> None:
-    """Refuse a size-given layer whose input or output has more than
-    :data:`MAX_SIGNAL_ENTRIES` entries, before any allocation."""
-    if layer.spec.input_size is None:
-        return
-    biggest = max(layer.in_dim, layer.out_dim)
-    if biggest > MAX_SIGNAL_ENTRIES:
-        raise ValueError(
-            f"input_size={layer.spec.input_size} is too large: the layer's input has "
-            f"{layer.in_dim} and its output {layer.out_dim} entries, above the "
-            f"{MAX_SIGNAL_ENTRIES} this library handles (specbound.spec.MAX_SIGNAL_ENTRIES)"
-        )
 
 
 def check_spec(spec: Any, name: str = "spec") -> ConvSpec:

@@ -12,7 +12,7 @@ import pytest
 
 from specbound import ConvSpec
 from specbound.bounds import KINDS, REGISTRY, methods
-from specbound.operators import conv_matrix
+from specbound.operators import ConvLayer, conv_matrix
 from specbound.spec import PADDING_MODES
 from specbound.testing import ROUNDING_RTOL, dense_norm
 
@@ -48,7 +48,7 @@ def candidate_layers() -> list[tuple[np.ndarray, ConvSpec]]:
         size = (2 * stride + i % 4, 2 * stride + (i // 4) % 3)
         spec = ConvSpec(padding, pad, size, stride, dilation, groups)
         try:
-            spec.layer(kernel, need_size=True)
+            ConvLayer(kernel, spec, need_size=True)
         except ValueError:
             continue
         cases.append((kernel, spec))
@@ -107,7 +107,7 @@ def test_method_obeys_its_kind_inside_its_domain(name):
         except ValueError:  # only the method's own domain check may refuse here
             assert method.check is not None, f"{name} refused a layer inside its flags"
             with pytest.raises(ValueError):
-                method.check(spec_run.layer(kernel))
+                method.check(ConvLayer(kernel, spec_run))
             refused_by_check += 1
             continue
         assert bound.method == name

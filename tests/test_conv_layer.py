@@ -209,10 +209,10 @@ def test_pad_formats_round_trip(d, pairs):
 def test_ndim_rules():
     assert sb.ConvSpec(stride=(1, 2, 2)).ndim == 3
     assert sb.ConvSpec(stride=2).ndim is None
-    assert sb.ConvSpec(stride=2).layer(np.ones((1, 1, 3))).spec.ndim == 1
-    assert sb.ConvSpec(stride=2).layer(np.ones((1, 1, 3, 3, 3))).stride == (2, 2, 2)
+    assert ConvLayer(np.ones((1, 1, 3)), sb.ConvSpec(stride=2)).spec.ndim == 1
+    assert ConvLayer(np.ones((1, 1, 3, 3, 3)), sb.ConvSpec(stride=2)).stride == (2, 2, 2)
     with pytest.raises(ValueError, match="kernel must be 4-D"):
-        sb.ConvSpec(input_size=(4, 4)).layer(np.ones((1, 1, 3, 3, 3)))
+        ConvLayer(np.ones((1, 1, 3, 3, 3)), sb.ConvSpec(input_size=(4, 4)))
     one = sb.ConvSpec(pad=(1, 2), ndim=1)
     assert one.pads((3,)) == ((1, 2),)  # F.pad (lo, hi) of a 1-D layer
 
@@ -227,7 +227,7 @@ def test_from_module_reads_all_six(d, transposed):
     assert spec.ndim == d and spec.transposed == transposed
     assert spec.stride == (2,) * d and spec.input_size == (5,) * d and spec.groups == 2
     assert spec.output_padding == ((1,) * d if transposed else (0,) * d)
-    layer = spec.layer(m.weight)
+    layer = ConvLayer(m.weight, spec)
     assert layer.out_size == _torch_out_size(m.double(), 2, (5,) * d)
 
     class Sub(kind):  # conv subclasses are read by isinstance
@@ -237,7 +237,7 @@ def test_from_module_reads_all_six(d, transposed):
 
 
 def test_every_size_layer_has_no_shape():
-    layer = sb.ConvSpec().layer(np.ones((1, 1, 3, 3)))
+    layer = ConvLayer(np.ones((1, 1, 3, 3)), sb.ConvSpec())
     with pytest.raises(ValueError, match="input_size=None"):
         layer.shape  # noqa: B018
     with pytest.raises(ValueError, match="input_size=None"):
@@ -250,14 +250,14 @@ def test_certify_transposed_and_1d_modules(d):
     m = TRANSPOSED[d](2, 3, 3, stride=2, padding=1, output_padding=1, bias=False).double()
     n = (4,) * d
     cert = sb.certify(m, input_size=n)
-    layer = sb.ConvSpec.from_module(m, input_size=n).layer(m.weight)
+    layer = ConvLayer(m.weight, sb.ConvSpec.from_module(m, input_size=n))
     true = float(np.linalg.svd(layer.dense(), compute_uv=False)[0])
     assert cert.lower <= true
     assert true <= cert.upper
     assert any("adjoint" in note for note in cert.notes)
     conv = torch.nn.Conv1d(2, 3, 3, padding=1, padding_mode="reflect").double()
     c1 = sb.certify(conv, input_size=9)
-    dense = sb.ConvSpec.from_module(conv, input_size=9).layer(conv.weight).dense()
+    dense = ConvLayer(conv.weight, sb.ConvSpec.from_module(conv, input_size=9)).dense()
     true1 = float(np.linalg.svd(dense, compute_uv=False)[0])
     assert c1.lower <= true1
     assert true1 <= c1.upper

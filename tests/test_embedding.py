@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
 from specbound.bounds.embedding import bernstein_factor
+from specbound.operators import ConvLayer
+from specbound.operators.circulant import embedding_size_axis
+from specbound.rigorous.routes import embedding_layers
 from specbound.testing import (
     ROUNDING_RTOL,
     dense_norm,
@@ -129,7 +132,7 @@ def zero_padded(draw):
         groups=g,
     )
     assume(valid_geometry(kernel.shape, spec))
-    spec.layer(kernel, need_size=True)
+    ConvLayer(kernel, spec, need_size=True)
     return kernel, spec
 
 
@@ -140,13 +143,50 @@ def test_circular_embedding_is_an_upper_bound(case):
     b = compute("circular_embedding", kernel, spec)
     assert b.kind == "upper"
     assert b.value * (1 + ROUNDING_RTOL) >= dense_norm(kernel, spec)
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     (n_h, n_w), (dh, dw) = layer.input_size, (layer.extent[0] - 1, layer.extent[1] - 1)
     (top, bottom), (left, right) = layer.pads
     n0 = (n_h + max(min(top, dh), min(bottom, dh)), n_w + max(min(left, dw), min(right, dw)))
     used, stride = tuple(b.details["N"]), layer.spec.stride
     assert used[0] >= n0[0] and used[1] >= n0[1]
     assert used[0] % stride[0] == 0 and used[1] % stride[1] == 0
+
+
+@given(case=zero_padded())
+@example(case=(np.ones((1, 1, 3, 3)), ConvSpec(pad=(4, 0, 5, 5), input_size=(2, 2))))
+@example(case=(np.ones((1, 1, 1, 2)), ConvSpec(pad=(3, 1, 0, 2), input_size=(2, 3), stride=2)))
+def test_the_certified_route_embeds_with_the_one_lemma(case):
+    """rigorous.routes.embedding_layers (the certified route) uses the same lemma as the bound
+    (operators.circulant.embedding_size_axis), pads above d(k-1) included: every torus it
+    returns bounds the zero-padded layer."""
+    kernel, spec = case
+    layer = ConvLayer(kernel, spec, need_size=True)
+    (eh, ew), (sh, sw) = layer.extent, layer.spec.stride
+    (top, bottom), (left, right) = layer.pads
+    first = (
+        embedding_size_axis(layer.input_size[0], top, bottom, sh, eh - 1),
+        embedding_size_axis(layer.input_size[1], left, right, sw, ew - 1),
+    )
+    embeddings = embedding_layers(layer)
+    assert embeddings and embeddings[0].input_size == first
+    zero = dense_norm(kernel, spec)
+    for emb in embeddings:
+        assert emb.is_circulant
+        assert zero <= dense_norm(kernel, emb.spec) * (1 + ROUNDING_RTOL)
+
+
+def test_embedding_size_is_sharp_and_refuses_bad_input():
+    # one stride smaller than the lemma's size is not enough (G1_SAME: n = 3, P = 1, N = 3)
+    assert embedding_size_axis(3, 1, 1, 1, 2) == 4
+    layer = ConvLayer(G1_SAME, ConvSpec(padding="zeros", pad="same", input_size=3), need_size=True)
+    (emb, *_) = embedding_layers(layer)
+    small = emb.spec.replace(input_size=(3, 3))
+    assert dense_norm(G1_SAME, layer.spec) > dense_norm(G1_SAME, small) * (1 + 1e-3)
+    assert embedding_size_axis(5, 9, 0, 2, 2) == 8  # pads above D count as D; multiple of s
+    with pytest.raises(ValueError, match="stride"):
+        embedding_size_axis(3, 1, 1, 0, 2)
+    with pytest.raises(ValueError, match="lo"):
+        embedding_size_axis(3, -1, 1, 1, 2)
 
 
 @given(case=kernels(), n=st.integers(1, 6), pad=st.integers(0, 2), extra=st.integers(0, 3))
@@ -157,7 +197,7 @@ def test_g1_zero_padded_norm_is_below_every_embedding_torus(case, n, pad, extra)
     ph, pw = min(pad, kh - 1), min(pad, kw - 1)
     zero = ConvSpec(padding="zeros", pad=(ph, pw), input_size=n, groups=g)
     assume(valid_geometry(kernel.shape, zero))
-    zero.layer(kernel, need_size=True)
+    ConvLayer(kernel, zero, need_size=True)
     torus = (n + ph + extra, n + pw + extra)
     assert dense_norm(kernel, zero) <= circ(kernel, torus, groups=g) * (1 + ROUNDING_RTOL)
 
@@ -227,7 +267,7 @@ def symbol_bounded_layers(draw):
         groups=g,
     )
     assume(valid_geometry(kernel.shape, spec) and within_symbol_domain(kernel.shape, spec))
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     get_method("bernstein_grid").validate(kernel, spec.replace(input_size=None))
     return kernel, spec, layer
 

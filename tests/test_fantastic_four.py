@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
+from specbound.operators import ConvLayer
 from specbound.testing import ROUNDING_RTOL, dense_norm
 
 
@@ -154,7 +155,7 @@ def test_groups_take_the_max_not_the_product():
     rng = np.random.default_rng(2)
     kernel = rng.standard_normal((4, 2, 3, 3))
     spec = ConvSpec(input_size=(4, 4), groups=2)
-    layer = spec.layer(kernel)
+    layer = ConvLayer(kernel, spec)
     expanded = compute("fantastic_four", layer.dense_channel_taps(), ConvSpec(input_size=(4, 4)))
     grouped = compute("fantastic_four", kernel, spec)
     assert dense_norm(kernel, spec) <= grouped.value * (1 + ROUNDING_RTOL)

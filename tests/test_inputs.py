@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 import specbound as sb
 from specbound.bounds.power import lanczos_probabilistic
 from specbound.certify import certify
-from specbound.operators import exact_norm
+from specbound.operators import ConvLayer, exact_norm
 from specbound.rigorous import routes
 from specbound.rigorous.witness import lanczos_direction, operator_lower
 from specbound.spec import ConvSpec, as_kernel
@@ -205,7 +205,7 @@ def test_infinite_max_seconds_means_no_limit():
 def _unread_columns_start(n: int) -> tuple[sb.ConvLayer, np.ndarray]:
     """Stride 2 reads only even rows of the input: a start on the odd rows is in the null
     space of ``A^T A``, which made ARPACK raise "Starting vector is zero"."""
-    layer = ConvSpec("zeros", 0, (n, n), stride=2).layer(np.ones((1, 1, 1, 1)))
+    layer = ConvLayer(np.ones((1, 1, 1, 1)), ConvSpec("zeros", 0, (n, n), stride=2))
     x = np.zeros((1, n, n))
     x[0, 1::2, :] = 1.0
     return layer, x
@@ -244,7 +244,7 @@ def _wide_truth() -> float:
 
 
 def test_probabilistic_lanczos_honours_max_seconds():
-    layer = WIDE_SPEC.layer(WIDE)
+    layer = ConvLayer(WIDE, WIDE_SPEC)
     t0 = time.perf_counter()
     bound = lanczos_probabilistic(layer, delta=1e-9, rtol=1e-6, max_seconds=0.3, seed=1)
     elapsed = time.perf_counter() - t0
@@ -278,7 +278,7 @@ def test_probabilistic_certify_returns_in_time(monkeypatch, max_seconds):
 @settings(max_examples=3, deadline=None)
 def test_lanczos_witness_stops_at_its_deadline(seconds):
     rng = np.random.default_rng(2)
-    layer = ConvSpec("zeros", "same", (400, 400)).layer(rng.standard_normal((1, 1, 3, 3)))
+    layer = ConvLayer(rng.standard_normal((1, 1, 3, 3)), ConvSpec("zeros", "same", (400, 400)))
     t0 = time.perf_counter()
     v = lanczos_direction(layer, None, tol=1e-15, maxiter=10**6, deadline=t0 + seconds)
     assert time.perf_counter() - t0 < seconds + 1.0

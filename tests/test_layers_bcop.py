@@ -27,7 +27,7 @@ from specbound.layers import (
     norm_upper_bound,
 )
 from specbound.layers.bcop import expand_stride, num_matrices
-from specbound.operators import conv_matrix, exact_norm
+from specbound.operators import ConvLayer, conv_matrix, exact_norm
 from specbound.testing import ROUNDING_RTOL, valid_geometry
 from specbound.testing.families import ENTRIES, NONZERO_ENTRIES
 
@@ -142,7 +142,7 @@ def test_norm_at_most_one_at_every_bjorck_count(config, iters, family, mode, pad
     assert torch.isfinite(w).all()
     spec = layer_spec(layer, size)
     assume(valid_geometry(tuple(w.shape), spec))  # an empty output is not a layer
-    spec.layer(w.detach().numpy(), need_size=True)
+    ConvLayer(w.detach().numpy(), spec, need_size=True)
     assert exact_norm(w, spec) <= 1 + ROUNDING_RTOL
 
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
-from specbound.bounds.exact import Torus, symbol_grid_max
+from specbound.bounds.exact import symbol_grid_max
 from specbound.bounds.lipbound import frobenius_grid_max
-from specbound.operators import conv_matrix
+from specbound.operators import ConvLayer, conv_matrix
 from specbound.testing import ROUNDING_RTOL, drawn_kernel, kernels, valid_geometry
 
 EVERY = ConvSpec(input_size=None)
@@ -42,7 +42,7 @@ def layers(draw):
         groups=g,
     )
     assume(valid_geometry(shape, spec))
-    spec.layer(kernel, need_size=True)
+    ConvLayer(kernel, spec, need_size=True)
     return kernel * draw(st.sampled_from([1.0, 1e-150, 1e150])), spec
 
 
@@ -60,7 +60,7 @@ def layers(draw):
 )
 def test_lipbound_bounds_the_layer(case, norm, factor, extra):
     kernel, spec = case
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     degree = max(layer.extent) - 1
     smallest = max(1, 2 * degree) if factor == "araujo" else degree + 1
     n_samples = None if extra is None else smallest + extra
@@ -83,11 +83,12 @@ def test_frobenius_autocorrelation_route_equals_the_frequency_matrices(case, n_s
     # ||K_hat(w)||_F^2 = sum_delta R[delta] e^{-i w delta} (Parseval) against the per-frequency
     # matrices of the Sedghi route, on the same n_s x (n_s + 1) grid.
     kernel, spec = case
-    layer = spec.layer(kernel)
+    layer = ConvLayer(kernel, spec)
     k = torch.tensor(kernel)
     grid = (n_s, n_s + 1)
-    torus = Torus(size=grid, dilation=spec.dilation, groups=spec.groups)
-    direct = float(symbol_grid_max(k, torus, "frobenius")[0])
+    direct = float(
+        symbol_grid_max(k, "frobenius", size=grid, dilation=spec.dilation, groups=spec.groups)[0]
+    )
     fast = float(frobenius_grid_max(k, layer, grid))
     assert abs(fast - direct) <= 1e-12 * direct + 1e-300
 

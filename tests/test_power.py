@@ -20,7 +20,7 @@ from specbound.bounds.power import (
     lanczos_iteration,
     lanczos_steps,
 )
-from specbound.operators import conv_matrix, exact_norm
+from specbound.operators import ConvLayer, conv_matrix, exact_norm
 from specbound.testing import ROUNDING_RTOL, drawn_kernel, valid_geometry
 
 LOWER_METHODS = ("power", "lanczos")
@@ -48,7 +48,7 @@ def small_layers(draw):
     scale = draw(st.sampled_from([1.0, 1e-150, 1e150]))
     spec = ConvSpec(**spec_args)
     assume(valid_geometry(shape, spec))  # empty output or reflect pad >= input: not a layer
-    spec.layer(kernel, need_size=True)
+    ConvLayer(kernel, spec, need_size=True)
     return kernel * scale, spec
 
 
@@ -59,7 +59,7 @@ def assert_certified_lower(bound, kernel, spec):
     assert math.isfinite(bound.value) and bound.value >= 0.0
     assert bound.value * (1 - ROUNDING_RTOL) <= exact
     w = bound.witness
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     assert w.shape == (layer.c_in, *layer.input_size)
     assert abs(np.linalg.norm(w) - 1.0) <= 1e-12
     image = np.linalg.norm(conv_matrix(kernel, spec) @ w.ravel())
@@ -82,7 +82,7 @@ def test_lower_bound_is_certified_with_its_witness(method, case):
 @given(case=small_layers())
 def test_lanczos_reaches_the_exact_norm_when_the_krylov_space_is_full(case):
     kernel, spec = case
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     bound = compute("lanczos", kernel, spec, n_iter=min(layer.in_dim, layer.out_dim) + 1)
     exact = assert_certified_lower(bound, kernel, spec)
     assert bound.value >= exact * (1 - 1e-9)

@@ -23,7 +23,7 @@ from proofs_check.families.gaps import G1_COUNTEREXAMPLE, g1_search, g5_search
 from proofs_check.report import format_table, markdown
 from proofs_check.runner import Outcome
 from specbound.layers import AOLConv2d
-from specbound.operators import exact_norm
+from specbound.operators import ConvLayer, exact_norm
 from specbound.testing import (
     ADVERSARIAL_FAMILIES,
     MATRIX_FAMILIES,
@@ -306,14 +306,14 @@ def test_cli_runs_selected_theorems(capsys):
 @given(conv_specs(max_size=6))
 def test_conv_specs_are_valid(drawn):
     shape, spec = drawn
-    layer = spec.layer(np.zeros(shape))
+    layer = ConvLayer(np.zeros(shape), spec)
     assert min(layer.out_size) >= 1
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_conv_specs_cover_each_mode(mode):
     shape, spec = find(conv_specs(), lambda d: d[1].padding == mode)
-    assert spec.layer(np.zeros(shape)).spec.padding == mode
+    assert ConvLayer(np.zeros(shape), spec).spec.padding == mode
 
 
 @settings(max_examples=40)
@@ -321,14 +321,14 @@ def test_conv_specs_cover_each_mode(mode):
 def test_symbol_bounded_specs_stay_in_the_domain(drawn):
     shape, spec = drawn
     assert within_symbol_domain(shape, spec) and spec.padding in ("zeros", "circular")
-    spec.layer(np.zeros(shape))
+    ConvLayer(np.zeros(shape), spec)
 
 
 @settings(max_examples=40)
 @given(lipschitz_specs(max_size=6))
 def test_lipschitz_specs_are_valid_layer_geometries(drawn):
     shape, spec = drawn
-    spec.layer(np.zeros(shape))
+    ConvLayer(np.zeros(shape), spec)
     AOLConv2d(
         shape[1] * spec.groups,
         shape[0],
@@ -350,7 +350,7 @@ def test_lipschitz_specs_cover_each_mode(mode):
 @given(circulant_specs(max_size=8, max_stride=3))
 def test_circulant_specs_are_block_circulant(drawn):
     shape, spec = drawn
-    assert spec.layer(np.zeros(shape)).is_circulant
+    assert ConvLayer(np.zeros(shape), spec).is_circulant
 
 
 @pytest.mark.parametrize("family", ADVERSARIAL_FAMILIES)

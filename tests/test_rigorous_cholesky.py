@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 import specbound as sb
 from specbound.certify import certify
-from specbound.operators import conv_matrix, exact_norm
+from specbound.operators import ConvLayer, conv_matrix, exact_norm
 from specbound.rigorous import routes
 from specbound.rigorous.bracket import relative_gap
 from specbound.rigorous.cholesky import (
@@ -45,7 +45,7 @@ def power_of_two_scaled(kernel: np.ndarray) -> np.ndarray:
 
 def layout_operator(kernel, spec, layout, group):
     """The dense ``B`` with ``G = B^T B`` of one group, columns in the layout's order."""
-    layer = spec.layer(kernel)
+    layer = ConvLayer(kernel, spec)
     a = conv_matrix(kernel, spec)
     if layout.side == "input":
         channels, (h, w) = layer.kernel.shape[1], layer.input_size
@@ -148,7 +148,7 @@ def test_verified_psd_accepts_with_a_margin_and_says_why_not():
 def test_gram_band_matches_the_dense_gram(layer, pixels_per_block):
     kernel, spec = layer
     kernel = power_of_two_scaled(kernel)
-    lay = spec.layer(kernel)
+    lay = ConvLayer(kernel, spec)
     for layout in band_layouts(lay, pixels_per_block=pixels_per_block):
         assert layout.bandwidth * layout.block >= layout.half_bandwidth
         for g, part in enumerate(group_kernels(lay)):
@@ -175,7 +175,7 @@ def test_norm_test_never_certifies_below_the_norm(layer):
     exact = exact_norm(kernel, spec)
     if not 1e-290 < exact < 1e290:
         return  # zero operator, or a scale outside float64 squares: nothing to refute
-    lay = spec.layer(kernel)
+    lay = ConvLayer(kernel, spec)
     for layout in band_layouts(lay):
         for relative, hint in ((1e-6, 1e-5), (1e-12, -1e-6), (1e-12, 0.0)):
             res = verified_norm_upper(
@@ -198,7 +198,7 @@ def test_norm_test_accepts_just_above_the_norm(layer, pixels_per_block):
     kernel, spec = layer
     kernel = power_of_two_scaled(kernel)
     exact = exact_norm(kernel, spec)
-    lay = spec.layer(kernel)
+    lay = ConvLayer(kernel, spec)
     # below the float64 ground truth's own cancellation error the operator may be exactly zero
     # and no test can separate mu from rounding noise: ask for mu = 1 there
     noise = 1e-12 * float(np.abs(kernel).sum())
@@ -228,7 +228,7 @@ ADVERSARIAL_SPECS = [
 def test_norm_test_on_adversarial_kernels(shape, spec, family):
     kernel = family_kernel(family, shape, 4)
     scaled = power_of_two_scaled(kernel)
-    lay = spec.layer(scaled)
+    lay = ConvLayer(scaled, spec)
     exact = exact_norm(scaled, spec)
     if exact == 0:
         res = verified_norm_upper(lay, 1.0)
@@ -239,12 +239,12 @@ def test_norm_test_on_adversarial_kernels(shape, spec, family):
     below = verified_norm_upper(lay, exact * (1 - 1e-9), lower=exact * (1 - 1e-12))
     assert not below.accepted
     # unscaled 1e+-150 kernels: refusing is allowed, certifying below the norm is not
-    raw = verified_norm_upper(spec.layer(kernel), exact_norm(kernel, spec) * (1 - 1e-9))
+    raw = verified_norm_upper(ConvLayer(kernel, spec), exact_norm(kernel, spec) * (1 - 1e-9))
     assert not raw.accepted
 
 
 def test_memory_limit_is_checked_before_allocating():
-    lay = sb.ConvSpec("zeros", "same", (6, 6)).layer(np.ones((4, 4, 3, 3)))
+    lay = ConvLayer(np.ones((4, 4, 3, 3)), sb.ConvSpec("zeros", "same", (6, 6)))
     layout = choose_layout(lay)
     res = verified_norm_upper(lay, 100.0, max_bytes=layout.band_bytes - 1)
     assert not res.accepted and res.reason == "memory" and "GiB" in res.notes[0]
@@ -258,7 +258,7 @@ def test_cuda_agrees_with_cpu():
     k = power_of_two_scaled(rng.standard_normal((8, 8, 3, 3)))
     spec = sb.ConvSpec("zeros", "same", (6, 6))
     exact = exact_norm(k, spec)
-    lay = spec.layer(k)
+    lay = ConvLayer(k, spec)
     for mu, accept in ((exact * (1 + 1e-6), True), (exact * (1 - 1e-6), False)):
         cpu = verified_norm_upper(lay, mu, lower=exact * (1 - 1e-12))
         gpu = verified_norm_upper(lay, mu, lower=exact * (1 - 1e-12), device="cuda")
@@ -313,7 +313,7 @@ def test_certify_cholesky_tight_rtol():
 
 def test_cholesky_step_is_skipped_when_time_is_short():
     k = he_kernel(32, 32, seed=11)
-    layer = sb.ConvSpec("zeros", "same", (8, 8)).layer(k)
+    layer = ConvLayer(k, sb.ConvSpec("zeros", "same", (8, 8)))
     bracket = routes.Bracket(10.0, 1.0, "embedding", "witness", {"input": np.ones((32, 8, 8))})
     ctx = routes.Context(1e-4, torch.device("cpu"), time.perf_counter() + 1e-4, 0.0)
     out = routes.cholesky_tighten(layer, ctx, bracket)
@@ -329,7 +329,7 @@ def test_cholesky_step_recovers_from_a_poor_witness(refine, monkeypatch):
     Lanczos cannot help, mu moves to the geometric mean of mu and the upper bound."""
     k = he_kernel(32, 32, seed=12)
     spec = sb.ConvSpec("zeros", "same", (8, 8))
-    layer = spec.layer(k)
+    layer = ConvLayer(k, spec)
     exact = exact_norm(k, spec)
     if not refine:
         monkeypatch.setattr(routes, "lanczos_direction", lambda layer, x, *a, **kw: x)

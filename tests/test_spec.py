@@ -6,6 +6,7 @@ import torch
 from hypothesis import given
 
 import specbound as sb
+from specbound.operators import ConvLayer
 from specbound.testing import conv_specs
 
 K = np.ones((4, 2, 3, 3))
@@ -38,9 +39,9 @@ def test_same_matches_torch_same_output(kh, kw, d):
 
 
 def test_derived_sizes():
-    layer = sb.ConvSpec(
+    layer = ConvLayer(K, sb.ConvSpec(
         "zeros", (1, 0, 2, 1), (7, 9), stride=(2, 3), dilation=(1, 2), groups=2
-    ).layer(K)
+    ))
     assert (layer.c_out, layer.c_in, layer.kernel_size) == (4, 4, (3, 3))
     assert layer.extent == (3, 5)
     # H: 7 + 2 + 1 - 3 = 7 -> 7 // 2 + 1 = 4;  W: 9 + 1 + 0 - 5 = 5 -> 5 // 3 + 1 = 2
@@ -70,7 +71,7 @@ def test_from_module_reads_every_field():
 @given(conv_specs())
 def test_strategy_specs_are_valid(drawn):
     shape, spec = drawn
-    layer = spec.layer(np.ones(shape), need_size=True)
+    layer = ConvLayer(np.ones(shape), spec, need_size=True)
     assert min(layer.out_size) >= 1
 
 
@@ -132,16 +133,16 @@ def test_bad_spec_arguments(kwargs, exc, match):
 )
 def test_bad_kernels_and_layers(kernel, spec, exc, match):
     with pytest.raises(exc, match=match):
-        spec.layer(kernel)
+        ConvLayer(kernel, spec)
 
 
 def test_input_size_none_where_needed():
     with pytest.raises(ValueError, match="input_size=None means every input size"):
-        sb.ConvSpec().layer(K, need_size=True)
+        ConvLayer(K, sb.ConvSpec(), need_size=True)
     with pytest.raises(ValueError, match="input_size=None"):
         sb.operators.conv_matrix(K, sb.ConvSpec())
     with pytest.raises(ValueError, match="input_size=None"):
-        _ = sb.ConvSpec().layer(K).out_size
+        _ = ConvLayer(K, sb.ConvSpec()).out_size
 
 
 def test_spec_is_immutable_and_hashable():
@@ -156,6 +157,6 @@ def test_spec_is_immutable_and_hashable():
 
 def test_torch_kernel_is_accepted_in_float64():
     k = torch.randn(2, 3, 3, 3, dtype=torch.float32, requires_grad=True)
-    layer = sb.ConvSpec(input_size=5).layer(k)
+    layer = ConvLayer(k, sb.ConvSpec(input_size=5))
     assert layer.kernel.dtype == np.float64
     assert np.array_equal(layer.kernel, k.detach().double().numpy())

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import base, compute
-from specbound.operators import exact_norm, frequency_matrices
+from specbound.operators import ConvLayer, exact_norm, frequency_matrices
 from specbound.spectral_norm import spectral_norm, spectral_norm_batched
 from specbound.testing import ROUNDING_RTOL, layers
 
@@ -135,7 +135,7 @@ def test_circular_gradient_equals_autograd_of_schatten_at_argmax(n_iter):
     )
 
     p = 2.0 ** (n_iter + 1)
-    (blocks,) = frequency_matrices(spec.layer(kernel.detach().numpy()))
+    (blocks,) = frequency_matrices(ConvLayer(kernel.detach().numpy(), spec))
     schatten = [np.sum(np.linalg.svd(m, compute_uv=False) ** p) for m in blocks[0]]
     u, v = divmod(int(np.argmax(schatten)), 4)
     phase = torch.exp(

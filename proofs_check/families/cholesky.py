@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from specbound import ConvSpec
+from specbound.operators import ConvLayer
 from specbound.rigorous.cholesky import (
     band_from_dense,
     band_layouts,
@@ -249,7 +250,7 @@ register(
 def _norm_margin(counts: dict[str, int]):
     def margin(instance) -> float:
         kernel, spec, relative, hint = instance
-        layer = spec.layer(kernel)
+        layer = ConvLayer(kernel, spec)
         exact = mp_layer_norm(kernel, spec, max_dim=24)
         with mpmath.workdps(DPS):
             mu = float(exact * (1 + mpmath.mpf(relative)))

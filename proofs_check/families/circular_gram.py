@@ -13,7 +13,7 @@ import numpy as np
 
 from specbound import ConvSpec
 from specbound.bounds import compute
-from specbound.operators import circulant_spectrum, conv_matrix, frequency_matrices
+from specbound.operators import ConvLayer, circulant_spectrum, conv_matrix, frequency_matrices
 from specbound.testing import adversarial_layers, circulant_specs, symbol_bounded_specs
 
 from ..exact import circ, norm, symbol_sup_upper
@@ -163,7 +163,7 @@ register(
 # --------------------------------------------------------------------------- C3
 def _c3(layer) -> float:
     kernel, spec = layer
-    lay = spec.layer(kernel, need_size=True)
+    lay = ConvLayer(kernel, spec, need_size=True)
     full = max(
         float(np.linalg.svd(b, compute_uv=False).max(initial=0.0)) for b in frequency_matrices(lay)
     )

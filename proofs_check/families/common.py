@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from specbound import ConvSpec
+from specbound.operators import ConvLayer
 from specbound.testing import (
     ADVERSARIAL_FAMILIES,
     KERNEL_FAMILIES,
@@ -23,9 +24,9 @@ Layer = tuple[np.ndarray, ConvSpec]
 
 
 def valid(shape: Shape, spec: ConvSpec) -> bool:
-    """Whether ``ConvSpec.layer`` accepts a kernel of ``shape``."""
+    """Whether ``ConvLayer(kernel, spec)`` accepts a kernel of ``shape``."""
     try:
-        spec.layer(np.zeros(shape))
+        ConvLayer(np.zeros(shape), spec)
     except ValueError:
         return False
     return True

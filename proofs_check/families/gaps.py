@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute
+from specbound.operators import ConvLayer
+from specbound.rigorous.routes import embedding_layers
 from specbound.testing import adversarial_kernels, adversarial_layers, conv_specs, layers
 
 from ..exact import (
@@ -73,11 +75,13 @@ def embedding_offsets(kernel: np.ndarray, spec: ConvSpec) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- G1
-def g1_search(offset: int = 0, extras: tuple[int, ...] = (0, 1, 2, 5)) -> Search:
-    """The G1 check with the torus ``N = n + P + offset + j`` for ``j`` in ``extras``.
+def g1_search(offset: int = 0) -> Search:
+    """The G1 check on the library's embeddings: every circulant of
+    ``rigorous.routes.embedding_layers`` (sizes from ``embedding_size_axis``, the lemma L6),
+    moved by ``offset`` strides per axis.
 
-    ``offset = 0`` is the theorem; ``offset = -1`` is the false statement ``N = n + P - 1``
-    (the stored counterexample refutes it).
+    ``offset = 0`` is the lemma as the library uses it; ``offset = -1`` is the planted false
+    statement (the embedding one size too small; the stored counterexample refutes it).
     """
 
     def margin(layer) -> float:
@@ -85,13 +89,14 @@ def g1_search(offset: int = 0, extras: tuple[int, ...] = (0, 1, 2, 5)) -> Search
         zero = norm(kernel, spec)
         if negligible(zero, kernel):
             raise Skip
-        (h, w), (ph, pw) = spec.input_size, embedding_offsets(kernel, spec)
+        (sh, sw) = spec.stride
         worst = math.inf
-        for j in extras:
-            grid = (h + ph + offset + j, w + pw + offset + j)
+        for emb in embedding_layers(ConvLayer(kernel, spec, need_size=True)):
+            (n1, n2) = emb.input_size
+            grid = (n1 + offset * sh, n2 + offset * sw)
             if min(grid) < 1:
                 continue
-            c = circ(kernel, grid, spec.dilation, spec.groups)
+            c = norm(kernel, emb.spec.replace(input_size=grid))
             worst = min(worst, 0.0 if zero == 0.0 else c / zero - 1.0)
         if worst == math.inf:
             raise Skip
@@ -121,9 +126,10 @@ register(
         "'same': n + ceil(D/2); 'valid': n; 'full': n + D); any stride, dilation, groups.",
         latex=r"\sigma^{(P)}_{\mathrm{zero}}(n) \le \sigma_{\mathrm{circ}}(N)\quad \forall N \ge "
         r"n + \max\big(\min(P_{lo}, D), \min(P_{hi}, D)\big)",
-        source=SOURCE + "; specbound.bounds.embedding.embedding_size (proof)",
+        source=SOURCE + "; specbound.operators.circulant.embedding_size_axis (proof)",
         conditions="zero padding, any pads (pads beyond D only add zero rows), n >= 1, any stride, "
-        "dilation, groups; N = n + P + j for j in {0, 1, 2, 5}; relative tolerance 1e-12"
+        "dilation, groups; the four tori of rigorous.routes.embedding_layers (N0 + j s, N0 from "
+        "operators.circulant.embedding_size_axis); relative tolerance 1e-12"
         + FLOOR_NOTE,
         relied_on=True,
         check=lambda mode: run(g1_search(0), mode),
@@ -132,6 +138,25 @@ register(
         "outside it. So every read of the zero-padded layer equals the same read of the circular "
         "one, and the <= N output rows are distinct rows of C_N: Z = S C_N E with S a row "
         "selection and E an isometry.",
+        family=FAMILY,
+    )
+)
+
+
+register(
+    Theorem(
+        id="G1-SMALL",
+        title="Planted: the embedding one stride smaller (N0 - s) still embeds",
+        statement="False variant of G1: sigma_zero(n) <= sigma_circ(N0 - s + j s) for the "
+        "library's embedding size N0; refuted by the stored counterexample (same padding, "
+        "n = 3, N = 3).",
+        latex=r"\sigma_{\mathrm{zero}}(n) \overset{?}{\le} \sigma_{\mathrm{circ}}(N_0 - s)",
+        source=SOURCE,
+        conditions="as G1, every torus one stride smaller",
+        relied_on=False,
+        expected="FAIL",
+        check=lambda mode: run(g1_search(-1), mode),
+        proof="Not as stated: G1-SHARP's kernel exceeds sigma_circ(n + P - 1) by 40%.",
         family=FAMILY,
     )
 )

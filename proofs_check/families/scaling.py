@@ -15,7 +15,7 @@ import torch
 from hypothesis import strategies as st
 
 from specbound import ConvSpec, certify
-from specbound.operators import conv_matrix, symbol
+from specbound.operators import ConvLayer, conv_matrix, symbol
 from specbound.rigorous.gram import RigorousGram
 from specbound.rigorous.rounding import frobenius_upper, scale_back_outward
 from specbound.rigorous.routes import channel_blocks, support_layer
@@ -254,7 +254,7 @@ def _l8_margin(beyond: bool):
         pads = (min(split, lr), lr - min(split, lr), min(split, tb), tb - min(split, tb))
         spec = ConvSpec("circular", pads, (n, n))
         try:
-            spec.layer(kernel)
+            ConvLayer(kernel, spec)
         except ValueError as err:
             raise Skip from err
         # S does not depend on the pad: certify refuses the planted pads, so ask with pad 0
@@ -357,7 +357,7 @@ def _support_margin(cut):
 
 
 def _library_support(kernel: np.ndarray) -> np.ndarray:
-    return support_layer(ConvSpec("zeros", 0, None).layer(kernel)).kernel
+    return support_layer(ConvLayer(kernel, ConvSpec("zeros", 0, None))).kernel
 
 
 def _drop_zero_lines(kernel: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..operators.conv_layer import ConvLayer
 from ..rigorous.rounding import U, frobenius_upper, pow2_scale, up
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
@@ -45,7 +46,7 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
     """
     if spec.input_size is None:
         raise ValueError("tap_sum_upper needs spec.input_size (the padding map's norm)")
-    layer = spec.layer(np.asarray(kernel))  # validates shapes and geometry
+    layer = ConvLayer(np.asarray(kernel), spec)  # validates shapes and geometry
     k = torch.from_numpy(np.ascontiguousarray(layer.kernel, dtype=np.float64))
     if not bool(torch.isfinite(k).all()):
         if bool(torch.isnan(k).any()):

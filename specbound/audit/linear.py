@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..certify import Certificate
+from ..operators.conv_layer import ConvLayer
 from ..rigorous.rounding import U, frobenius_upper
 from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
@@ -533,7 +534,7 @@ def certified_row(an: Analysis, op: _Op) -> None:
             sized = an.out_shape(node) if op.kind == "convT" else size
             hw = (1, sized[-1]) if kernel.ndim == 3 else tuple(sized[-2:])
             spec = ConvSpec(c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"])
-            expected = spec.layer(k4).out_size
+            expected = ConvLayer(k4, spec).out_size
             other = size if op.kind == "convT" else an.out_shape(node)
             traced = tuple(other[-2:]) if kernel.ndim == 4 else (1, other[-1])
             if expected != traced:
@@ -542,7 +543,7 @@ def certified_row(an: Analysis, op: _Op) -> None:
                     f"{expected}, the forward pass {traced}"
                 )
             cert = an.certifier(k4, spec)
-            pads = spec.layer(k4).pads
+            pads = ConvLayer(k4, spec).pads
             pad_norm = 1.0
             if spec.padding != "zeros":
                 pad_norm = padding_operator_norm(

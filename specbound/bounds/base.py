@@ -124,7 +124,7 @@ class Method:
 
     def validate(self, kernel: Any, spec: ConvSpec) -> ConvLayer:
         """Validate the kernel and refuse a layer outside this method's guarantee."""
-        layer = spec.layer(kernel, need_size=self.input_size == SIZE_GIVEN)
+        layer = ConvLayer(kernel, spec, need_size=self.input_size == SIZE_GIVEN)
         where = f"method {self.name!r}"
         if layer.d != 2 or layer.transposed:
             raise ValueError(

@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
+from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
 from ..spec import Pair, _pair
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
-from .exact import Torus, as_float64, symbol_grid_max
+from .exact import as_float64, symbol_grid_max
 
 
 def dilated_degree(layer: ConvLayer) -> Pair:
@@ -60,34 +61,22 @@ def require_symbol_bounded(layer: ConvLayer) -> None:
 
 def circular_norm(kernel: torch.Tensor, layer: ConvLayer, grid: Pair) -> torch.Tensor:
     """``sigma_circ(N)``: exact norm of the stride-1 circular layer of ``kernel`` on ``grid``."""
-    torus = Torus(size=grid, dilation=layer.spec.dilation, groups=layer.groups)
-    return symbol_grid_max(kernel, torus, "spectral")[0]
+    return symbol_grid_max(
+        kernel, "spectral", size=grid, dilation=layer.spec.dilation, groups=layer.groups
+    )[0]
 
 
 # ----------------------------------------------------------------------------- embedding
 def embedding_size(layer: ConvLayer) -> Pair:
     """Smallest torus per axis that embeds the layer: the least multiple of the stride ``s``
-    that is ``>= n + max(min(lo, D), min(hi, D))``.
-
-    Derivation (one axis). Output ``i`` reads input positions ``t = s*i + d*a - lo``,
-    ``0 <= a < k``; on the torus ``Z_N`` (``s`` dividing ``N``) the strided circular layer
-    with the same offset ``lo`` reads ``t mod N`` in its row ``i mod N/s``. Zero-extend ``x``
-    to ``Z_N``. Rows of the zero-padded layer that read only padding are zero and are
-    dropped; every other row reads ``t`` in ``[-min(lo, D), n - 1 + min(hi, D)]``. If
-    ``N >= n + min(lo, D)`` the negative ``t`` wrap to ``N + t >= n``, outside the support, and
-    if ``N >= n + min(hi, D)`` the ``t >= n`` stay in ``[n, N)``: each kept row equals the
-    corresponding row of the circular layer on the embedded input. The kept rows satisfy
-    ``s*i in [lo - D, lo + n - 1]`` and ``s*i <= n + lo + hi - D - 1``, so two of them differ
-    by less than ``(n + min(lo, D))/s <= N/s`` and are distinct rows of the strided
-    circulant ``C``. Hence ``Z = S C E`` up to zero rows (``E`` an isometry, ``S`` a row
-    selection) and ``||Z|| <= ||C||``. For ``s = 1`` and ``lo = hi = P <= D`` this is the gap
-    relation ``N >= n + P``, which is sharp. Dilation enters only through ``D``.
-    """
+    that is ``>= n + max(min(lo, D), min(hi, D))`` (the lemma and its proof:
+    :func:`specbound.operators.circulant.embedding_size_axis`; docs/certify.md, L6)."""
     (n_h, n_w), (dh, dw), (sh, sw) = layer.input_size, dilated_degree(layer), layer.spec.stride
     (top, bottom), (left, right) = layer.pads
-    low_h = n_h + max(min(top, dh), min(bottom, dh))
-    low_w = n_w + max(min(left, dw), min(right, dw))
-    return (-(-low_h // sh) * sh, -(-low_w // sw) * sw)
+    return (
+        embedding_size_axis(n_h, top, bottom, sh, dh),
+        embedding_size_axis(n_w, left, right, sw, dw),
+    )
 
 
 def embedding_candidates(layer: ConvLayer, extra: int = 2, sizes: Any = None) -> list[Pair]:
@@ -120,8 +109,15 @@ def embedding_norms(
     spec = layer.spec
     norms = {}
     for grid in embedding_candidates(layer, extra, sizes):
-        torus = Torus(grid, spec.stride, spec.dilation, (top, left), spec.groups)
-        norms[grid] = symbol_grid_max(kernel, torus, "spectral")[0]
+        norms[grid] = symbol_grid_max(
+            kernel,
+            "spectral",
+            size=grid,
+            lo=(top, left),
+            stride=spec.stride,
+            dilation=spec.dilation,
+            groups=spec.groups,
+        )[0]
     return norms
 
 

@@ -9,16 +9,15 @@
   in torch (:func:`symbol_grid_max`), differentiable, and evaluated in float64 for the ``Bound``.
 
 :func:`symbol_grid_max` is the shared core of every grid method (``circular_embedding``,
-``bernstein_grid``, ``lipbound``): it evaluates the frequency matrices tap by tap with
-per-axis phase tables, a chunk of frequencies at a time, so memory stays bounded for wide
-layers and large grids, and it back-propagates through the maximising frequency only.
+``bernstein_grid``, ``lipbound``): it evaluates the frequency matrices with the frequency
+engine (:mod:`specbound.operators.frequency`), a chunk of frequencies at a time, so memory
+stays bounded for wide layers and large grids, and it back-propagates through the
+maximising frequency only.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,8 @@ import torch
 from ..operators import exact_norm, exact_route
 from ..operators.circulant import require_circulant
 from ..operators.conv_layer import ConvLayer
-from ..spec import Pair
+from ..operators.frequency import FrequencyEngine
+from ..rigorous.rounding import pow2_exponent
 from .base import SIZE_GIVEN, Bound, register
 
 CHUNK_BYTES = 2**27
@@ -37,33 +37,34 @@ NORMS = ("spectral", "frobenius")
 
 # ----------------------------------------------------------------------------- helpers
 def binary_exponent(kernel: torch.Tensor | np.ndarray) -> int:
-    """``e`` with ``max|K| * 2**-e`` in ``[0.5, 1)``; 0 for a zero kernel (``|e| <= 1000``).
+    """``j`` with ``max|K| * 2**j`` in ``[1, 2)``; 0 for a zero kernel
+    (:func:`~specbound.rigorous.rounding.pow2_exponent`, in the kernel's dtype, so ``2**j``
+    is finite there).
 
-    Scaling a kernel by ``2**-e`` is exact in binary floating point, and every norm here is
+    Scaling a kernel by ``2**j`` is exact in binary floating point, and every norm here is
     1-homogeneous, so methods work on the scaled kernel and multiply back: no overflow of
     squared quantities at 1e150 and no underflow at 1e-150.
     """
     if isinstance(kernel, torch.Tensor):
-        top = float(kernel.detach().abs().max())
+        top = kernel.detach().abs().amax() if kernel.numel() else kernel.new_zeros(())
     else:
-        top = float(np.abs(kernel).max())
-    if top == 0.0:
-        return 0
-    return max(-1000, min(1000, math.frexp(top)[1]))
+        peak = float(np.abs(kernel).max()) if np.size(kernel) else 0.0
+        top = torch.tensor(peak, dtype=torch.float64)
+    return int(pow2_exponent(top))
 
 
 def scale_down(kernel: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(K * 2**-e, e)`` with ``e = binary_exponent(K)`` (exact; differentiable)."""
-    e = binary_exponent(kernel)
-    return kernel * 2.0**-e, e
+    """``(K * 2**j, j)`` with ``j = binary_exponent(K)`` (exact; differentiable)."""
+    j = binary_exponent(kernel)
+    return kernel * 2.0**j, j
 
 
-def scale_up(value: torch.Tensor, e: int) -> torch.Tensor:
-    """``value * 2**e``: undo :func:`scale_down` on a 1-homogeneous quantity.
+def scale_up(value: torch.Tensor, j: int) -> torch.Tensor:
+    """``value * 2**-j``: undo :func:`scale_down` on a 1-homogeneous quantity.
 
-    (A python-float power of two, ``|e| <= 1000``, is exact; ``torch.ldexp`` with an integer
-    exponent tensor is avoided: its gradient evaluates ``2**-e`` in integers, i.e. 0.)"""
-    return value * 2.0**e
+    (A python-float power of two is exact; ``torch.ldexp`` with an integer exponent tensor
+    is avoided: its gradient evaluates ``2**-j`` in integers, i.e. 0.)"""
+    return value * 2.0**-j
 
 
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -83,90 +84,20 @@ def top_singular_value(m: torch.Tensor) -> torch.Tensor:
     return safe_sqrt(torch.linalg.eigvalsh(gram)[..., -1])
 
 
-def complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
 # ----------------------------------------------------------------------------- the torus
-@dataclass(frozen=True)
-class Torus:
-    """Geometry of a (strided) block-circulant layer on the ``size[0] x size[1]`` torus.
-
-    ``offset`` is ``(top, left)``: input offset ``d*a - top`` is read by tap ``a``. The stride
-    must divide the size (polyphase grid ``size / stride``).
-    """
-
-    size: Pair
-    stride: Pair = (1, 1)
-    dilation: Pair = (1, 1)
-    offset: Pair = (0, 0)
-    groups: int = 1
-
-    @classmethod
-    def of_layer(cls, layer: ConvLayer) -> Torus:
-        """The torus of a circulant layer; refuses others (``require_circulant``)."""
-        require_circulant(layer)
-        (top, _), (left, _) = layer.pads
-        return cls(
-            size=layer.input_size,
-            stride=layer.spec.stride,
-            dilation=layer.spec.dilation,
-            offset=(top, left),
-            groups=layer.groups,
-        )
-
-    @property
-    def grid(self) -> Pair:
-        return (self.size[0] // self.stride[0], self.size[1] // self.stride[1])
-
-    @property
-    def n_half(self) -> int:
-        """Number of frequencies in the half-spectrum (``rfft2`` layout)."""
-        return self.grid[0] * (self.grid[1] // 2 + 1)
-
-
-def axis_phases(
-    k: int, n: int, stride: int, dilation: int, offset: int, freqs: torch.Tensor, dtype
-) -> torch.Tensor:
-    """Per-axis DFT table ``E[f, a, r] = [r_a = r] exp(-2 pi i u_f q_a / (n/s))``.
-
-    Tap ``a`` reads input offset ``d*a - offset = s*q_a + r_a`` (``0 <= r_a < s``): in the
-    polyphase picture it sits at position ``q_a`` (wrapped modulo ``n/s``) of phase ``r_a``.
-    Products ``u*q`` are reduced modulo ``n/s`` in integers before the angle is formed.
-    """
-    m = n // stride
-    off = dilation * torch.arange(k, device=freqs.device) - offset
-    phase = torch.remainder(off, stride)
-    q = torch.div(off - phase, stride, rounding_mode="floor")
-    turns = torch.remainder(freqs[:, None] * q[None, :], m)
-    real = torch.float64 if dtype == torch.complex128 else torch.float32
-    angle = (-2 * math.pi / m) * turns.to(real)
-    e = torch.polar(torch.ones_like(angle), angle)  # (F, k)
-    onehot = torch.nn.functional.one_hot(phase, stride).to(dtype)  # (k, s)
-    return e[:, :, None] * onehot[None]
-
-
-def frequency_blocks(kernel: torch.Tensor, torus: Torus, index: torch.Tensor) -> torch.Tensor:
-    """Frequency matrices at half-spectrum indices: shape ``(F, groups, c_out_g, c_in_g*s_h*s_w)``.
-
-    Entry ``[f, g]`` is the matrix of group ``g`` at frequency ``(u, v) = divmod(index[f], V)``
-    of the polyphase grid, ``V = W/s_w // 2 + 1`` (Sedghi et al. 2019, Thm. 6; polyphase columns
-    ordered ``(c, r_h, r_w)``).
-    """
-    c_out, c_in_g, kh, kw = kernel.shape
-    (sh, sw), (dh, dw), (top, left) = torus.stride, torus.dilation, torus.offset
-    cdtype = complex_dtype(kernel.dtype)
-    v_count = torus.grid[1] // 2 + 1
-    u, v = torch.div(index, v_count, rounding_mode="floor"), torch.remainder(index, v_count)
-    ph = axis_phases(kh, torus.size[0], sh, dh, top, u, cdtype)  # (F, kh, sh)
-    pw = axis_phases(kw, torus.size[1], sw, dw, left, v, cdtype)  # (F, kw, sw)
-    n_f = index.numel()
-    phi = (ph[:, :, None, :, None] * pw[:, None, :, None, :]).reshape(n_f, kh * kw, sh * sw)
-    taps = kernel.to(cdtype).reshape(c_out * c_in_g, kh * kw)
-    blocks = taps @ phi.permute(1, 0, 2).reshape(kh * kw, n_f * sh * sw)
-    blocks = blocks.reshape(c_out, c_in_g, n_f, sh * sw).permute(2, 0, 1, 3)
-    g = torus.groups
-    return blocks.reshape(n_f, g, c_out // g, c_in_g * sh * sw)
+def circular_geometry(layer: ConvLayer) -> dict[str, Any]:
+    """The torus geometry of a circulant layer, as keywords of
+    :class:`~specbound.operators.frequency.FrequencyEngine`; refuses others."""
+    require_circulant(layer)
+    (top, _), (left, _) = layer.pads
+    spec = layer.spec
+    return {
+        "size": layer.input_size,
+        "lo": (top, left),
+        "stride": spec.stride,
+        "dilation": spec.dilation,
+        "groups": layer.groups,
+    }
 
 
 def squared_norms(blocks: torch.Tensor, norm: str) -> torch.Tensor:
@@ -178,50 +109,47 @@ def squared_norms(blocks: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.linalg.eigvalsh(gram)[..., -1]
 
 
-def _chunks(torus: Torus, width: int, device) -> Iterator[torch.Tensor]:
-    per = max(1, CHUNK_BYTES // max(1, 48 * width))
-    for start in range(0, torus.n_half, per):
-        yield torch.arange(start, min(start + per, torus.n_half), device=device)
-
-
 def symbol_grid_max(
-    kernel: torch.Tensor, torus: Torus, norm: str = "spectral"
-) -> tuple[torch.Tensor, int]:
-    """``max`` over the frequencies of ``torus`` and over groups of ``||K_hat||`` (spectral or
-    Frobenius), as a 0-d tensor on the kernel's device and dtype, and the maximising index.
+    kernel: torch.Tensor, norm: str = "spectral", **geometry: Any
+) -> tuple[torch.Tensor, FrequencyEngine, int]:
+    """``max`` over the torus frequencies and the groups of ``||K_hat||`` (spectral or
+    Frobenius), as a 0-d tensor on the kernel's device and dtype, the engine, and the
+    maximising half-spectrum index (``engine.frequencies(index)`` gives the frequency).
 
-    For ``norm="spectral"`` this is the exact norm of the circular layer on ``torus`` (Sedghi et
-    al. 2019, Thm. 6, with wrapping and the polyphase reshape). For real kernels the matrix at
-    ``-w`` is the conjugate of that at ``w``, so the half-spectrum suffices.
+    ``geometry`` are the keywords of :class:`~specbound.operators.frequency.FrequencyEngine`
+    (``size``, ``lo``, ``stride``, ``dilation``, ``groups``). For ``norm="spectral"`` this is
+    the exact norm of the circular layer on that torus (Sedghi et al. 2019, Thm. 6, with
+    wrapping and the polyphase reshape). For real kernels the matrix at ``-w`` is the
+    conjugate of that at ``w``, so the half-spectrum suffices.
 
     Differentiable: a no-grad pass finds the maximising frequency and group, and the value is
-    recomputed there with autograd (the gradient of a maximum is that of its maximiser).
+    recomputed there with autograd (the gradient of a maximum is that of its maximiser). A
+    NaN in the kernel gives a NaN value.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     scaled, e = scale_down(kernel)
-    width = kernel.shape[0] * kernel.shape[1] * torus.stride[0] * torus.stride[1]
-    best, best_index, best_group = -1.0, 0, 0
+    engine = FrequencyEngine(scaled, **geometry)
+    g = engine.groups
+    best = torch.full((), -1.0, dtype=kernel.dtype, device=kernel.device)
+    best_index, best_group = 0, 0
+    chunk = max(1, CHUNK_BYTES // max(1, 48 * g * engine.shape[0] * engine.shape[1]))
     with torch.no_grad():
-        for index in _chunks(torus, width, kernel.device):
-            values = squared_norms(frequency_blocks(scaled, torus, index), norm)  # (F, g)
+        for start, blocks in engine.chunks(chunk=chunk):
+            values = squared_norms(blocks, norm)  # (F, g)
             flat = int(torch.argmax(values))
-            top = float(values.reshape(-1)[flat])
-            if top > best:
-                best, best_group = top, flat % torus.groups
-                best_index = int(index[flat // torus.groups])
+            top = values.reshape(-1)[flat]
+            if torch.isnan(top) or top > best:
+                best, best_group = top, flat % g
+                best_index = start + flat // g
+            if torch.isnan(best):
+                break
     if torch.is_grad_enabled() and kernel.requires_grad:
-        at = torch.tensor([best_index], device=kernel.device)
-        block = frequency_blocks(scaled, torus, at)[0, best_group]
+        block = engine.on_grid([best_index])[0, best_group]
         value = squared_norms(block, norm)
     else:
-        value = torch.tensor(max(best, 0.0), dtype=kernel.dtype, device=kernel.device)
-    return scale_up(safe_sqrt(value), e), best_index
-
-
-def frequency_of(torus: Torus, index: int) -> Pair:
-    """``(u, v)`` on the polyphase grid for a half-spectrum index."""
-    return divmod(index, torus.grid[1] // 2 + 1)
+        value = torch.where(best < 0, torch.zeros_like(best), best)  # NaN stays NaN
+    return scale_up(safe_sqrt(value), e), engine, best_index
 
 
 def as_float64(layer: ConvLayer) -> torch.Tensor:
@@ -266,8 +194,7 @@ def sedghi_norm(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
     eigensolver on the smaller Gram matrix of each frequency matrix. Differentiable in
     ``kernel`` (torch; any device and dtype).
     """
-    value, _ = symbol_grid_max(kernel, Torus.of_layer(layer), "spectral")
-    return value
+    return symbol_grid_max(kernel, "spectral", **circular_geometry(layer))[0]
 
 
 @register(
@@ -288,12 +215,14 @@ def sedghi(layer: ConvLayer) -> Bound:
     Needs ``dilation*(k-1)`` padded in total per axis and a stride dividing the input size.
     ``details["frequency"]`` is the maximising ``(u, v)`` on the ``H/s_h x W/s_w`` grid.
     """
-    torus = Torus.of_layer(layer)
     with torch.no_grad():
-        value, index = symbol_grid_max(as_float64(layer), torus, "spectral")
+        value, engine, index = symbol_grid_max(
+            as_float64(layer), "spectral", **circular_geometry(layer)
+        )
+    (u, v) = (int(x) for x in engine.frequencies(index)[0])
     return Bound(
         value=float(value),
         kind="exact",
         method="sedghi",
-        details={"frequency": frequency_of(torus, index), "grid": torus.grid},
+        details={"frequency": (u, v), "grid": engine.grid},
     )

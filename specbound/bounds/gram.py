@@ -37,10 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..operators.circulant import polyphase_spatial_first, polyphase_taps, require_circulant
+from ..operators.circulant import circulant_engine, require_circulant
 from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
 from ..rigorous.fpenv import tf32_disabled
+from ..rigorous.rounding import pow2_exponent
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 
 __all__ = [
@@ -126,17 +127,6 @@ def _normalise(
         r = _where_positive(r)
     shape = r.shape + (1,) * len(dims)
     return x / r.reshape(shape), 2.0 * (log_scale + torch.log(r))
-
-
-def _power_of_two_exponent(top: torch.Tensor) -> torch.Tensor:
-    """Integer exponents ``e`` (as floats) with ``top * 2**-e`` in ``[1/2, 1)`` for positive
-    finite ``top``, 0 where ``top == 0``; clamped so that ``2**-e`` is a finite normal number.
-
-    Scaling by ``2**-e`` is exact in binary floating point (no rounding unless the result
-    is subnormal), which is why it is used for the range normalisation of raw inputs.
-    """
-    limit = int(math.log2(torch.finfo(top.dtype).max)) - 2
-    return torch.frexp(top).exponent.clamp(-limit, limit).to(top.dtype)
 
 
 def _scale_(x: torch.Tensor, factor: torch.Tensor, *, divide: bool = False) -> torch.Tensor:
@@ -241,14 +231,15 @@ def _gram_log_iterate(matrix: torch.Tensor, n_iter: int) -> tuple[torch.Tensor, 
     Returns ``(G, Lambda)`` with :math:`G_T = e^{\\Lambda} G` for the unnormalised iterate
     :math:`G_0 = W`, :math:`G_{t+1} = G_t^* G_t`. Batched over leading dimensions. The input
     is first scaled by a power of two per matrix (exact) so that its largest entry lies in
-    ``[1/2, 1)``; later steps use the trace normalisation of :func:`_gram_powers`.
+    ``[1, 2)``; later steps use the trace normalisation of :func:`_gram_powers`.
     """
     log_scale = torch.zeros(matrix.shape[:-2], dtype=_real_dtype(matrix), device=matrix.device)
     if n_iter == 0:
         return matrix, log_scale
     with torch.no_grad():  # gradients come from the closed form (_schatten_gradient)
         view, view_dims = _as_real(matrix, (-2, -1))
-        exponent = _power_of_two_exponent(torch.amax(view.abs(), dim=view_dims))
+        top = torch.amax(view.abs(), dim=view_dims)
+        exponent = -pow2_exponent(top).to(top.dtype)  # top * 2**-exponent in [1, 2)
         w = matrix.resolve_conj() if matrix.is_conj() else matrix.clone()
         w = _scale_(w, torch.exp2(-exponent))
         first = w.mH @ w
@@ -622,141 +613,40 @@ def _auto_chunk(n_freq: int, per_freq: int, element_size: int, budget: int = 2**
 
 
 def _kernel_exponent(kernel: torch.Tensor) -> torch.Tensor:
-    """Per kernel of the batch ``(B, ...)``: the power-of-two exponent of its largest entry
-    (:func:`_power_of_two_exponent`), shape ``(B,)``."""
-    return _power_of_two_exponent(torch.amax(kernel.abs().reshape(kernel.shape[0], -1), dim=1))
+    """Per kernel of the batch ``(B, ...)``: ``e`` with ``max|K| 2**-e`` in ``[1, 2)``
+    (:func:`~specbound.rigorous.rounding.pow2_exponent`), shape ``(B,)``, the kernel's dtype."""
+    top = torch.amax(kernel.abs().reshape(kernel.shape[0], -1), dim=1)
+    return -pow2_exponent(top).to(top.dtype)
 
 
-_DFT_CACHE: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
-_DFT_CACHE_SIZE = 16
-
-
-def _dft_setup(
-    layer: ConvLayer, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Phases ``(F, kh*kw)`` of the direct DFT, their conjugates, and for a stride the one-hot
-    ``(s_h*s_w, kh*kw)`` map from each tap to its polyphase channel (None at stride 1).
-
-    They depend only on the geometry, so they are cached per geometry, dtype and device
-    (a few entries; never written to): a training loop that bounds the same layer at every
-    step does not rebuild them or copy them to the device again.
-    """
-    key = (
-        layer.input_size,
-        layer.spec.stride,
-        layer.spec.dilation,
-        layer.pads,
-        layer.kernel_size,
-        dtype,
-        device,
-    )
-    hit = _DFT_CACHE.get(key)
-    if hit is not None:
-        return hit
-    ph, qh, pw, qw = polyphase_taps(layer)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    hq, wq = h // sh, w // sw
-    u, v = np.arange(hq), np.arange(wq // 2 + 1)
-    # integer u*q mod H' first: each phase is one correctly rounded complex exponential
-    phase_h = np.exp(-2j * np.pi * ((u[:, None] * qh) % hq) / hq)  # (U, kh)
-    phase_w = np.exp(-2j * np.pi * ((v[:, None] * qw) % wq) / wq)  # (V', kw)
-    phases = (phase_h[:, None, :, None] * phase_w[None, :, None, :]).reshape(u.size * v.size, -1)
-    phases = torch.tensor(phases, dtype=_complex_dtype(dtype), device=device)
-    one_hot = None
-    if (sh, sw) != (1, 1):
-        hit_h = ph[:, None, None, None] == np.arange(sh)[:, None]  # (kh, 1, sh, 1)
-        hit_w = pw[None, :, None, None] == np.arange(sw)  # (1, kw, 1, sw)
-        one_hot = torch.tensor((hit_h & hit_w).reshape(ph.size * pw.size, sh * sw).T)
-        one_hot = one_hot.to(dtype=dtype, device=device)
-    if len(_DFT_CACHE) >= _DFT_CACHE_SIZE:
-        _DFT_CACHE.clear()
-    hit = _DFT_CACHE[key] = (phases, phases.conj().resolve_conj(), one_hot)
-    return hit
-
-
-class _CircularDFT:
-    """The frequency matrices :math:`\\hat K'(\\omega)` of a batch of circular layers by a
-    direct DFT of the kernel taps (Sedghi et al. 2019; Senderovich et al. 2022 for the
-    stride), one chunk of the ``rfft2`` half-spectrum at a time.
-
-    Tap ``(a, b)`` sits at input offset :math:`s q + r` per axis (``q`` modulo the
-    :math:`H' = H/s` grid, which is the wrapping; ``r`` the polyphase channel), so the matrix
-    at :math:`(u, v)` is :math:`\\sum_{a, b} e^{-2\\pi i (u q_a / H' + v q_b / W')}
-    K[:, c, a, b]` placed in column :math:`(c, r_a, r_b)`: one complex matrix product
-    ``(frequencies x taps) @ (taps x channels)`` that writes the matrices frequency-major,
-    without the zero-filled grid and the transposing copy of the FFT route. The kernel is
-    scaled by a power of two per batch element (exact; ``log_scale`` gives the factor back).
-    """
-
-    def __init__(self, kernel: torch.Tensor, layer: ConvLayer) -> None:
-        real, dev = kernel.dtype, kernel.device
-        self.phases, self.phases_h, one_hot = _dft_setup(layer, real, dev)
-        sh, sw = layer.spec.stride
-        b, c_out, c_in_g, kh, kw = kernel.shape
-        g, d = layer.groups, kh * kw
-        self.shape = (b, g, c_out // g, c_in_g * sh * sw)
-        self.n_freq = self.phases.shape[0]
-        exponent = _kernel_exponent(kernel)
-        self.log_scale = math.log(2.0) * exponent
-        scaled = kernel * torch.exp2(-exponent).reshape(-1, 1, 1, 1, 1)
-        if one_hot is None:
-            scaled = scaled.reshape(b, g, c_out // g, c_in_g, d)
-        else:  # (B, g, m, c, 1, taps) * (s_h*s_w, taps) -> (B, g, m, c, s_h*s_w, taps)
-            scaled = scaled.reshape(b, g, c_out // g, c_in_g, 1, d) * one_hot
-        cplx = self.phases.dtype
-        self.taps = scaled.reshape(-1, d).mT.to(cplx)  # (taps, B*g*m*n)
-        taps_h = scaled.reshape(b, g, c_out // g, -1, d).transpose(2, 3)
-        self.taps_h = taps_h.reshape(-1, d).mT.to(cplx)  # (taps, B*g*n*m)
-
-    def matrices(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """:math:`\\hat K'` at frequencies ``start:stop`` into ``out``: ``(F, B, g, m, n)``."""
-        torch.matmul(self.phases[start:stop], self.taps, out=out.view(stop - start, -1))
-        return out
-
-    def adjoints(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """:math:`\\hat K'^*` at frequencies ``start:stop`` into ``out``: ``(F, B, g, n, m)``."""
-        torch.matmul(self.phases_h[start:stop], self.taps_h, out=out.view(stop - start, -1))
-        return out
-
-
-class _CircularFFT:
-    """The same frequency matrices through ``rfft2`` of the wrapped polyphase kernel (for
-    kernels with more than :data:`DIRECT_DFT_MAX_TAPS` taps), computed once and read a chunk
-    at a time."""
+class _CircularSpectrum:
+    """The frequency matrices :math:`\\hat K'(\\omega)` of a batch ``(B, c_out, c_in_g, kh,
+    kw)`` of circular layers over the ``rfft2`` half-spectrum, from the frequency engine
+    (:mod:`specbound.operators.frequency`; Sedghi et al. 2019, Senderovich et al. 2022 for the
+    stride): a direct DFT of the taps one chunk at a time or, for kernels with more than
+    :data:`DIRECT_DFT_MAX_TAPS` taps, the FFT of the wrapped kernel computed once. The kernel
+    is scaled by a power of two per batch element (exact; ``log_scale`` gives the factor
+    back)."""
 
     def __init__(self, kernel: torch.Tensor, layer: ConvLayer) -> None:
         exponent = _kernel_exponent(kernel)
         self.log_scale = math.log(2.0) * exponent
         scaled = kernel * torch.exp2(-exponent).reshape(-1, 1, 1, 1, 1)
-        spatial = polyphase_spatial_first(scaled, layer)  # (hq, wq, B, c_out, c_in')
-        spectrum = torch.fft.rfft2(spatial, dim=(0, 1))
-        b, c_out, c_in_p = spatial.shape[2:]
-        g = layer.groups
-        self.shape = (b, g, c_out // g, c_in_p)
-        # one copy into frequency-major order, so each frequency matrix is a contiguous block
-        self.spectrum = spectrum.reshape(-1, b, g, c_out // g, c_in_p).contiguous()
-        self.n_freq = self.spectrum.shape[0]
+        self.engine = circulant_engine(layer, scaled)
+        self.shape = (kernel.shape[0], self.engine.groups, *self.engine.shape)
+        self.n_freq = self.engine.n_frequencies()
+        kh, kw = layer.kernel_size
+        self.stored = self.engine.on_grid_fft() if kh * kw > DIRECT_DFT_MAX_TAPS else None
 
-    def matrices(self, start: int, stop: int, out: torch.Tensor | None) -> torch.Tensor:
-        """The stored matrices at frequencies ``start:stop`` (``out`` is not used)."""
-        return self.spectrum[start:stop]
-
-    def adjoints(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """Their conjugate transposes, copied into ``out``."""
-        return out.copy_(self.spectrum[start:stop].mH)
-
-
-def _circular_spectrum(kernel: torch.Tensor, layer: ConvLayer) -> _CircularDFT | _CircularFFT:
-    """Frequency matrices of a batch ``(B, c_out, c_in_g, kh, kw)`` of circular layers over
-    the ``rfft2`` half-spectrum, by the direct DFT or, for many taps, the FFT."""
-    kh, kw = layer.kernel_size
-    if kh * kw <= DIRECT_DFT_MAX_TAPS:
-        return _CircularDFT(kernel, layer)
-    return _CircularFFT(kernel, layer)
+    def matrices(self, start: int, stop: int) -> torch.Tensor:
+        """:math:`\\hat K'` at frequencies ``start:stop``: ``(F, B, g, m, n)``."""
+        if self.stored is not None:
+            return self.stored[start:stop]
+        return self.engine.on_grid(np.arange(start, stop))
 
 
 def _circular_log_bounds(
-    spectrum: _CircularDFT | _CircularFFT, n_iter: int, chunk: int | None
+    spectrum: _CircularSpectrum, n_iter: int, chunk: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:math:`\\max \\ln\\beta_T` over frequencies and groups, per batch element, and the flat
     ``(frequency, group)`` index of the maximiser.
@@ -780,7 +670,7 @@ def _circular_log_bounds(
 
     gram = n_iter > 0
     buffers = (
-        buffer(b * g * m * n, isinstance(spectrum, _CircularDFT)),  # W (the FFT route has it)
+        None,  # W comes from the engine
         buffer(b * g * m * n, gram),  # W^*
         buffer(b * g * side * side, gram),  # first Gram matrix and every other iterate
         buffer(b * g * side * side, gram and n_iter > 1),  # the other iterates
@@ -794,11 +684,11 @@ def _circular_log_bounds(
     for start in range(0, n_freq, step):
         stop = min(start + step, n_freq)
         fc = stop - start
-        w = spectrum.matrices(start, stop, view(0, fc, b, g, m, n))
+        w = spectrum.matrices(start, stop)
         if n_iter == 0:
             logs = _log_bound_from(_fro(w), log_first / 2, 0)
         else:
-            adj = spectrum.adjoints(start, stop, view(1, fc, b, g, n, m))
+            adj = view(1, fc, b, g, n, m).copy_(w.mH)
             first = view(2, fc, b, g, side, side)
             spare = view(3, fc, b, g, side, side)
             torch.matmul(*((adj, w) if n <= m else (w, adj)), out=first)
@@ -818,27 +708,16 @@ def _circular_log_bounds(
 def _frequency_matrix_at(
     kernel: torch.Tensor, layer: ConvLayer, freq: torch.Tensor, group: torch.Tensor
 ) -> torch.Tensor:
-    """The frequency matrix :math:`\\hat K'(2\\pi u/H', 2\\pi v/W')` of group ``group[b]`` for
-    each kernel of the batch ``(B, c_out, c_in_g, kh, kw)``, computed from the taps so that it
-    is differentiable at little cost: shape ``(B, c_out_g, c_in_g*s_h*s_w)``."""
-    ph, qh, pw, qw = polyphase_taps(layer)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    hq, wq = h // sh, w // sw
-    u, v = freq // (wq // 2 + 1), freq % (wq // 2 + 1)
-    real = kernel.dtype
-    dev = kernel.device
-    angle_h = -2 * math.pi * u[:, None].to(real) * torch.as_tensor(qh, dtype=real, device=dev) / hq
-    angle_w = -2 * math.pi * v[:, None].to(real) * torch.as_tensor(qw, dtype=real, device=dev) / wq
-    select_h = torch.as_tensor(ph[:, None] == np.arange(sh), dtype=real, device=dev)  # (kh, sh)
-    select_w = torch.as_tensor(pw[:, None] == np.arange(sw), dtype=real, device=dev)  # (kw, sw)
-    phase_h = torch.polar(torch.ones_like(angle_h), angle_h)[..., None] * select_h  # (B, kh, sh)
-    phase_w = torch.polar(torch.ones_like(angle_w), angle_w)[..., None] * select_w  # (B, kw, sw)
-    b, c_out, c_in_g, kh, kw = kernel.shape
-    g = layer.groups
-    blocks = kernel.reshape(b, g, c_out // g, c_in_g, kh, kw)
-    chosen = blocks[torch.arange(b, device=dev), group]  # (B, c_out_g, c_in_g, kh, kw)
-    out = torch.einsum("zoixy,zxr,zys->zoirs", chosen.to(phase_h.dtype), phase_h, phase_w)
-    return out.reshape(b, c_out // g, c_in_g * sh * sw)
+    """The frequency matrix at half-spectrum index ``freq[b]`` of group ``group[b]`` for each
+    kernel of the batch ``(B, c_out, c_in_g, kh, kw)``, from the engine (differentiable):
+    shape ``(B, c_out_g, c_in_g*s_h*s_w)``."""
+    freq, group = freq.tolist(), group.tolist()
+    return torch.stack(
+        [
+            circulant_engine(layer, k).on_grid([f])[0, g]
+            for k, f, g in zip(kernel, freq, group, strict=True)
+        ]
+    )
 
 
 def _gram_circular_torch(
@@ -853,7 +732,7 @@ def _gram_circular_torch(
     chained to the kernel through that frequency's matrix only.
 
     The value is the Gram iteration of Delattre et al. 2023 (Sec. 3) on every frequency
-    matrix of the half-spectrum (:class:`_CircularDFT`, :func:`_circular_log_bounds`,
+    matrix of the half-spectrum (:class:`_CircularSpectrum`, :func:`_circular_log_bounds`,
     :func:`_gram_powers`), an upper bound on the exact circular norm in exact arithmetic.
     It runs in the kernel's dtype (complex64 for float32, TF32 off), so a
     float32 value carries float32 rounding: about 1e-7 relative, and once converged it can
@@ -866,7 +745,7 @@ def _gram_circular_torch(
     require_circulant(layer)
     batch, lead = _kernel_batch(kernel, layer)
     with torch.no_grad(), tf32_disabled():
-        spectrum = _circular_spectrum(batch, layer)
+        spectrum = _CircularSpectrum(batch, layer)
         log_best, where = _circular_log_bounds(spectrum, n_iter, chunk)
         del spectrum
         value = torch.exp(log_best)

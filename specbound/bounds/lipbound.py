@@ -26,15 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from ..operators.conv_layer import ConvLayer
+from ..operators.frequency import FrequencyEngine
 from ..spec import Pair, _pair
 from .base import SIZE_NONE, Bound, register
 from .embedding import dilated_degree, require_symbol_bounded
 from .exact import (
     NORMS,
-    Torus,
     as_float64,
-    axis_phases,
-    complex_dtype,
     safe_sqrt,
     scale_down,
     scale_up,
@@ -112,21 +110,17 @@ def channel_autocorrelation(kernel: torch.Tensor, groups: int) -> torch.Tensor:
     return F.conv2d(image, weight, padding=(kh - 1, kw - 1), groups=groups)[0]
 
 
-def lag_phases(k: int, n: int, dilation: int, like: torch.Tensor) -> torch.Tensor:
-    """``E[u, a] = exp(-2 pi i u d (a - (k-1)) / n)``: the DFT table of the lags
-    ``-(k-1)..k-1`` on ``n`` samples, shape ``(n, 2k - 1)``."""
-    freqs = torch.arange(n, device=like.device)
-    cdtype = complex_dtype(like.dtype)
-    return axis_phases(2 * k - 1, n, 1, dilation, dilation * (k - 1), freqs, cdtype)[..., 0]
-
-
 def frobenius_grid_max(kernel: torch.Tensor, layer: ConvLayer, samples: Pair) -> torch.Tensor:
-    """``max_{j, g} ||K_hat_g(2 pi j / n_s)||_F`` from :func:`channel_autocorrelation`."""
+    """``max_{j, g} ||K_hat_g(2 pi j / n_s)||_F`` from :func:`channel_autocorrelation`: the
+    autocorrelation is a one-channel kernel on the lags ``-(k-1)..k-1`` (low pad
+    ``d*(k-1)``), whose frequency "matrices" are the squared Frobenius norms."""
     scaled, e = scale_down(kernel)
     corr = channel_autocorrelation(scaled, layer.groups)  # (g, 2kh-1, 2kw-1)
-    (n_h, n_w), (d_h, d_w), (kh, kw) = samples, layer.spec.dilation, layer.kernel_size
-    rows, cols = lag_phases(kh, n_h, d_h, kernel), lag_phases(kw, n_w, d_w, kernel)
-    values = (rows @ corr.to(rows.dtype) @ cols.transpose(0, 1)).real  # (g, n_h, n_w)
+    (d_h, d_w), (kh, kw) = layer.spec.dilation, layer.kernel_size
+    engine = FrequencyEngine(
+        corr[:, None], samples, lo=(d_h * (kh - 1), d_w * (kw - 1)), dilation=(d_h, d_w)
+    )
+    values = engine.on_grid(half=False).real  # (F, g, 1, 1)
     return scale_up(safe_sqrt(values.max()), e)
 
 
@@ -144,8 +138,10 @@ def sampled_symbol(
     scale = correction_factor(dilated_degree(layer), samples, factor)
     if norm == "frobenius":
         return frobenius_grid_max(kernel, layer, samples), scale, samples
-    torus = Torus(size=samples, dilation=layer.spec.dilation, groups=layer.groups)
-    return symbol_grid_max(kernel, torus, "spectral")[0], scale, samples
+    grid_max = symbol_grid_max(
+        kernel, "spectral", size=samples, dilation=layer.spec.dilation, groups=layer.groups
+    )[0]
+    return grid_max, scale, samples
 
 
 def lipbound_norm(

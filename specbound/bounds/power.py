@@ -65,8 +65,8 @@ class Scaled:
 
     @classmethod
     def of(cls, layer: ConvLayer) -> Scaled:
-        e = binary_exponent(layer.kernel)
-        return cls(layer.spec.layer(np.ldexp(layer.kernel, -e)), e)
+        j = binary_exponent(layer.kernel)
+        return cls(ConvLayer(np.ldexp(layer.kernel, j), layer.spec), -j)
 
     def unscale(self, value: float) -> float:
         return math.ldexp(value, self.exponent)

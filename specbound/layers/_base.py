@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..certify import Certificate, certify
+from ..operators.conv_layer import ConvLayer
 from ..spec import AxisPads, ConvSpec
 from .padding import pad2d, padding_norm_bound
 
@@ -77,7 +78,8 @@ def resolve_geometry(
         raise ValueError(
             f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
         )
-    spec.layer(torch.zeros(out_channels, in_channels // spec.groups, *ks))  # validates the rest
+    # validates the rest
+    ConvLayer(torch.zeros(out_channels, in_channels // spec.groups, *ks), spec)
     return spec, ks, spec.pads(ks)
 
 

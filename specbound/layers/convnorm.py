@@ -65,21 +65,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..certify import Certificate, certify
+from ..operators.frequency import FrequencyEngine
 from ..spec import AxisPads
 from ._base import _pair, pad_module, resolve_geometry
 from .padding import pad2d
-
-
-def _wrapped_kernel(kernel: torch.Tensor, grid: tuple[int, int], dilation: tuple[int, int]):
-    """The kernel placed at offsets ``d*a mod G`` on the grid (collisions summed)."""
-    c_out, c_in_g, kh, kw = kernel.shape
-    gh, gw = grid
-    rows = (dilation[0] * torch.arange(kh, device=kernel.device)) % gh
-    cols = (dilation[1] * torch.arange(kw, device=kernel.device)) % gw
-    flat = (rows[:, None] * gw + cols[None, :]).reshape(-1)
-    out = kernel.new_zeros(c_out, c_in_g, gh * gw)
-    out = out.index_add(-1, flat, kernel.reshape(c_out, c_in_g, kh * kw))
-    return out.reshape(c_out, c_in_g, gh, gw)
 
 
 def convnorm_normalizer(
@@ -120,10 +109,13 @@ def convnorm_normalizer(
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
-    kappa = _wrapped_kernel(kernel, tuple(grid), _pair(dilation, "dilation"))
-    spectrum = torch.fft.rfft2(kappa)
-    power = (spectrum.real**2 + spectrum.imag**2).sum(dim=1)  # (c_out, Gh, Gw//2+1)
-    mean = (kappa**2).sum(dim=(1, 2, 3))  # Parseval: mean over the full grid
+    grid = tuple(grid)
+    engine = FrequencyEngine(kernel, grid, dilation=_pair(dilation, "dilation"))
+    kappa = engine.wrapped()  # (G_h, G_w, c_out, c_in_g): the kernel at d*a mod G
+    spectrum = engine.on_grid_fft()[:, 0]  # (F, c_out, c_in_g), rfft2 half-spectrum
+    power = (spectrum.real**2 + spectrum.imag**2).sum(dim=-1).T  # (c_out, F)
+    power = power.reshape(-1, grid[0], grid[1] // 2 + 1)
+    mean = (kappa**2).sum(dim=(0, 1, 3))  # Parseval: mean over the full grid
     tiny = torch.finfo(power.dtype).tiny
     return torch.rsqrt((power + eps * mean[:, None, None]).clamp_min(tiny))
 
@@ -411,7 +403,8 @@ class ConvNorm2d(nn.Module):
         grid = self.grid(size)
         with torch.no_grad():
             v = self.normalizer(grid).detach()
-            kappa = _wrapped_kernel(self.weight.detach(), grid, self.dilation)
+            engine = FrequencyEngine(self.weight.detach(), grid, dilation=self.dilation)
+            kappa = engine.wrapped().permute(2, 3, 0, 1)  # (c_out, c_in_g, G_h, G_w)
             kprime = torch.fft.irfft2(torch.fft.rfft2(kappa) * v[:, None], s=grid)
         (top, bottom), (left, right) = self.pads
         dev = kprime.device

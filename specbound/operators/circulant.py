@@ -26,6 +26,7 @@ import torch
 
 from ..spec import ConvSpec
 from .conv_layer import ConvLayer
+from .frequency import FrequencyEngine
 
 
 def require_circulant(layer: ConvLayer) -> None:
@@ -61,27 +62,50 @@ def require_circulant(layer: ConvLayer) -> None:
     )
 
 
-def _axis_polyphase(k: int, n: int, lo: int, stride: int, dilation: int):
-    """Per tap: (phase r, position q mod n/s) of input offset ``d*a - lo = s*q + r``."""
-    offset = dilation * np.arange(k) - lo
-    phase = np.mod(offset, stride)
-    return phase, np.mod((offset - phase) // stride, n // stride)
+def embedding_size_axis(n: int, lo: int, hi: int, stride: int, degree: int) -> int:
+    """The smallest torus size ``N`` (one axis) in which a zero-padded layer embeds: the
+    least multiple of the stride ``s`` with ``N >= n + max(min(lo, D), min(hi, D))``, where
+    ``D = d*(k-1)`` is the dilated degree (docs/certify.md, lemma L6; theorem G1).
 
-
-def polyphase_taps(layer: ConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where each tap lands in the polyphase-wrapped kernel: ``(r_h, q_h, r_w, q_w)``.
-
-    Tap ``(a, b)`` of the kernel is added to phase channel ``(r_h[a], r_w[b])`` at position
-    ``(q_h[a], q_w[b])`` of the ``(H/s_h, W/s_w)`` grid. Shared by :func:`polyphase_kernel`
-    (numpy) and :func:`polyphase_kernel_torch`.
+    Derivation. Output ``i`` reads input positions ``t = s*i + d*a - lo``, ``0 <= a < k``;
+    on the torus ``Z_N`` (``s`` dividing ``N``) the strided circular layer with the same
+    offset ``lo`` reads ``t mod N`` in its row ``i mod N/s``. Zero-extend ``x`` to ``Z_N``.
+    Rows of the zero-padded layer that read only padding are zero and are dropped; every
+    other row reads ``t`` in ``[-min(lo, D), n - 1 + min(hi, D)]``. If
+    ``N >= n + min(lo, D)`` the negative ``t`` wrap to ``N + t >= n``, outside the support,
+    and if ``N >= n + min(hi, D)`` the ``t >= n`` stay in ``[n, N)``: each kept row equals
+    the corresponding row of the circular layer on the embedded input. The kept rows satisfy
+    ``s*i in [lo - D, lo + n - 1]``, so two of them differ by less than
+    ``(n + min(lo, D))/s <= N/s`` and are distinct rows of the strided circulant ``C``.
+    Hence ``Z = S C E`` up to zero rows (``E`` an isometry, ``S`` a row selection) and
+    ``||Z|| <= ||C||``. The offset of ``C`` does not matter: another offset is a cyclic
+    shift of the input, a permutation. For ``s = 1`` and ``lo = hi = P <= D`` this is the
+    gap relation ``N >= n + P``, which is sharp (theorem G1-SHARP).
     """
+    for name, value in (("n", n), ("lo", lo), ("hi", hi), ("degree", degree)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    low = n + max(min(lo, degree), min(hi, degree))
+    return -(-low // stride) * stride
+
+
+def circulant_engine(layer: ConvLayer, kernel: torch.Tensor | None = None) -> FrequencyEngine:
+    """The frequency engine of a circulant layer (refuses others, ``require_circulant``);
+    ``kernel`` (default: the layer's, as float64) may carry leading batch dimensions."""
     require_circulant(layer)
-    (h, w), (sh, sw), (dh, dw) = layer.input_size, layer.spec.stride, layer.spec.dilation
+    if kernel is None:
+        kernel = torch.tensor(layer.kernel, dtype=torch.float64)
     (top, _), (left, _) = layer.pads
-    kh, kw = layer.kernel_size
-    ph, qh = _axis_polyphase(kh, h, top, sh, dh)
-    pw, qw = _axis_polyphase(kw, w, left, sw, dw)
-    return ph, qh, pw, qw
+    return FrequencyEngine(
+        kernel,
+        layer.input_size,
+        lo=(top, left),
+        stride=layer.spec.stride,
+        dilation=layer.spec.dilation,
+        groups=layer.groups,
+    )
 
 
 def polyphase_kernel(layer: ConvLayer) -> np.ndarray:
@@ -106,42 +130,11 @@ def polyphase_kernel(layer: ConvLayer) -> np.ndarray:
     >>> import specbound as sb
     >>> from specbound.operators import polyphase_kernel
     >>> spec = sb.ConvSpec(padding="circular", input_size=(8, 8), stride=2)
-    >>> layer = spec.layer(np.ones((3, 2, 3, 3)), need_size=True)
+    >>> layer = ConvLayer(np.ones((3, 2, 3, 3)), spec, need_size=True)
     >>> polyphase_kernel(layer).shape  # (c_out, c_in * s_h * s_w, H / s_h, W / s_w)
     (3, 8, 4, 4)
     """
-    ph, qh, pw, qw = polyphase_taps(layer)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    kh, kw = layer.kernel_size
-    c_out, c_in_g = layer.kernel.shape[:2]
-    wrapped = np.zeros((c_out, c_in_g, sh, sw, h // sh, w // sw))
-    for a in range(kh):
-        for b in range(kw):
-            wrapped[:, :, ph[a], pw[b], qh[a], qw[b]] += layer.kernel[:, :, a, b]
-    return wrapped.reshape(c_out, c_in_g * sh * sw, h // sh, w // sw)
-
-
-def polyphase_spatial_first(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
-    """Torch polyphase wrapping, grid axes first: shape ``(H/s_h, W/s_w, ..., c_out, c_in')``.
-
-    ``kernel`` is a real tensor ``(..., c_out, c_in_g, kh, kw)`` (leading dimensions are a
-    batch; ``layer`` supplies the geometry). ``c_in' = c_in_g*s_h*s_w`` with channel index
-    ``(c, r_h, r_w)`` in C order, as :func:`polyphase_kernel`. Taps that wrap onto the same
-    position are summed (``index_put`` with ``accumulate=True``, differentiable). The grid-first
-    layout makes ``torch.fft.rfft2(..., dim=(0, 1))`` return the frequency matrices as a
-    contiguous batch.
-    """
-    ph, qh, pw, qw = polyphase_taps(layer)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    hq, wq = h // sh, w // sw
-    target = ((qh[:, None] * wq + qw[None, :]) * sh + ph[:, None]) * sw + pw[None, :]
-    lead = kernel.shape[:-2]  # (..., c_out, c_in_g)
-    values = kernel.flatten(-2).movedim(-1, 0)  # (kh*kw, ..., c_out, c_in_g)
-    index = torch.as_tensor(target.ravel(), dtype=torch.long, device=kernel.device)
-    out = kernel.new_zeros((hq * wq * sh * sw, *lead))
-    out = out.index_put((index,), values, accumulate=True)
-    out = out.reshape(hq, wq, sh, sw, *lead).movedim((2, 3), (-2, -1))
-    return out.reshape(hq, wq, *lead[:-1], lead[-1] * sh * sw)
+    return polyphase_kernel_torch(torch.tensor(layer.kernel, dtype=torch.float64), layer).numpy()
 
 
 def polyphase_kernel_torch(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
@@ -149,7 +142,7 @@ def polyphase_kernel_torch(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tens
 
     ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> ``(..., c_out, c_in_g*s_h*s_w, H/s_h, W/s_w)``.
     """
-    return polyphase_spatial_first(kernel, layer).movedim((0, 1), (-2, -1))
+    return circulant_engine(layer, kernel).wrapped().movedim((0, 1), (-2, -1))
 
 
 def frequency_matrices(
@@ -177,23 +170,16 @@ def frequency_matrices(
     >>> import specbound as sb
     >>> from specbound.operators import frequency_matrices
     >>> spec = sb.ConvSpec(padding="circular", input_size=(4, 4))
-    >>> layer = spec.layer(np.ones((1, 1, 3, 3)), need_size=True)
+    >>> layer = ConvLayer(np.ones((1, 1, 3, 3)), spec, need_size=True)
     >>> (blocks,) = frequency_matrices(layer)
     >>> blocks.shape  # (groups, frequencies, c_out, c_in)
     (1, 16, 1, 1)
     >>> round(float(np.abs(blocks).max()), 9)  # frequency 0
     9.0
     """
-    kp = polyphase_kernel(layer)
-    g = layer.groups
-    fft = np.fft.rfft2 if half else np.fft.fft2
-    spectrum = fft(kp, axes=(2, 3))  # (c_out, c_in', U, V)
-    c_out, c_in_p = spectrum.shape[:2]
-    spectrum = spectrum.reshape(g, c_out // g, c_in_p, -1)
-    n_freq = spectrum.shape[-1]
-    step = n_freq if chunk is None else max(1, chunk)
-    for start in range(0, n_freq, step):
-        yield np.moveaxis(spectrum[..., start : start + step], -1, 1)
+    engine = circulant_engine(layer)
+    for _, mats in engine.chunks(half=half, chunk=chunk or engine.n_frequencies(half)):
+        yield mats.movedim(0, 1).numpy()
 
 
 def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
@@ -234,7 +220,7 @@ def circulant_spectrum(kernel: Any, spec: ConvSpec) -> np.ndarray:
     >>> np.round(sigma[:4], 9)
     array([9., 3., 3., 3.])
     """
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     parts = [np.linalg.svd(block, compute_uv=False).ravel() for block in frequency_matrices(layer)]
     return np.sort(np.concatenate(parts))[::-1]
 
@@ -243,36 +229,14 @@ def circulant_norm(layer: ConvLayer, *, chunk_bytes: int = 2**28) -> float:
     """Largest singular value of a circulant layer via the largest eigenvalue of the smaller
     Gram matrix per frequency (Hermitian eigensolver; much cheaper than batched SVD).
 
-    Memory stays ``O(c_out c_in k W)`` plus one chunk: the kernel is wrapped and
-    ``rfft``-transformed along the width only; the height taps (phase ``r_a``, position
-    ``q_a``) are summed with their phases ``e^{-2 pi i u q_a / m}`` for a chunk of rows ``u``
-    at a time (the 2-D DFT of the wrapped kernel, separably). The column order of each
-    frequency matrix differs from :func:`frequency_matrices`, which leaves its singular
-    values unchanged.
+    Memory stays within about ``chunk_bytes``: the frequency engine evaluates the
+    half-spectrum a chunk of frequencies at a time. A NaN eigenvalue propagates.
     """
-    ph, qh, pw, qw = polyphase_taps(layer)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    m1, m2 = h // sh, w // sw
-    kh, kw = layer.kernel_size
-    c_out, c_in_g = layer.kernel.shape[:2]
-    g = layer.groups
-    width_wrapped = np.zeros((c_out, c_in_g, sw, kh, m2))
-    for b in range(kw):
-        width_wrapped[:, :, pw[b], :, qw[b]] += layer.kernel[:, :, :, b]
-    spectrum_w = np.fft.rfft(width_wrapped, axis=-1)  # (c_out, c_in_g, sw, kh, V)
-    select = (ph[:, None] == np.arange(sh)[None, :]).astype(float)  # (kh, sh)
-    n_v = spectrum_w.shape[-1]
-    rows = max(1, chunk_bytes // max(1, 16 * n_v * c_out * c_in_g * sh * sw))
-    top = 0.0
-    for start in range(0, m1, rows):
-        u = np.arange(start, min(m1, start + rows))
-        phase = np.exp(-2j * np.pi * np.mod(np.outer(u, qh), m1) / m1)  # (U, kh)
-        mats = np.einsum("ocwav,ua,ar->uvocrw", spectrum_w, phase, select)
-        mats = mats.reshape(len(u) * n_v, g, c_out // g, c_in_g * sh * sw)
-        gram = (
-            mats @ mats.conj().swapaxes(-1, -2)
-            if mats.shape[-2] <= mats.shape[-1]
-            else mats.conj().swapaxes(-1, -2) @ mats
-        )
-        top = max(top, float(np.linalg.eigvalsh(gram)[..., -1].max()))
-    return float(np.sqrt(max(top, 0.0)))
+    engine = circulant_engine(layer)
+    p, q = engine.shape
+    per = max(1, chunk_bytes // max(1, 16 * layer.groups * (p * q + min(p, q) ** 2)))
+    top = torch.zeros((), dtype=torch.float64)
+    for _, mats in engine.chunks(half=True, chunk=per):
+        gram = mats @ mats.mH if p <= q else mats.mH @ mats
+        top = torch.maximum(top, torch.linalg.eigvalsh(gram)[..., -1].max())
+    return float(torch.sqrt(top.clamp_min(0.0)))

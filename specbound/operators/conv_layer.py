@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import LinearOperator
 
+from .. import spec as spec_module
 from ..spec import (
     AxisPads,
     ConvSpec,
@@ -60,6 +61,8 @@ class ConvLayer(LinearOperator):
         exactly (see :func:`~specbound.spec.as_kernel`).
     spec : ConvSpec
         The geometry. A spec with an undecided number of axes takes ``kernel.ndim - 2``.
+    need_size : bool
+        Refuse a spec with ``input_size=None`` (every size), for uses that need a matrix.
     device : str or torch.device, optional
         Where :meth:`apply`, :meth:`apply_adjoint` and ``matvec`` run (float64).
 
@@ -96,9 +99,19 @@ class ConvLayer(LinearOperator):
     """
 
     def __init__(
-        self, kernel: KernelLike, spec: ConvSpec, *, device: str | torch.device | None = None
+        self,
+        kernel: KernelLike,
+        spec: ConvSpec,
+        *,
+        need_size: bool = False,
+        device: str | torch.device | None = None,
     ) -> None:
         spec = check_spec(spec)
+        if need_size and spec.input_size is None:
+            raise ValueError(
+                "input_size=None means every input size, but this needs a finite input size: "
+                "pass input_size=(H, W)"
+            )
         arr = as_kernel(kernel, spec.ndim)
         self._setup(arr, spec.with_ndim(arr.ndim - 2), device)
 
@@ -570,3 +583,18 @@ def axis_selection(index: np.ndarray, n: int) -> list[sp.csr_array]:
         data = np.ones(rows.size)
         mats.append(sp.csr_array((data, (rows, index[rows, a])), shape=(n_out, n)))
     return mats
+
+
+def check_signal_size(layer: ConvLayer) -> None:
+    """Refuse a size-given layer whose input or output has more than
+    :data:`MAX_SIGNAL_ENTRIES` entries, before any allocation."""
+    if layer.spec.input_size is None:
+        return
+    biggest = max(layer.in_dim, layer.out_dim)
+    limit = spec_module.MAX_SIGNAL_ENTRIES  # read at call time (settable)
+    if biggest > limit:
+        raise ValueError(
+            f"input_size={layer.spec.input_size} is too large: the layer's input has "
+            f"{layer.in_dim} and its output {layer.out_dim} entries, above the "
+            f"{limit} this library handles (specbound.spec.MAX_SIGNAL_ENTRIES)"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import ConvSpec, KernelLike, check_spec
+from .conv_layer import ConvLayer
 
 
 def conv_matrix(kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = None) -> np.ndarray:
@@ -52,5 +53,5 @@ def conv_matrix(kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = N
     >>> round(float(np.linalg.norm(A, 2)), 6)
     6.854102
     """
-    layer = check_spec(spec).layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, check_spec(spec), need_size=True)
     return layer.dense(max_bytes=max_bytes)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ..rigorous.rounding import prescale, scale_back_outward
 from ..spec import ConvSpec, KernelLike, check_dense_size, check_spec
 from .circulant import circulant_norm
 from .conv_layer import ConvLayer
@@ -29,7 +28,7 @@ def exact_route(kernel: KernelLike, spec: ConvSpec) -> str:
     >>> exact_route(kernel, sb.ConvSpec(padding="zeros", input_size=(4, 4)))
     'dense'
     """
-    return _route(spec.layer(kernel, need_size=True))
+    return _route(ConvLayer(kernel, spec, need_size=True))
 
 
 def _route(layer: ConvLayer) -> str:
@@ -95,28 +94,21 @@ def exact_norm(kernel: KernelLike, spec: ConvSpec, *, max_bytes: int | None = No
             "exact_norm needs a finite input_size: with input_size=None the norm over every "
             "input size is the symbol supremum S(K), which is only bracketed (use certify)"
         )
-    layer = spec.layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, spec, need_size=True)
     if layer.d == 1:  # the one-row 2-D layer: the same matrix
         layer = layer.as_2d()
     # work on the kernel scaled by 2^j (max |K| in [1, 2)), exact barring subnormals, so
     # that neither the Gram matrix nor the frequency matrices over- or underflow for a
     # kernel at 1e300 or 1e-300; the norm is scaled back by 2^-j at the end
-    peak = float(np.abs(layer.kernel).max()) if layer.kernel.size else 0.0
-    j = 1 - math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 0
-    scaled = layer.with_kernel(np.ldexp(layer.kernel, j))
+    kernel, j, _ = prescale(layer.kernel)  # exact barring subnormal entries
+    scaled = ConvLayer(kernel, layer.spec)
     if _route(layer) == "circulant":
-        return _unscale(circulant_norm(scaled), j)
+        return scale_back_outward(circulant_norm(scaled), j, upward=True)
     small = min(layer.in_dim, layer.out_dim)
     check_dense_size(
         (layer.out_dim + small, layer.in_dim), "the dense matrix and its Gram", max_bytes
     )
     a = scaled.dense(max_bytes=max_bytes)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    return _unscale(float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))), j)
-
-
-def _unscale(value: float, j: int) -> float:
-    try:
-        return math.ldexp(value, -j)
-    except OverflowError:
-        return math.inf
+    top = float(np.linalg.eigvalsh(gram)[-1])
+    return scale_back_outward(float(np.sqrt(max(top, 0.0))), j, upward=True)

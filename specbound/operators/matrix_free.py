@@ -45,5 +45,5 @@ def conv_operator(
     >>> round(float(svds(B, k=1, return_singular_vectors=False, random_state=0)[0]), 6)
     6.854102
     """
-    layer = check_spec(spec).layer(kernel, need_size=True)
+    layer = ConvLayer(kernel, check_spec(spec), need_size=True)
     return layer.to(resolve_device(device))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import scipy.sparse as sp
 
 from ..spec import ConvSpec, KernelLike, check_spec
-from .conv_layer import LAYOUTS, axis_selection
+from .conv_layer import LAYOUTS, ConvLayer, axis_selection
 
 __all__ = ["LAYOUTS", "axis_selection", "conv_sparse"]
 
@@ -48,4 +48,4 @@ def conv_sparse(
     >>> np.array_equal(A.toarray(), conv_matrix(kernel, spec))
     True
     """
-    return check_spec(spec).layer(kernel, need_size=True).sparse(layout=layout)
+    return ConvLayer(kernel, check_spec(spec), need_size=True).sparse(layout=layout)

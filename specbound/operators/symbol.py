@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..spec import ConvSpec, _pair, as_kernel
+from .conv_layer import ConvLayer
+from .frequency import FrequencyEngine
 
 
 def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np.ndarray:
@@ -45,17 +48,16 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     >>> np.round(np.abs(symbol(kernel, (np.pi, np.pi))), 9)
     array([[1.]])
     """
-    k = ConvSpec(groups=groups).layer(kernel).dense_channel_taps()
+    k = ConvLayer(kernel, ConvSpec(groups=groups)).dense_channel_taps()
     dh, dw = _pair(dilation, "dilation", 1)
     w = np.asarray(omega, dtype=np.float64)
     if w.shape[-1:] != (2,):
         raise ValueError(f"omega must have shape (..., 2), got {w.shape}")
     if not np.isfinite(w).all():
         raise ValueError("omega must be finite")
-    kh, kw = k.shape[2:]
-    ph = np.exp(-1j * w[..., 0, None] * dh * np.arange(kh))  # (..., kh)
-    pw = np.exp(-1j * w[..., 1, None] * dw * np.arange(kw))  # (..., kw)
-    return np.einsum("ocab,...a,...b->...oc", k, ph, pw)
+    engine = FrequencyEngine(torch.as_tensor(k, dtype=torch.float64), dilation=(dh, dw))
+    mats = engine.at_points(w.reshape(-1, 2))  # (F, 1, c_out, c_in)
+    return mats.reshape(*w.shape[:-1], *k.shape[:2]).numpy()
 
 
 def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int = 1) -> float:
@@ -85,4 +87,4 @@ def symbol_grid_norm(kernel: Any, grid: Any, *, dilation: Any = 1, groups: int =
     spec = ConvSpec(
         padding="circular", pad="same", input_size=grid, dilation=dilation, groups=groups
     )
-    return circulant_norm(spec.layer(as_kernel(kernel)))
+    return circulant_norm(ConvLayer(as_kernel(kernel), spec))

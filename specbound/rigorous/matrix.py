@@ -25,7 +25,7 @@ import torch
 from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import layer_axis_indices
 from .cholesky import _float64_gemm
-from .rounding import U, down, frobenius_upper, gamma, pow2_scale, up
+from .rounding import U, down, frobenius_upper, gamma, pow2_exponent, scale_back_outward, up
 from .verified import RETRY_FACTOR, lambda_max_upper, level_margin
 
 CHUNK_BYTES = 2**27
@@ -70,9 +70,8 @@ def weight_sigma(
         raise ValueError("the weight holds NaN or inf")
     if peak == 0.0:
         return 0.0, 0.0, np.ones(q) / math.sqrt(q), ["zero weight"]
-    scale = float(pow2_scale(torch.tensor(peak, dtype=torch.float64)))
-    if not math.isfinite(scale):  # a subnormal largest entry: 2^(1-e) would overflow
-        scale = 2.0**1000
+    j = int(pow2_exponent(torch.tensor(peak, dtype=torch.float64)))
+    scale = 2.0**j  # exact; finite (j <= 1023)
     right = q <= p  # Gram W^T W (order q, inner p) or W W^T (order p, inner q)
     n, k = (q, p) if right else (p, q)
     g = torch.zeros(n, n, dtype=torch.float64, device=device)
@@ -116,7 +115,7 @@ def weight_sigma(
     v = vec if right else _times_transpose(w, vec, scale, device)
     v_norm = float(torch.linalg.vector_norm(v))
     if v_norm == 0:
-        return _unscale(upper_s, kerr, scale, True), 0.0, np.ones(q) / math.sqrt(q), notes
+        return _unscale(upper_s, kerr, j, True), 0.0, np.ones(q) / math.sqrt(q), notes
     v = v / v_norm
     y = torch.zeros(p, dtype=torch.float64, device=device)
     for part in _chunks(q, p):
@@ -125,15 +124,17 @@ def weight_sigma(
     v_up = float(frobenius_upper(v[None, :, None])[0])
     slack = up(gamma(q) * math.sqrt(fro_sq) * v_up, 2)
     lower_s = max(0.0, down((y_low - slack) / v_up, 3))
-    upper = _unscale(upper_s, kerr, scale, True)
-    lower = _unscale(lower_s, kerr, scale, False)
+    upper = _unscale(upper_s, kerr, j, True)
+    lower = _unscale(lower_s, kerr, j, False)
     return upper, min(lower, upper), v.cpu().numpy(), notes
 
 
-def _unscale(value: float, kerr: float, scale: float, upward: bool) -> float:
+def _unscale(value: float, kerr: float, j: int, upward: bool) -> float:
+    """The bound ``value`` of the weight scaled by ``2^j``, widened by ``kerr``, at the
+    weight's own scale, rounded outward."""
     if upward:
-        return up((value + kerr) / scale, 3)
-    return down(max(0.0, value - kerr) / scale, 3)
+        return scale_back_outward(up(value + kerr, 1), j, upward=True)
+    return scale_back_outward(down(max(0.0, value - kerr), 1), j, upward=False)
 
 
 def _times_transpose(w: torch.Tensor, u: torch.Tensor, scale: float, device) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import torch
 
 U = 2.0**-53
@@ -90,19 +91,49 @@ def round_down_if_subnormal(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 4 * TINY, moved, x)
 
 
-def pow2_scale(values: torch.Tensor) -> torch.Tensor:
-    """Powers of two ``s`` with ``s * values`` in ``[1, 2)`` (``1`` where ``values == 0``).
+def pow2_exponent(values: torch.Tensor) -> torch.Tensor:
+    """Integers ``j`` (int64) with ``values * 2^j`` in ``[1, 2)``: the one target range of
+    every power-of-two prescaling in the package.
 
-    Multiplying by a power of two is exact in binary floating point unless the product
-    under- or overflows. ``s`` is capped at ``2^1023`` (the largest finite power of two), so a
-    subnormal ``values`` (below ``2^-1022``) is scaled to ``[2^-51, 1)`` instead of
-    overflowing: the product is still exact (a subnormal is a multiple of ``2^-1074``) and
-    finite. NaN or infinite ``values`` give ``s = 1`` (the caller's result stays NaN/inf).
+    ``j = 0`` where ``values`` is 0, NaN or infinite (the caller's result stays NaN/inf).
+    ``2^j`` is capped at the largest finite power of two of the dtype (``2^1023`` in float64,
+    ``2^127`` in float32), so a subnormal ``values`` (below ``2^-1022`` in float64) is scaled
+    to ``[2^-51, 1)`` instead of overflowing: the product is still exact (a subnormal is a
+    multiple of ``2^-1074``) and finite. No lower cap is needed: ``values <= max`` gives
+    ``j >= -1023`` (``-127``).
     """
     safe = torch.where((values > 0) & torch.isfinite(values), values, torch.ones_like(values))
     _, exponent = torch.frexp(safe)  # safe = m * 2^e with m in [0.5, 1)
-    power = torch.clamp(1 - exponent, max=MAX_EXPONENT).to(safe.dtype)
-    return torch.ldexp(torch.ones_like(safe), power)
+    top = math.frexp(torch.finfo(values.dtype).max)[1] - 1  # 1023 in float64, 127 float32
+    return torch.clamp(1 - exponent.to(torch.int64), max=top)
+
+
+def pow2_scale(values: torch.Tensor) -> torch.Tensor:
+    """Powers of two ``s = 2^j`` with ``s * values`` in ``[1, 2)`` (``1`` where ``values`` is
+    0, NaN or infinite), ``j`` of :func:`pow2_exponent`, in the dtype of ``values``.
+
+    Multiplying by a power of two is exact in binary floating point unless the product
+    under- or overflows; see :func:`pow2_exponent` for subnormal ``values``.
+    """
+    power = pow2_exponent(values).to(values.dtype)
+    return torch.ldexp(torch.ones_like(values), power)
+
+
+def prescale(kernel: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """``(K 2^j, j, err)`` with ``max|K| 2^j`` in ``[1, 2)`` (:func:`pow2_exponent`).
+
+    The scaling is exact unless entries become subnormal, whose rounding (``<= 2^-1075``
+    each) is returned as the Frobenius bound ``err``; a zero kernel gives ``(K, 0, 0.0)``.
+    Undo it on a bound with :func:`scale_back_outward`.
+    """
+    peak = float(np.abs(kernel).max()) if kernel.size else 0.0
+    if peak == 0.0:
+        return kernel, 0, 0.0
+    j = int(pow2_exponent(torch.tensor(peak, dtype=torch.float64)))
+    scaled = np.ldexp(kernel, j)
+    tiny = np.abs(scaled) < sys.float_info.min
+    err = math.sqrt(int(tiny.sum())) * 2.0**-1074 if tiny.any() else 0.0
+    return scaled, j, err
 
 
 def scale_back_outward(value: float, j: int, *, upward: bool) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
 from ..operators.indexing import padded_index
@@ -416,26 +417,22 @@ EMBEDDING_CANDIDATES = 4
 
 
 def embedding_layers(layer: ConvLayer) -> list[ConvLayer]:
-    """Block-circulant layers that contain a zero-padded layer as a submatrix
-    (theorem G1 of docs/proofs.md, lemma L6 of docs/certify.md):
-    sizes ``N >= n + max(P_lo, P_hi)`` per axis, multiples of the stride, same left pads and
-    ``d(k-1)`` padded in total. Empty when a pad exceeds ``d(k-1)``.
-
-    Row ``i`` of the zero-padded layer reads ``s i + d a - P_lo`` in ``[-P_lo, n + P_hi)``;
-    modulo ``N >= n + max(P_lo, P_hi)`` no index outside ``[0, n)`` lands inside it, and the
-    rows ``s i`` are distinct rows of the strided circulant because ``s | N``.
+    """Block-circulant layers that contain a zero-padded layer as a submatrix (theorem G1 of
+    docs/proofs.md, lemma L6 of docs/certify.md): from the smallest embedding size per axis
+    (:func:`~specbound.operators.circulant.embedding_size_axis`, any pads, stride and
+    dilation) on, in steps of the stride, ``d(k-1)`` padded in total with the low pad
+    ``min(lo, d(k-1))`` (the offset of a circulant only permutes its input).
     """
     (top, bottom), (left, right) = layer.pads
     (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, layer.spec.stride
-    if max(top, bottom) > eh - 1 or max(left, right) > ew - 1:
-        return []
-    n1 = -(-(h + max(top, bottom)) // sh) * sh
-    n2 = -(-(w + max(left, right)) // sw) * sw
+    n1 = embedding_size_axis(h, top, bottom, sh, eh - 1)
+    n2 = embedding_size_axis(w, left, right, sw, ew - 1)
+    lo_h, lo_w = min(top, eh - 1), min(left, ew - 1)
     out = []
     for i in range(EMBEDDING_CANDIDATES):
         spec = ConvSpec(
             "circular",
-            (left, ew - 1 - left, top, eh - 1 - top),
+            (lo_w, ew - 1 - lo_w, lo_h, eh - 1 - lo_h),
             (n1 + i * sh, n2 + i * sw),
             layer.spec.stride,
             layer.spec.dilation,
@@ -455,18 +452,6 @@ def zero_given_route(layer: ConvLayer, ctx: Context, *, tighten: bool = True) ->
     if dense_fits(layer):
         return dense_route(layer, ctx)
     embeddings = embedding_layers(layer)
-    if not embeddings:
-        up_b = symbol_sup_route(layer, ctx)
-        x = _witness_direction(layer, None, ctx)
-        result = Bracket(
-            up_b.upper,
-            operator_lower(layer, x, ctx.device),
-            up_b.upper_method,
-            "lanczos_witness",
-            {"input": x},
-            ["pads exceed d(k-1): upper from the every-size symbol bound", *up_b.notes],
-        )
-        return cholesky_tighten(layer, ctx, result) if tighten else result
     first = len(embeddings)
     if tighten and cholesky_plan(layer, ctx)[1] is None:
         first = 1

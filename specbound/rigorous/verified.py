@@ -66,14 +66,6 @@ def _peak(m: torch.Tensor) -> torch.Tensor:
     return m.abs().amax(dim=(-2, -1))
 
 
-def _scale(m: torch.Tensor) -> torch.Tensor:
-    """Exact powers of two bringing each matrix's largest component into ``[1, 2)``; for a
-    largest component below ``2^-1000`` (subnormal), ``2^1000`` (``2^(1-e)`` would overflow),
-    which still makes every entry normal and exact."""
-    scale = pow2_scale(_peak(m))
-    return torch.where(torch.isfinite(scale), scale, torch.full_like(scale, 2.0**1000))
-
-
 def _frobenius(m: torch.Tensor) -> torch.Tensor:
     """:func:`frobenius_upper` of a batch, complex ones through their real view (the same
     Frobenius norm and number of squares, without a complex ``abs``)."""
@@ -271,7 +263,7 @@ def verified_sigma(
     b = m.shape[0]
     if m.is_complex():
         m = m.to(torch.complex128)
-    scale = _scale(m)  # exact powers of two: largest component in [1, 2)
+    scale = pow2_scale(_peak(m))  # exact powers of two: largest component in [1, 2)
     h = m * scale[:, None, None]
     transposed = h.shape[-2] < h.shape[-1]
     if transposed:
@@ -343,7 +335,7 @@ def sigma_at_most(m: torch.Tensor, mu: float | torch.Tensor, error: float = 0.0)
     mu = torch.as_tensor(mu, dtype=torch.float64, device=m.device).expand(m.shape[0])
     if m.is_complex():
         m = m.to(torch.complex128)
-    scale = _scale(m)
+    scale = pow2_scale(_peak(m))
     h = m * scale[:, None, None]
     if h.shape[-2] < h.shape[-1]:
         h = h.mH

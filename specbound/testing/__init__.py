@@ -9,7 +9,7 @@ Strategies (every spec drawn is valid; ``modes`` restricts the padding modes):
   plus exactly tight cases (:data:`ADVERSARIAL_FAMILIES`: constant, orthogonal centre tap,
   identical filters, a single tap, sparse, checkerboard), also without Hypothesis;
 * :func:`drawn_kernel`, :func:`valid_geometry` — a family kernel drawn entry by entry (so
-  failures shrink), and the independent predicate for specs ``ConvSpec.layer`` must accept;
+  failures shrink), and the independent predicate for specs ``ConvLayer(kernel, spec)`` must accept;
 * :mod:`specbound.testing.adversarial` — adversarial ``certify`` calls by family (tight at
   rtol 1e-12, subnormal, 1e+-300, mixed-scale groups, every dtype, pads beyond ``d(k-1)``,
   every size, far strides, a millisecond budget, the probabilistic guarantee) with an mpmath

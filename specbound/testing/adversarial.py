@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ..operators import conv_matrix
+from ..operators.conv_layer import ConvLayer
 from ..spec import PADDING_MODES, ConvSpec
 from .families import ENTRIES, TIGHT_FAMILIES, drawn_kernel
 from .strategies import valid_geometry
@@ -104,7 +105,7 @@ def mp_norm(values: np.ndarray, spec: ConvSpec, dps: int = DPS) -> mpmath.mpf:
     decomposed in mpmath; the norm is the square root of the top eigenvalue of the smaller
     Gram matrix.
     """
-    layer = spec.layer(values, need_size=True)
+    layer = ConvLayer(values, spec, need_size=True)
     if min(layer.in_dim, layer.out_dim) > MAX_TRUTH_DIM:
         raise ValueError(f"layer too large for the mpmath truth: {layer.in_dim}, {layer.out_dim}")
     with mpmath.workdps(dps):
@@ -166,7 +167,7 @@ def _small_spec(
     spec = ConvSpec(draw(st.sampled_from(modes)), pad, in_size, stride, dil, g)
     assume(valid_geometry(shape, spec))
     if in_size is not None:
-        layer = spec.layer(np.ones(shape))
+        layer = ConvLayer(np.ones(shape), spec)
         assume(min(layer.in_dim, layer.out_dim) <= MAX_TRUTH_DIM)
     return shape, spec
 
@@ -327,7 +328,7 @@ def far_stride_cases(draw: st.DrawFn) -> Case:
     pad = draw(st.one_of(st.sampled_from(["same", "full"]), st.integers(0, 8)))
     spec = ConvSpec(mode, pad, size, stride, dil, g)
     assume(valid_geometry(shape, spec))
-    layer = spec.layer(np.ones(shape))
+    layer = ConvLayer(np.ones(shape), spec)
     assume(min(layer.in_dim, layer.out_dim) <= MAX_TRUTH_DIM)
     kernel = drawn_kernel(draw, "gaussian", shape)
     return Case("far_strides", kernel, _spec_options(spec), kernel)
@@ -434,7 +435,7 @@ def check_case(case: Case, certify: Any) -> list[str]:
         probe = spec.replace(input_size=size)
         if not valid_geometry(values.shape, probe):
             continue
-        layer = probe.layer(values)
+        layer = ConvLayer(values, probe)
         if min(layer.in_dim, layer.out_dim) > MAX_TRUTH_DIM:
             continue
         truth = mp_norm(values, probe)

@@ -1,6 +1,6 @@
 """Hypothesis strategies for layer specs and kernels, including adversarial kernel families.
 
-Every spec drawn is valid (``ConvSpec.layer`` accepts it); invalid combinations are never
+Every spec drawn is valid (``ConvLayer(kernel, spec)`` accepts it); invalid combinations are never
 generated rather than filtered, except for the rare empty output which is rejected with
 ``assume``.
 """
@@ -32,10 +32,10 @@ def kernels(
 
 
 def valid_geometry(shape: tuple[int, int, int, int], spec: ConvSpec) -> bool:
-    """True when ``spec.layer`` must accept a kernel of ``shape`` (computed independently of
+    """True when ``ConvLayer(kernel, spec)`` must accept a kernel of ``shape`` (computed independently of
     it): ``groups`` divides ``c_out``, and at a given size the output is non-empty and a
     reflect pad is smaller than the input. Tests draw with ``assume(valid_geometry(...))``
-    and then call ``spec.layer`` unguarded, so a validation regression fails the test
+    and then call ``ConvLayer(kernel, spec)`` unguarded, so a validation regression fails the test
     instead of being filtered out."""
     c_out, _, kh, kw = shape
     if c_out % spec.groups:
