@@ -32,11 +32,11 @@ def kernels(
 
 
 def valid_geometry(shape: tuple[int, int, int, int], spec: ConvSpec) -> bool:
-    """True when ``ConvLayer(kernel, spec)`` must accept a kernel of ``shape`` (computed independently of
-    it): ``groups`` divides ``c_out``, and at a given size the output is non-empty and a
-    reflect pad is smaller than the input. Tests draw with ``assume(valid_geometry(...))``
-    and then call ``ConvLayer(kernel, spec)`` unguarded, so a validation regression fails the test
-    instead of being filtered out."""
+    """True when ``ConvLayer(kernel, spec)`` must accept a kernel of ``shape`` (computed
+    independently of it): ``groups`` divides ``c_out``, and at a given size the output is
+    non-empty and a reflect pad is smaller than the input. Tests draw with
+    ``assume(valid_geometry(...))`` and then call ``ConvLayer(kernel, spec)`` unguarded, so a
+    validation regression fails the test instead of being filtered out."""
     c_out, _, kh, kw = shape
     if c_out % spec.groups:
         return False
