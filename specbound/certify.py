@@ -322,35 +322,65 @@ _CONV_MODULES = (
 )
 
 
-def _certifiable(layer: ConvLayer) -> tuple[ConvLayer, list[str]]:
-    """The 2-D forward layer with the same norm that the rigorous routes certify.
+def _certifiable(layer: ConvLayer) -> tuple[ConvLayer | None, list[str]]:
+    """The forward layer with the same norm that the rigorous routes certify (None for the
+    zero map).
 
-    A transposed layer is the adjoint of its forward convolution (same norm,
-    ``||A^T|| = ||A||``); a 1-D layer is the one-row 2-D layer with the same matrix. 3-D
-    layers have exact operators only (no rigorous route yet).
+    A transposed layer is the adjoint of its forward convolution (docs/certify.md L12: same
+    norm, ``||A^T|| = ||A||``; with ``output_padding >= stride`` the cropped forward
+    convolution, and the zero map when a cropped size is below 1); with ``input_size=None``
+    the forward convolution's every-size bracket holds for it at any stride (L13). A 1-D
+    layer is the one-row 2-D layer with the same matrix; 2-D and 3-D layers are certified
+    as they are.
     """
     notes: list[str] = []
-    if layer.d == 3:
-        raise ValueError(
-            "kernel: 3-D convolutions: exact operators only in this version (ConvLayer, "
-            "specbound.operators.exact_norm); certify accepts 1-D and 2-D kernels"
-        )
     if layer.transposed:
-        spec = layer.spec
-        if spec.input_size is None and max(spec.stride) > 1:
-            raise ValueError(
-                "input_size=None with a strided transposed convolution cannot be certified: "
-                "its adjoint over every size would include other output paddings; pass "
-                "input_size"
-            )
-        layer = layer.forward_layer()  # ValueError naming output_padding if >= stride
+        if layer.is_zero_map:
+            return None, [
+                "transposed convolution is the zero map at this size (docs/certify.md L12): "
+                "no output reads any input"
+            ]
+        cropped = any(
+            q >= s for q, s in zip(layer.spec.output_padding, layer.stride, strict=False)
+        )
+        layer = layer.forward_layer()
         notes.append(
             "transposed convolution certified on its adjoint, the forward convolution with "
             "the same weight (||A^T||_2 = ||A||_2); spec and kernel are the adjoint's"
         )
+        if cropped:
+            notes.append(
+                "output_padding >= stride: the adjoint is the forward convolution with the "
+                "high pads reduced by output_padding, on the cropped size (docs/certify.md L12)"
+            )
+        if layer.spec.input_size is None and max(layer.stride) > 1:
+            notes.append(
+                "every size: the forward convolution's every-size bracket holds for the "
+                "transposed layer at every size (docs/certify.md L13)"
+            )
     if layer.d == 1:
         layer = layer.as_2d()
     return layer, notes
+
+
+def _zero_map_certificate(
+    layer: ConvLayer, rtol: float, device: torch.device, start: float, notes: list[str]
+) -> Certificate:
+    """The certificate ``0 <= ||A|| <= 0`` of a transposed layer that is the zero map."""
+    return Certificate(
+        upper=0.0,
+        lower=0.0,
+        converged=True,
+        rtol=rtol,
+        upper_method="zero_map",
+        lower_method="zero_map",
+        witness=None,
+        spec=layer.spec,
+        kernel=layer.kernel,
+        device=str(device),
+        elapsed_s=time.perf_counter() - start,
+        notes=notes,
+    )
 
 
 def _unsupported_module(module: torch.nn.Module) -> str:
@@ -364,7 +394,7 @@ def _unsupported_module(module: torch.nn.Module) -> str:
 def _route(layer: ConvLayer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
-        if spec.stride == (1, 1):
+        if all(s == 1 for s in spec.stride):
             return every_size_route(layer, ctx)
         if spec.padding == "circular":
             # every circular size: rows of stride-1 circulants, norms <= S of the
@@ -524,7 +554,10 @@ def certify(
     if isinstance(padding, ConvSpec):
         fields = _spec_fields(kernel, padding, fields)
     k, spec = _kernel_and_spec(kernel, fields)
-    layer, geometry_notes = _certifiable(ConvLayer(k, spec))
+    given, geometry_notes = _certifiable(ConvLayer(k, spec))
+    if given is None:
+        return _zero_map_certificate(ConvLayer(k, spec), float(rtol), dev, start, geometry_notes)
+    layer = given
     spec = layer.spec
     del k
     check_signal_size(layer)
@@ -603,11 +636,11 @@ def _pointwise(layer: ConvLayer) -> bool:
     """A 1x1 layer certified on its weight matrix (L11): at a given size any padding and
     stride; with every size, zeros or circular padding at stride 1."""
     spec = layer.spec
-    if layer.kernel_size != (1, 1):
+    if any(k != 1 for k in layer.kernel_size):
         return False
     if spec.input_size is not None:
         return True
-    return spec.padding in ("zeros", "circular") and spec.stride == (1, 1)
+    return spec.padding in ("zeros", "circular") and all(s == 1 for s in spec.stride)
 
 
 def _pointwise_certificate(

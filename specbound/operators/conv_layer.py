@@ -331,28 +331,59 @@ class ConvLayer(LinearOperator):
         """The same layer applied on ``device``."""
         return ConvLayer._from_validated(self.kernel, self.spec, device)
 
+    @property
+    def is_zero_map(self) -> bool:
+        """True for a transposed layer that is the zero map at its size: some axis of its
+        cropped forward convolution (:meth:`forward_layer`, docs/certify.md L12) has size
+        ``< 1``, so no output reads any input. False for forward and every-size layers."""
+        size = self._cropped_size()
+        return size is not None and min(size) < 1
+
+    def _cropped_size(self) -> IntTuple | None:
+        if not self.transposed or self.spec.input_size is None:
+            return None
+        return tuple(
+            n - max(q - hi, 0)
+            for n, q, (_lo, hi) in zip(
+                self.out_size, self.spec.output_padding, self.pads, strict=False
+            )
+        )
+
     def forward_layer(self) -> ConvLayer:
-        """The forward convolution whose adjoint this transposed layer is.
+        """The forward convolution whose adjoint this transposed layer is (docs/certify.md
+        L12).
 
         Same weight tensor (read as ``(c_out, c_in // groups, k...)`` of the forward
-        convolution, which has ``c_out = self.c_in``), stride, dilation, groups and pads,
-        zeros padding, at input size ``self.out_size``. Its output size is this layer's
-        input size exactly when ``output_padding < stride`` on every axis; otherwise the
-        forward convolution has extra output rows and a ValueError names
-        ``output_padding``.
+        convolution, which has ``c_out = self.c_in``), stride, dilation and groups, zeros
+        padding. When ``output_padding < stride`` on every axis it has the same pads at
+        input size ``self.out_size`` (and ``LinearOperator.adjoint()`` returns it). Otherwise
+        it is the cropped form of L12: pads ``(lo, max(hi - q, 0))`` per axis on size
+        ``out_size - max(q - hi, 0)``; the transposed layer's matrix is then its transpose
+        with ``max(q - hi, 0)`` zero rows appended per axis (same singular values). For
+        ``input_size=None`` the forward layer is every size too (L13: its every-size bracket
+        holds for the transposed layer). A ValueError when the layer is the zero map
+        (:attr:`is_zero_map`).
         """
         if not self.transposed or self._fwd is None:
             raise ValueError("forward_layer() is for transposed layers (spec.transposed=True)")
-        for ax, (op, s) in enumerate(zip(self.spec.output_padding, self.stride, strict=False)):
-            if op >= s:
-                raise ValueError(
-                    f"output_padding={self.spec.output_padding} is not below the stride "
-                    f"{self.stride} on axis {ax}: the transposed layer is the adjoint of the "
-                    "forward convolution restricted to some of its outputs, not of a whole "
-                    "convolution; only its exact operators (dense(), sparse(), exact_norm) "
-                    "are available"
-                )
-        return self._fwd
+        if all(q < s for q, s in zip(self.spec.output_padding, self.stride, strict=False)):
+            return self._fwd
+        size = self._cropped_size()
+        if size is not None and min(size) < 1:
+            raise ValueError(
+                f"the transposed layer is the zero map: input_size={self.spec.input_size} "
+                f"with output_padding={self.spec.output_padding} and pads {self.pads} leaves "
+                f"a forward convolution of size {size} (docs/certify.md L12); no output reads "
+                "any input"
+            )
+        pads = tuple(
+            (lo, max(hi - q, 0))
+            for (lo, hi), q in zip(self.pads, self.spec.output_padding, strict=False)
+        )
+        spec = ConvSpec(
+            "zeros", pads, size, self.stride, self.dilation, self.groups, ndim=self.d
+        )
+        return ConvLayer._from_validated(self.kernel, spec, self.device)
 
     def as_2d(self) -> ConvLayer:
         """A 1-D layer as the one-row 2-D layer with the same matrix, row for row.

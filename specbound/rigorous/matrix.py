@@ -193,19 +193,23 @@ def conv1x1_bracket(layer: ConvLayer, rtol: float, device: torch.device | None =
     if g > 1:
         notes.append(f"{g} groups certified one by one (maximum over groups)")
     if layer.spec.input_size is None:
-        witness = {"frequency": [0.0, 0.0], "group": gi, "vector": v}
+        witness = {"frequency": [0.0] * layer.d, "group": gi, "vector": v}
         return upper, max(lower, 0.0), "weight_matrix_verified", witness, notes
-    ih, iw = layer_axis_indices(layer)
-    (ch, bh), (cw, bw) = axis_factor(ih), axis_factor(iw)
-    factor_up = up(math.sqrt(ch) * math.sqrt(cw), 3)
-    factor_down = down(math.sqrt(ch) * math.sqrt(cw), 3)
+    factors = [axis_factor(index) for index in layer_axis_indices(layer)]
+    counts = [c for c, _ in factors]
+    product = math.sqrt(counts[0])
+    for c in counts[1:]:
+        product = product * math.sqrt(c)
+    ops = 2 * len(counts) - 1  # d square roots and d - 1 products
+    factor_up, factor_down = up(product, ops), down(product, ops)
     x = np.zeros((layer.c_in, *layer.input_size))
-    if ch and cw:
-        x[gi * c_in_g : (gi + 1) * c_in_g, bh, bw] = v
-    if (ch, cw) != (1, 1):
-        notes.append(f"padding/stride copy counts {ch} x {cw}: factor sqrt({ch * cw})")
+    if all(counts):
+        x[(slice(gi * c_in_g, (gi + 1) * c_in_g), *(b for _, b in factors))] = v
+    if any(c != 1 for c in counts):
+        shown = " x ".join(map(str, counts))
+        notes.append(f"padding/stride copy counts {shown}: factor sqrt({math.prod(counts)})")
     return (
-        0.0 if upper == 0.0 or ch * cw == 0 else up(upper * factor_up, 1),
+        0.0 if upper == 0.0 or math.prod(counts) == 0 else up(upper * factor_up, 1),
         down(max(lower, 0.0) * factor_down, 1),
         "weight_matrix_verified",
         {"input": x},

@@ -6,6 +6,7 @@ scaled by an exact power of two, and returns a :class:`Bracket` of rigorous boun
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -76,10 +77,11 @@ def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -
     """
     rtol = ctx.rtol if rtol is None else rtol
     sym = PolyphaseSymbol.from_layer(layer, device=ctx.device, kernel_error=ctx.kernel_error)
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    m1, m2 = h // sh, w // sw
+    m = [n // s for n, s in zip(layer.input_size, layer.spec.stride, strict=True)]
+    m1 = m[0]
     g, (p, q) = sym.groups, sym.shape
-    half = m2 // 2 + 1
+    rest = (*m[1:-1], m[-1] // 2 + 1)  # frequencies per first-axis row (half spectrum)
+    half = math.prod(rest)
     rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, g * half * p * q))
     upper, lower, best = 0.0, 0.0, None
     notes: list[str] = []
@@ -91,14 +93,15 @@ def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -
             notes.append(f"stopped by max_seconds after {start} of {m1} frequency rows")
             break
         rows = np.arange(start, min(m1, start + rows_per_chunk))
-        mats = sym.on_grid((h, w), rows)  # (g, r, half, p, q)
+        mats = sym.on_grid(layer.input_size, rows)  # (g, r, *rest, p, q)
         flat = mats.reshape(-1, p, q)
         res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
         upper = max_upper(upper, float(res.upper.max()))
         if res.vector is not None and res.lower > lower:
-            gi, rest = divmod(res.argmax, len(rows) * half)
-            ui, vi = divmod(rest, half)
-            lower, best = res.lower, (gi, (int(rows[ui]), vi), res.vector)
+            gi, flat = divmod(res.argmax, len(rows) * half)
+            ui, other = divmod(flat, half)
+            freq = (int(rows[ui]), *(int(v) for v in np.unravel_index(other, rest)))
+            lower, best = res.lower, (gi, freq, res.vector)
     witness = None
     if best is not None:
         gi, freq, vec = best
@@ -111,26 +114,26 @@ def _abs_symbol_bound(sym: PolyphaseSymbol) -> float:
     """``max_groups ||A_abs||_2 + error_bound``: ``A_abs[o, (c, r)]`` sums ``|K|`` over the
     taps of phase ``r``; every frequency matrix is entrywise at most ``A_abs`` in modulus, so
     its norm is at most ``|| |M(w)| ||_2 <= ||A_abs||_2`` (Perron-Frobenius)."""
-    _g, _p, _c, kh, kw = sym.kernel.shape
+    taps = math.prod(sym.kernel.shape[3:])
     sums = sym.abs_matrix()
-    # sums of at most kh*kw non-negative terms: exact <= computed / (1 - gamma)
+    # sums of at most prod(k) non-negative terms: exact <= computed / (1 - gamma)
     bound, *_ = verified_sigma(sums, 0.0, 1e-3)
-    return up(float(bound.max()) / (1 - gamma(kh * kw)) + sym.error_bound, 2)
+    return up(float(bound.max()) / (1 - gamma(taps)) + sym.error_bound, 2)
 
 
 # ---------------------------------------------------------------------------- dense
 def dense_route(layer: ConvLayer, ctx: Context) -> Bracket:
     """Any layer small enough: the dense matrix with the verified core (L10).
 
-    Entries of the matrix are sums of at most ``kh*kw`` taps (several taps meet one pixel
-    only with reflect/replicate/circular wrapping), so ``||A~ - A||_2 <=
-    gamma_{kh kw} || conv(|K|) ||_F``; the kernel's own error adds ``sqrt(taps)`` times
-    its Frobenius bound.
+    Entries of the matrix are sums of at most ``T = prod(k)`` taps (several taps meet one
+    pixel only with reflect/replicate/circular wrapping), so ``||A~ - A||_2 <=
+    gamma_T || conv(|K|) ||_F``; the kernel's own error adds ``T`` times its Frobenius
+    bound.
     """
     a = conv_matrix(layer.kernel, layer.spec)
-    kh, kw = layer.kernel_size
+    taps = math.prod(layer.kernel_size)
     abs_fro = float(np.sqrt((conv_sparse(np.abs(layer.kernel), layer.spec).data ** 2).sum()))
-    err = up(gamma(kh * kw) * abs_fro * (1 + gamma(a.size)) + ctx.kernel_error * kh * kw)
+    err = up(gamma(taps) * abs_fro * (1 + gamma(a.size)) + ctx.kernel_error * taps)
     mat = torch.from_numpy(a).to(ctx.device)[None]
     res = verified_bracket(mat, err, min(ctx.rtol, 1e-9), deadline=ctx.deadline)
     x = _real_direction(res.vector) if res.vector is not None else None
@@ -156,12 +159,14 @@ def dense_fits(layer: ConvLayer) -> bool:
 
 
 # ---------------------------------------------------------------------------- every size
-def _cells(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cells covering ``[0, 2pi) x [0, pi]``: centres ``(F, 2)`` and half-widths ``(F, 2)``."""
-    c1 = 2 * np.pi * (np.arange(n1) + 0.5) / n1
-    c2 = np.pi * (np.arange(n2) + 0.5) / n2
-    centres = np.stack(np.meshgrid(c1, c2, indexing="ij"), -1).reshape(-1, 2)
-    half = np.broadcast_to([np.pi / n1, np.pi / (2 * n2)], centres.shape).copy()
+def _cells(counts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Cells covering ``[0, 2pi)^{d-1} x [0, pi]`` (the last axis over the half torus),
+    ``counts[i]`` per axis: centres ``(F, d)`` and half-widths ``(F, d)``."""
+    spans = [2 * np.pi] * (len(counts) - 1) + [np.pi]
+    axes = [span * (np.arange(n) + 0.5) / n for span, n in zip(spans, counts, strict=True)]
+    centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(counts))
+    widths = [span / (2 * n) for span, n in zip(spans, counts, strict=True)]
+    half = np.broadcast_to(widths, centres.shape).copy()
     return centres, half
 
 
@@ -183,15 +188,16 @@ def check_every_size_pads(layer: ConvLayer) -> None:
     """
     if layer.spec.padding != "circular":
         return
-    (top, bottom), (left, right) = layer.pads
-    (eh, ew) = layer.extent
-    if top + bottom > eh - 1 or left + right > ew - 1:
+    if any(lo + hi > e - 1 for (lo, hi), e in zip(layer.pads, layer.extent, strict=True)):
+        totals = ", ".join(f"{lo}+{hi}" for lo, hi in layer.pads)
+        degrees = tuple(e - 1 for e in layer.extent)
+        size = "(H, W)" if layer.d == 2 else "(D, H, W)" if layer.d == 3 else "n"
         raise ValueError(
             f"pad={layer.spec.pad!r} with padding='circular' and input_size=None cannot be "
-            f"certified: it pads ({top}+{bottom}, {left}+{right}) in total per axis, more than "
-            f"dilation*(kernel_size-1) = ({eh - 1}, {ew - 1}), so output rows repeat and the "
-            "norm exceeds the symbol supremum at small sizes; pass input_size=(H, W), or a pad "
-            "of at most dilation*(kernel_size-1) in total per axis"
+            f"certified: it pads ({totals}) in total per axis, more than "
+            f"dilation*(kernel_size-1) = {degrees}, so output rows repeat and the "
+            f"norm exceeds the symbol supremum at small sizes; pass input_size={size}, or a "
+            "pad of at most dilation*(kernel_size-1) in total per axis"
         )
 
 
@@ -205,9 +211,11 @@ def support_layer(layer: ConvLayer) -> ConvLayer:
     The pad is irrelevant to the symbol (``pad=0``).
     """
     k = layer.kernel
-    rows = np.flatnonzero(np.any(k != 0, axis=(0, 1, 3)))
-    cols = np.flatnonzero(np.any(k != 0, axis=(0, 1, 2)))
-    cut = k[:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = []
+    for ax in range(2, k.ndim):
+        hit = np.flatnonzero(np.any(k != 0, axis=tuple(i for i in range(k.ndim) if i != ax)))
+        box.append(slice(hit[0], hit[-1] + 1))
+    cut = k[(slice(None), slice(None), *box)]
     return ConvLayer(np.ascontiguousarray(cut), layer.spec.replace(stride=1, pad=0))
 
 
@@ -219,7 +227,7 @@ def channel_blocks(kernel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     rows/columns), so ``S(K) = max_b S(K_b)``: each block is bounded separately, and each on
     its own bounding box (:func:`support_layer`).
     """
-    edges = np.any(kernel != 0, axis=(2, 3))  # (c_out, c_in)
+    edges = np.any(kernel != 0, axis=tuple(range(2, kernel.ndim)))  # (c_out, c_in)
     c_out, c_in = edges.shape
     seen_out, seen_in = np.zeros(c_out, bool), np.zeros(c_in, bool)
     blocks = []
@@ -273,12 +281,13 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
     Bernstein's inequality along a segment: for the top singular pair ``(u, v)`` at a
     maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
     degree ``D_i`` per axis, maximal (= ``S^2``) at ``w*``; along a direction ``delta`` its
-    second derivative is at most ``(D_1|delta_1| + D_2|delta_2|)^2 S^2``. So for the cell
+    second derivative is at most ``(sum_i D_i |delta_i|)^2 S^2``. So for the cell
     (half-widths ``h``) that contains ``w*``, its centre ``c`` has
-    ``sigma_1(M(c))^2 >= f(c) >= S^2 (1 - rho^2 / 2)`` with ``rho = D_1 h_1 + D_2 h_2``.
+    ``sigma_1(M(c))^2 >= f(c) >= S^2 (1 - rho^2 / 2)`` with ``rho = sum_i D_i h_i``.
     Hence ``S <= max_cells sigma_1(M(c)) / sqrt(1 - rho_c^2 / 2)``; cells whose cap exceeds
-    the target are split in four until the gap closes. The half torus suffices because
-    ``M(-w) = conj M(w)`` for a real kernel.
+    the target are split in two along every axis of positive degree until the gap closes
+    (docs/certify.md L8, and L17 for ``d`` axes). The half torus (last axis in
+    ``[0, pi]``) suffices because ``M(-w) = conj M(w)`` for a real kernel.
 
     Holds for every layer whose operator is a submatrix of the bi-infinite one (zero
     padding with any pad; circular padding with at most ``d(k-1)`` padded in total per axis:
@@ -287,17 +296,18 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
     """
     spec = layer.spec
     symbol_dilation = list(spec.dilation)
-    if spec.stride == (1, 1) and spec.dilation != (1, 1):
-        symbol_dilation = [1, 1]
+    if all(s == 1 for s in spec.stride) and any(dil != 1 for dil in spec.dilation):
+        symbol_dilation = [1] * layer.d
         # S(K dilated) = S(K): the symbol is K^(d w), the same set of values
         layer = ConvLayer(layer.kernel, spec.replace(dilation=1, pad=0, input_size=None))
     sym = PolyphaseSymbol.from_layer(
         layer, offsets=False, device=ctx.device, kernel_error=ctx.kernel_error
     )
-    d1, d2 = sym.degree
-    n1 = 1 if d1 == 0 else max(4, 8 * d1)
-    n2 = 1 if d2 == 0 else max(2, 4 * d2)
-    centres, half = _cells(n1, n2)
+    degree = tuple(int(v) for v in sym.degree)
+    # the last axis covers the half torus [0, pi]: half as many cells
+    counts = [1 if v == 0 else max(4, 8 * v) for v in degree[:-1]]
+    counts.append(1 if degree[-1] == 0 else max(2, 4 * degree[-1]))
+    centres, half = _cells(tuple(counts))
     target_rtol = ctx.rtol
     lower, best, settled, evaluated, levels = 0.0, None, 0.0, 0, 0
     notes: list[str] = []
@@ -307,7 +317,7 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
     while centres.shape[0]:
         levels += 1
         f_all = centres.shape[0]
-        rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
+        rho = sum(v * half[:, i] for i, v in enumerate(degree)) * (1 + 8 * U)
         ok = rho**2 < 2 * (1 - 1e-12)
         shrink = np.where(ok, np.sqrt(np.clip((1 - rho**2 / 2) * (1 - 4 * U), 0, 1)), 0.0)
         sigma = np.full(f_all, np.inf)
@@ -372,25 +382,25 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
                 open_caps = np.minimum(open_caps, again)
                 upper = max(settled, float(open_caps.max()))
             break
-        # split the open cells in four (one axis only when the other has degree 0)
+        # split the open cells in two along every axis of positive degree
         c, hw = centres[~done], half[~done]
-        offs = []
-        for s1 in (-0.5, 0.5) if d1 else (0.0,):
-            for s2 in (-0.5, 0.5) if d2 else (0.0,):
-                offs.append(np.array([s1, s2]))
+        offs = [
+            np.array(o)
+            for o in itertools.product(*((-0.5, 0.5) if v else (0.0,) for v in degree))
+        ]
         centres = np.concatenate([c + o * hw for o in offs])
         parent_caps = np.concatenate([open_caps] * len(offs))
-        half = np.concatenate([hw * np.where(np.array([d1, d2]) > 0, 0.5, 1.0)] * len(offs))
+        half = np.concatenate([hw * np.where(np.array(degree) > 0, 0.5, 1.0)] * len(offs))
     witness = None
     if best is not None:
         gi, w, vec = best
         witness = {
-            "frequency": [float(w[0]), float(w[1])],
+            "frequency": [float(v) for v in w],
             "group": gi,
             "vector": vec.detach().cpu().numpy(),
             "dilation": symbol_dilation,
         }
-    notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {(d1, d2)}")
+    notes.append(f"{evaluated} symbol evaluations over {levels} levels; degree {degree}")
     return Bracket(upper, lower, "symbol_bernstein_cells", "symbol_grid_witness", witness, notes)
 
 
@@ -423,20 +433,19 @@ def embedding_layers(layer: ConvLayer) -> list[ConvLayer]:
     dilation) on, in steps of the stride, ``d(k-1)`` padded in total with the low pad
     ``min(lo, d(k-1))`` (the offset of a circulant only permutes its input).
     """
-    (top, bottom), (left, right) = layer.pads
-    (eh, ew), (h, w), (sh, sw) = layer.extent, layer.input_size, layer.spec.stride
-    n1 = embedding_size_axis(h, top, bottom, sh, eh - 1)
-    n2 = embedding_size_axis(w, left, right, sw, ew - 1)
-    lo_h, lo_w = min(top, eh - 1), min(left, ew - 1)
+    axes = list(zip(layer.pads, layer.extent, layer.input_size, layer.stride, strict=True))
+    sizes = [embedding_size_axis(n, lo, hi, s, e - 1) for (lo, hi), e, n, s in axes]
+    pads = tuple((min(lo, e - 1), e - 1 - min(lo, e - 1)) for (lo, _hi), e, _n, _s in axes)
     out = []
     for i in range(EMBEDDING_CANDIDATES):
         spec = ConvSpec(
             "circular",
-            (lo_w, ew - 1 - lo_w, lo_h, eh - 1 - lo_h),
-            (n1 + i * sh, n2 + i * sw),
+            pads,
+            tuple(n + i * s for n, s in zip(sizes, layer.stride, strict=True)),
             layer.spec.stride,
             layer.spec.dilation,
             layer.groups,
+            ndim=layer.d,
         )
         out.append(ConvLayer(layer.kernel, spec))
     return out
@@ -448,16 +457,19 @@ def zero_given_route(layer: ConvLayer, ctx: Context, *, tighten: bool = True) ->
     ``tighten``), the verified Cholesky test closes the gap (:func:`cholesky_tighten`).
 
     With the Cholesky step feasible (memory, time), one embedding size is enough to start
-    from; the other sizes run only if the Cholesky step leaves the gap above ``rtol``."""
+    from; the other sizes run only if the Cholesky step leaves the gap above ``rtol``.
+    The banded Cholesky test is 2-D only: for a 3-D layer the bracket is the embedding's
+    (a note says so when it misses ``rtol``)."""
     if dense_fits(layer):
         return dense_route(layer, ctx)
     embeddings = embedding_layers(layer)
     first = len(embeddings)
-    if tighten and cholesky_plan(layer, ctx)[1] is None:
+    banded = tighten and layer.d == 2
+    if banded and cholesky_plan(layer, ctx)[1] is None:
         first = 1
     result = _embedding_bracket(layer, ctx, embeddings[:first], None)
-    if not tighten:
-        return result
+    if not banded:
+        return _without_cholesky(layer, ctx, result) if tighten else result
     result = cholesky_tighten(layer, ctx, result)
     if relative_gap(result.upper, result.lower) > ctx.rtol and first < len(embeddings):
         result = _embedding_bracket(layer, ctx, embeddings[first:], result)
@@ -470,7 +482,6 @@ def _embedding_bracket(
     """The best circular-embedding upper bound over ``embeddings`` (theorem G1), kept only
     where it beats ``start``; without ``start``, the Lanczos witness is seeded from the first
     embedding's plane wave."""
-    (h, w) = layer.input_size
     best = start
     # notes that stay whichever embedding wins (those of ``start`` but its "upper:" line)
     base = [] if start is None else [n for n in start.notes if not n.startswith("upper: ")]
@@ -482,7 +493,8 @@ def _embedding_bracket(
         b = circulant_route(emb, ctx, rtol=min(ctx.rtol / 10, 1e-6))
         notes = [f"upper: circular embedding at N={emb.input_size} (theorem G1)", *b.notes, *base]
         if best is None:  # the witness of the first embedding seeds Lanczos
-            seed = b.witness["input"][:, :h, :w] if b.witness else None
+            crop = (slice(None), *(slice(0, n) for n in layer.input_size))
+            seed = b.witness["input"][crop] if b.witness else None
             x = _witness_direction(layer, seed, ctx)
             lower = operator_lower(layer, x, ctx.device)
             best = Bracket(b.upper, lower, b.upper_method, "lanczos_witness", {"input": x}, notes)
@@ -636,24 +648,26 @@ def padded_route(layer: ConvLayer, ctx: Context) -> Bracket:
     misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
     if dense_fits(layer):
         return dense_route(layer, ctx)
-    (top, bottom), (left, right) = layer.pads
-    (h, w), mode = layer.input_size, layer.spec.padding
-    p_norm = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
-        w, left, right, mode
-    )
+    mode = layer.spec.padding
+    axes = list(zip(layer.input_size, layer.pads, strict=True))
+    p_norm = 1.0
+    for n, (lo, hi) in axes:  # L16: the norm of a Kronecker product, axis by axis
+        p_norm = p_norm * padding_operator_norm(n, lo, hi, mode)
     valid = ConvLayer(
         layer.kernel,
         ConvSpec(
             "zeros",
             0,
-            (h + top + bottom, w + left + right),
+            tuple(n + lo + hi for n, (lo, hi) in axes),
             layer.spec.stride,
             layer.spec.dilation,
             layer.groups,
+            ndim=layer.d,
         ),
     )
     inner = zero_given_route(valid, ctx, tighten=False)
-    upper = up(p_norm * inner.upper, 2)
+    # d square roots, d - 1 products in p_norm and one product here: 2d roundings
+    upper = up(p_norm * inner.upper, 2 * layer.d)
     x = _witness_direction(layer, None, ctx)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
@@ -667,4 +681,18 @@ def padded_route(layer: ConvLayer, ctx: Context) -> Bracket:
     )
     # the padding-operator factor is loose: the Cholesky test runs on the true operator
     # (reflect and replicate keep G banded; a wrapping circular pad makes it dense)
+    if layer.d != 2:
+        return _without_cholesky(layer, ctx, result)
     return cholesky_tighten(layer, ctx, result)
+
+
+def _without_cholesky(layer: ConvLayer, ctx: Context, bracket: Bracket) -> Bracket:
+    """A bracket that the banded verified Cholesky test (2-D only) cannot tighten: a note
+    says so when it misses ``rtol``."""
+    if relative_gap(bracket.upper, bracket.lower) <= ctx.rtol:
+        return bracket
+    note = (
+        f"verified Cholesky: the banded test (L9) is 2-D only, not available for a "
+        f"{layer.d}-D layer; the gap stays that of the upper route"
+    )
+    return replace(bracket, notes=[*bracket.notes, note])

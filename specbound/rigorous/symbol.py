@@ -60,14 +60,14 @@ class PolyphaseSymbol:
         bi-infinite operator, which is shift-invariant). ``kernel_error`` is a bound on the
         Frobenius norm of any error already present in the kernel values (added to
         :attr:`error_bound`, times the number of taps)."""
-        (top, _), (left, _) = layer.pads if offsets else ((0, 0), (0, 0))
+        lo = tuple(low if offsets else 0 for low, _ in layer.pads)
         engine = FrequencyEngine(
             torch.as_tensor(layer.kernel, dtype=torch.float64, device=device),
-            lo=(top, left),
+            lo=lo,
             stride=layer.spec.stride,
             dilation=layer.spec.dilation,
             groups=layer.groups,
-            ndim=2,
+            ndim=layer.d,
         )
         taps = int(np.prod(engine.k))
         return cls(engine, up(engine.error_bound() + kernel_error * taps))
@@ -116,21 +116,23 @@ class PolyphaseSymbol:
         return self.engine.abs_matrix()
 
     # ------------------------------------------------------------------ evaluation
-    def on_grid(self, size: tuple[int, int], rows: np.ndarray | None = None) -> torch.Tensor:
-        """Matrices at ``2 pi (u/m_1, v/m_2)``, ``m = size/stride``; ``v`` over the half
-        spectrum ``0..m_2//2`` (real kernel: ``M(-w) = conj M(w)``); ``u`` over ``rows``
-        (default all). Shape ``(g, len(rows), m_2//2 + 1, p, q)``."""
+    def on_grid(self, size: tuple[int, ...], rows: np.ndarray | None = None) -> torch.Tensor:
+        """Matrices at ``2 pi u / m``, ``m = size/stride`` per axis (``d >= 2`` axes); the
+        last axis over the half spectrum ``0..m_d//2`` (real kernel: ``M(-w) = conj M(w)``),
+        the middle axes in full, the first axis over ``rows`` (default all). Shape
+        ``(g, len(rows), m_2, ..., m_{d-1}, m_d//2 + 1, p, q)``."""
         e = self.engine
         grid = FrequencyEngine(
             e.kernel, size, lo=e.lo, stride=e.stride, dilation=e.dilation, groups=e.groups
         )
-        m1, half = grid.grid[0], grid.grid[1] // 2 + 1
-        rows = np.arange(m1) if rows is None else np.asarray(rows)
-        index = (rows[:, None] * half + np.arange(half)[None, :]).reshape(-1)
+        rest = (*grid.grid[1:-1], grid.grid[-1] // 2 + 1)
+        per_row = int(np.prod(rest))
+        rows = np.arange(grid.grid[0]) if rows is None else np.asarray(rows)
+        index = (rows[:, None] * per_row + np.arange(per_row)[None, :]).reshape(-1)
         mats = grid.on_grid(index).movedim(0, 1)  # (g, F, p, q)
-        return mats.reshape(e.groups, len(rows), half, *e.shape)
+        return mats.reshape(e.groups, len(rows), *rest, *e.shape)
 
     def at_points(self, omega: torch.Tensor) -> torch.Tensor:
-        """Matrices at scattered frequencies ``omega`` (``(F, 2)``, float64, entries in
+        """Matrices at scattered frequencies ``omega`` (``(F, d)``, float64, entries in
         ``[-2 pi, 2 pi]``): shape ``(g, F, p, q)``."""
         return self.engine.at_points(omega).movedim(0, 1)

@@ -25,29 +25,32 @@ from .rounding import TINY_UNIT, U, frobenius_upper, gamma
 
 
 def plane_wave(
-    layer: ConvLayer, group: int, freq: tuple[int, int], vector: torch.Tensor
+    layer: ConvLayer, group: int, freq: tuple[int, ...], vector: torch.Tensor
 ) -> np.ndarray:
-    """Real input ``x`` (``(c_in, H, W)``, unit norm) with ``||A x|| = ||M(w) v|| ||x|| / ||v||``.
+    """Real input ``x`` (``(c_in, *size)``, unit norm) with ``||A x|| = ||M(w) v|| ||x|| / ||v||``.
 
-    On the polyphase grid ``m = n / s`` the input ``x'_{(c, r)}[j] = Re(v e^{-i w.j})`` is
-    mapped back by ``x[c, s j + r] = x'_{(c, r)}[j]``. For ``2w != 0`` the real part keeps
-    the ratio exactly (the cross terms sum to zero over the grid); at the four
-    self-conjugate frequencies ``M(w)`` is real and ``v`` is first rotated to be real.
+    On the polyphase grid ``m = n / s`` (per axis) the input
+    ``x'_{(c, r)}[j] = Re(v e^{-i w.j})`` is mapped back by ``x[c, s j + r] = x'_{(c, r)}[j]``.
+    If ``2w != 0`` on some axis the real part keeps the ratio exactly (the cross terms sum to
+    zero over the grid); at the ``2^d`` self-conjugate frequencies ``M(w)`` is real and
+    ``v`` is first rotated to be real (docs/certify.md L5, L14).
     """
-    (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-    m1, m2 = h // sh, w // sw
+    size, strides = layer.input_size, layer.spec.stride
+    d = len(size)
+    m = [n // s for n, s in zip(size, strides, strict=True)]
     c_in_g = layer.kernel.shape[1]
-    v = vector.detach().to("cpu", torch.complex128).numpy().reshape(c_in_g, sh, sw)
-    u1, u2 = freq
-    if (2 * u1) % m1 == 0 and (2 * u2) % m2 == 0:
+    v = vector.detach().to("cpu", torch.complex128).numpy().reshape(c_in_g, *strides)
+    if all((2 * u) % mi == 0 for u, mi in zip(freq, m, strict=True)):
         flat = v.ravel()
         pivot = flat[np.argmax(np.abs(flat))]
         v = (v * np.conj(pivot) / max(abs(pivot), 1e-300)).real.astype(complex)
-    jj, kk = np.meshgrid(np.arange(m1), np.arange(m2), indexing="ij")
-    wave = np.exp(-2j * np.pi * (u1 * jj / m1 + u2 * kk / m2))
-    xp = (v[:, :, :, None, None] * wave).real  # (c, rh, rw, m1, m2)
-    x = np.zeros((layer.c_in, h, w))
-    block = xp.transpose(0, 3, 1, 4, 2).reshape(c_in_g, h, w)  # index s*j + r
+    grids = np.meshgrid(*(np.arange(mi) for mi in m), indexing="ij")
+    phase = sum(u * jj / mi for u, jj, mi in zip(freq, grids, m, strict=True))
+    wave = np.exp(-2j * np.pi * phase)
+    xp = (v[(...,) + (None,) * d] * wave).real  # (c, r_1..r_d, m_1..m_d)
+    order = [0] + [i for ax in range(d) for i in (1 + d + ax, 1 + ax)]  # (c, m_1, r_1, ...)
+    block = xp.transpose(order).reshape(c_in_g, *size)  # index s*j + r per axis
+    x = np.zeros((layer.c_in, *size))
     x[group * c_in_g : (group + 1) * c_in_g] = block
     norm = np.linalg.norm(x)
     return x / norm if norm > 0 else x
@@ -80,7 +83,7 @@ def operator_lower(layer: ConvLayer, x: np.ndarray | torch.Tensor, device=None) 
         y = op.apply(xt)
         abs_op = layer.with_kernel(np.abs(layer.kernel)).to(op.device)
         z = abs_op.apply(xt.abs())
-    t = layer.kernel.shape[1] * layer.kernel.shape[2] * layer.kernel.shape[3]
+    t = math.prod(layer.kernel.shape[1:])
     g = gamma(t)
     sq = float((y**2).sum()) * (1 - gamma(y.numel() + 2)) - y.numel() * TINY_UNIT
     y_low = math.sqrt(max(sq, 0.0)) * (1 - 2 * U)
