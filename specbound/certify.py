@@ -710,6 +710,11 @@ def _advice(layer: ConvLayer) -> str:
     spec = layer.spec
     if spec.input_size is None:
         return "raise max_seconds, or certify at the input size the layer really has"
+    if layer.d == 3 and not dense_fits(layer):
+        return (
+            "the verified Cholesky test that closes the gap of a 2-D layer is 2-D only; ask "
+            "for a larger rtol, or guarantee='probabilistic'"
+        )
     if spec.padding in ("zeros", "reflect", "replicate") and not dense_fits(layer):
         loose = (
             "the circular-embedding bound is loose at this size"

@@ -72,8 +72,6 @@ def test_conv1d_every_size_and_bad_sizes():
 @pytest.mark.parametrize(
     ("module", "exc", "words"),
     [
-        (torch.nn.Conv3d(1, 2, 3), ValueError, "3-D convolutions: exact operators only"),
-        (torch.nn.ConvTranspose3d(1, 2, 3), ValueError, "3-D convolutions: exact operators only"),
         (torch.nn.ReLU(), TypeError, "got a ReLU"),
     ],
 )

@@ -146,6 +146,9 @@ def test_transposed_layers_equal_torch(case):
 
 @settings(max_examples=30, deadline=None)
 @given(geometries(transposed=True))
+@example((1, "zeros", (2,), (1,), (2,), 1, (3,), (1,), np.ones((1, 1, 2))))  # opad >= stride
+@example((2, "zeros", (0, 1), (1, 2), (2, 1), 1, (3, 2), (1, 1), np.ones((1, 1, 2, 2))))
+@example((1, "zeros", ((1, 0),), (1,), (2,), 1, (1,), (1,), np.ones((1, 1, 1))))  # zero map
 def test_transposed_is_adjoint_of_forward_layer(case):
     d, mode, pad, s, dil, g, n, opad, kernel = case
     spec = sb.ConvSpec(mode, pad, n, s, dil, g, ndim=d, transposed=True, output_padding=opad)
@@ -154,8 +157,19 @@ def test_transposed_is_adjoint_of_forward_layer(case):
     except ValueError:
         return
     if any(o >= st_ for o, st_ in zip(opad, s, strict=True)):
-        with pytest.raises(ValueError, match="output_padding"):
-            layer.forward_layer()
+        # L12, cropped form: the transposed matrix is the forward one's transpose with
+        # max(q - hi, 0) zero rows appended per axis (the zero map when a size is < 1)
+        if layer.is_zero_map:
+            assert not np.any(layer.dense())
+            with pytest.raises(ValueError, match="zero map"):
+                layer.forward_layer()
+            return
+        fwd = layer.forward_layer()
+        assert fwd.out_size == layer.input_size
+        lead = (slice(None), *(slice(0, n) for n in fwd.input_size))
+        full = layer.dense().reshape(layer.c_out, *layer.out_size, -1)
+        assert np.array_equal(full[lead].reshape(fwd.in_dim, -1), fwd.dense().T)
+        assert not np.any(np.delete(full.reshape(layer.out_dim, -1), _kept(fwd, layer), axis=0))
         return
     fwd = layer.forward_layer()
     assert layer.adjoint() is fwd  # LinearOperator.adjoint(): the forward ConvLayer itself
@@ -263,11 +277,11 @@ def test_certify_transposed_and_1d_modules(d):
     assert true1 <= c1.upper
 
 
-def test_certify_refuses_3d_clearly():
-    with pytest.raises(ValueError, match="3-D convolutions: exact operators only"):
-        sb.certify(torch.nn.Conv3d(1, 1, 3), input_size=4)
-    with pytest.raises(ValueError, match="3-D convolutions: exact operators only"):
-        sb.certify(np.ones((1, 1, 2, 2, 2)), sb.ConvSpec(input_size=(3, 3, 3)))
+def test_certify_3d_names_input_size_with_the_wrong_number_of_axes():
+    with pytest.raises(ValueError, match="input_size"):
+        sb.certify(torch.nn.Conv3d(1, 1, 3), input_size=(4, 4))
+    with pytest.raises(ValueError, match="kernel"):
+        sb.certify(np.ones((1, 1, 2, 2)), sb.ConvSpec(input_size=(3, 3, 3)))
 
 
 def test_cert_convt_theorem_passes_and_its_planted_variant_fails():
@@ -310,3 +324,11 @@ def test_bad_transposed_kernels_are_refused_naming_the_channels():
         ConvLayer(np.ones((3, 2, 2, 2)), spec)
     with pytest.raises(ValueError, match="output is empty"):
         ConvLayer(np.ones((1, 1, 2, 2)), sb.ConvSpec("zeros", 3, (1, 1), transposed=True))
+
+
+def _kept(fwd: ConvLayer, layer: ConvLayer) -> np.ndarray:
+    """Flat output indices of ``layer`` inside the cropped forward layer's input box."""
+    grids = np.meshgrid(
+        np.arange(layer.c_out), *(np.arange(n) for n in fwd.input_size), indexing="ij"
+    )
+    return np.ravel_multi_index(tuple(grids), (layer.c_out, *layer.out_size)).ravel()
