@@ -565,11 +565,14 @@ def certify(
         if spec.padding not in ("zeros", "circular"):
             raise ValueError(
                 f"padding={spec.padding!r} with input_size=None cannot be certified: the "
-                "padding operator's norm depends on the size; pass input_size=(H, W)"
+                "padding operator's norm depends on the size; pass input_size="
+                + ("(D, H, W)" if layer.d == 3 else "(H, W)")
             )
         check_every_size_pads(layer)
     if _pointwise(layer):
-        return _pointwise_certificate(layer, float(rtol), dev, start)
+        cert = _pointwise_certificate(layer, float(rtol), dev, start)
+        cert.notes[0:0] = geometry_notes
+        return cert
     scaled, j, kerr = prescale(layer.kernel)
     ctx = Context(
         rtol=float(rtol),
