@@ -379,6 +379,11 @@ def test_conv_then_1x1_conv_is_merged_into_one_certified_convolution(groups):
         (nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), (2, 4, 3)),
         (nn.ConvTranspose2d(4, 2, (2, 3), stride=(1, 2), dilation=2, groups=2), (4, 3, 3)),
         (nn.ConvTranspose1d(2, 3, 4, stride=3, padding=2, output_padding=2), (2, 5)),
+        # output_padding >= stride (docs/certify.md L12, the cropped adjoint)
+        (nn.ConvTranspose1d(2, 3, 3, stride=2, dilation=3, output_padding=2), (2, 5)),
+        (nn.ConvTranspose2d(2, 2, 3, dilation=(3, 1), padding=1, output_padding=(2, 0)), (2, 3, 4)),
+        (nn.ConvTranspose3d(2, 3, 3, stride=2, padding=1, output_padding=1), (2, 2, 3, 2)),
+        (nn.ConvTranspose3d(2, 2, 2, dilation=(3, 1, 1), output_padding=(2, 0, 0)), (2, 2, 2, 3)),
     ],
 )
 def test_transposed_conv_bracket_contains_the_dense_norm(layer, shape):
@@ -392,9 +397,56 @@ def test_transposed_conv_bracket_contains_the_dense_norm(layer, shape):
     assert rep.lower is not None and rep.lower <= exact * (1 + 1e-12)
 
 
-def test_conv3d_is_refused_clearly():
-    with pytest.raises(A.AuditError, match=r"module '0' \(Conv3d\): 3-D convolutions are not"):
-        A.audit(nn.Sequential(nn.Conv3d(1, 1, 3)), (1, 4, 4, 4))
+@pytest.mark.parametrize("mode", ["zeros", "circular", "reflect", "replicate"])
+def test_conv3d_bracket_contains_the_dense_norm(mode):
+    """``Conv3d`` by the same rule as ``Conv2d`` (AUD-CONV): the row's bracket holds the
+    dense Jacobian norm, the network's upper dominates Jacobian power iteration."""
+    torch.manual_seed(11)
+    layer = nn.Conv3d(2, 3, 3, stride=(1, 2, 1), padding=1, padding_mode=mode)
+    net = nn.Sequential(layer, nn.ReLU(), nn.Conv3d(3, 2, 1))
+    shape = (2, 3, 4, 3)
+    rep = A.audit(net, shape, rtol=1e-4)
+    first = rep.layers[0]
+    zero = torch.zeros(1, *shape, dtype=torch.float64)
+    exact = float(np.linalg.norm(dense_jacobian(copy.deepcopy(layer).double(), zero), 2))
+    assert first.lower <= exact * (1 + 1e-12) and exact <= first.upper
+    assert_upper_dominates_jacobian(net, shape, rep.upper, n_inputs=20, iters=5)
+
+
+def test_functional_conv3d_and_conv_transpose3d_are_audited():
+    torch.manual_seed(12)
+    w1, w2 = torch.randn(3, 2, 2, 3, 2), torch.randn(3, 2, 3, 2, 2)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w1", w1.clone())
+            self.register_buffer("w2", w2.clone())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.conv3d(x, self.w1, padding=1)
+            return F.conv_transpose3d(torch.relu(y), self.w2, stride=2, output_padding=1)
+
+    shape = (2, 3, 3, 3)
+    rep = A.audit(Net(), shape, rtol=1e-4)
+    convs = [r for r in rep.layers if "conv" in r.type]
+    assert [r.type for r in convs] == ["conv3d", "conv_transpose3d"]
+    zero = torch.zeros(1, *shape, dtype=torch.float64)
+    exact = float(
+        np.linalg.norm(dense_jacobian(lambda z: F.conv3d(z, w1.double(), padding=1), zero), 2)
+    )
+    assert convs[0].lower <= exact * (1 + 1e-12) and exact <= convs[0].upper
+    mid = torch.zeros(1, 3, 4, 3, 4, dtype=torch.float64)
+    exact_t = float(
+        np.linalg.norm(
+            dense_jacobian(
+                lambda z: F.conv_transpose3d(z, w2.double(), stride=2, output_padding=1), mid
+            ),
+            2,
+        )
+    )
+    assert convs[1].lower <= exact_t * (1 + 1e-12) and exact_t <= convs[1].upper
+    assert_upper_dominates_jacobian(Net(), shape, rep.upper, n_inputs=20, iters=5)
 
 
 # ------------------------------------------------------------------ the type -> rule table

@@ -44,7 +44,6 @@ from ._pooling import (
 from ._trace import conv_subclass_agrees, is_peer_sorting_activation
 from .linear import (
     batchnorm_module,
-    conv3d_module,
     conv_fields,
     conv_op,
     fold_batchnorm,
@@ -127,14 +126,14 @@ def _attention_function(an: Analysis, node: fx.Node, name: str) -> _Op:
 
 # ------------------------------------------------- convolutions (geometry read from the module)
 def _conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
-    """``Conv1d`` / ``Conv2d`` (a subclass only if it computes the plain convolution); the
-    geometry read by :meth:`ConvSpec.from_module`."""
+    """``Conv1d`` / ``Conv2d`` / ``Conv3d`` (a subclass only if it computes the plain
+    convolution); the geometry read by :meth:`ConvSpec.from_module`."""
     try:
         spec = ConvSpec.from_module(mod)
     except (TypeError, ValueError) as err:
         raise AuditError(f"{an.describe(node)}: {err}") from err
     weight = mod.weight.detach()  # the effective weight of a parametrized conv
-    if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
+    if type(mod).forward not in (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward):
         if not conv_subclass_agrees(mod, an.in_shape(node)):
             raise AuditError(
                 f"{an.describe(node)} subclasses a convolution but its forward is not "
@@ -175,9 +174,8 @@ def _constrained_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op
 
 # ---------------------------------------------------------------- the table
 MODULE_RULES: tuple[tuple[type | tuple[type, ...], ModuleRule], ...] = (
-    ((nn.ConvTranspose1d, nn.ConvTranspose2d), transposed_conv_module),
-    ((nn.Conv1d, nn.Conv2d), _conv_module),
-    ((nn.Conv3d, nn.ConvTranspose3d), conv3d_module),
+    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), transposed_conv_module),
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv_module),
     (ConstrainedConv2d, _constrained_conv_module),
     ((nn.Linear, RescaledLinear), linear_module),
     ((nn.BatchNorm1d, nn.BatchNorm2d), batchnorm_module),
@@ -222,8 +220,8 @@ FUNCTION_RULES: dict[str, FunctionRule] = _by_name(
     (("mean", "sum"), reduce_op),
     (_DROPOUT_FUNCS, dropout_function),
     (("stochastic_depth",), stochastic_depth_function),  # torchvision.ops: identity in eval
-    (("conv1d", "conv2d", "convolution", "_convolution"), functional_conv),
-    (("conv_transpose1d", "conv_transpose2d"), functional_transposed_conv),
+    (("conv1d", "conv2d", "conv3d", "convolution", "_convolution"), functional_conv),
+    (("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"), functional_transposed_conv),
     (("linear", "addmm", "mm", "matmul"), functional_linear),
     (("batch_norm", "native_batch_norm", "_native_batch_norm_legit_no_training"), functional_bn),
     (("avg_pool1d", "avg_pool2d"), functional_avg_pool),

@@ -30,7 +30,8 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
     Parameters
     ----------
     kernel : numpy.ndarray
-        ``(c_out, c_in // groups, kh, kw)``, float64 (any real dtype is converted exactly).
+        ``(c_out, c_in // groups, k...)`` (1 to 3 spatial axes), float64 (any real dtype is
+        converted exactly).
     spec : ConvSpec
         With ``input_size`` given.
 
@@ -52,20 +53,19 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
         if bool(torch.isnan(k).any()):
             raise ValueError("the kernel holds NaN")
         return math.inf
-    c_out, c_in_g, kh, kw = k.shape
+    c_out, c_in_g = k.shape[:2]
     g = spec.groups
-    taps = k.reshape(g, c_out // g, c_in_g, kh * kw).permute(0, 3, 1, 2)  # (g, T, o, i)
+    taps = k.reshape(g, c_out // g, c_in_g, -1).permute(0, 3, 1, 2)  # (g, T, o, i)
     per_tap = _frobenius_chunked(taps)  # (g, T), each >= ||K_{g,t}||_F (L1)
     sums = [math.fsum(row) for row in per_tap.tolist()]  # one rounding each
     worst = max(sums, default=0.0)
-    (top, bottom), (left, right) = layer.pads
-    h, w = spec.input_size
     pad_norm = 1.0
     if spec.padding != "zeros":  # zeros: P is an isometric embedding
-        pad_norm = padding_operator_norm(h, top, bottom, spec.padding) * padding_operator_norm(
-            w, left, right, spec.padding
-        )  # two square roots and one product
-    return up(up(worst, 1) * up(pad_norm, 3), 1)
+        # the Kronecker product of the per-axis maps (docs/certify.md L16)
+        for n, (lo, hi) in zip(spec.input_size, layer.pads, strict=True):
+            pad_norm = pad_norm * padding_operator_norm(n, lo, hi, spec.padding)
+    # d square roots and d - 1 products (pad_norm = 1.0 * first is exact)
+    return up(up(worst, 1) * up(pad_norm, 2 * layer.d - 1), 1)
 
 
 CHUNK_ENTRIES = 1 << 22

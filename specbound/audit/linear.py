@@ -45,9 +45,10 @@ def _fold_allowance(kernel: np.ndarray, pad_norm: float) -> float:
 
 
 def conv_fields(spec: ConvSpec) -> dict[str, Any]:
-    """The audit's 2-D geometry of a 1-D or 2-D convolution read by :class:`ConvSpec`
-    (:meth:`ConvSpec.from_module` for modules): a 1-D one as the one-row 2-D convolution
-    (no pad, stride or dilation along the height), with the same matrix row for row."""
+    """The audit's geometry of a convolution read by :class:`ConvSpec`
+    (:meth:`ConvSpec.from_module` for modules): 2-D and 3-D as they are, a 1-D one as the
+    one-row 2-D convolution (no pad, stride or dilation along the height), with the same
+    matrix row for row."""
     if spec.ndim != 1:
         pad = spec.pad
     elif isinstance(spec.pad, str):
@@ -167,7 +168,7 @@ def sll_op(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
 
 
 def functional_conv(an: Analysis, node: fx.Node, name: str) -> _Op:
-    if name in ("conv1d", "conv2d"):
+    if name in ("conv1d", "conv2d", "conv3d"):
         b = _bind(
             node,
             ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -209,17 +210,18 @@ def functional_conv(an: Analysis, node: fx.Node, name: str) -> _Op:
     weight = torch.as_tensor(an.const(b["weight"])).detach()
     stride, padding = an.const(b["stride"]), an.const(b["padding"])
     dilation, groups = an.const(b["dilation"]), int(an.const(b["groups"]))
-    one_d = weight.dim() == 3
-    if weight.dim() not in (3, 4):
-        raise AuditError(f"{an.describe(node)}: only 1-D and 2-D convolutions have a rule")
-    n = 1 if one_d else 2
+    if weight.dim() not in (3, 4, 5):
+        raise AuditError(
+            f"{an.describe(node)}: only 1-D, 2-D and 3-D convolutions have a rule"
+        )
+    n = weight.dim() - 2
     pad: Any = padding if isinstance(padding, str) else _tuple(padding, n)
     try:
         spec = ConvSpec("zeros", pad, None, _tuple(stride, n), _tuple(dilation, n), groups, n)
     except (TypeError, ValueError) as err:
         raise AuditError(f"{an.describe(node)}: {err}") from err
     conv = conv_fields(spec)
-    fn = F.conv1d if one_d else F.conv2d
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
     s_, p_, d_ = stride, padding, dilation
 
     def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
@@ -374,23 +376,22 @@ def transposed_conv_op(
     dilation: Any,
     groups: int,
 ) -> _Op:
-    """``ConvTranspose1d/2d``: the adjoint of the convolution with the same weight, stride,
-    padding, dilation and groups on the transposed layer's output size (PyTorch defines the
-    transposed convolution, ``output_padding`` included, as that convolution's gradient with
-    respect to its input), so its norm is that convolution's, certified at that size."""
-    one_d = weight.dim() == 3
-    n = 1 if one_d else 2
+    """``ConvTranspose1d/2d/3d``: the adjoint of the convolution with the same weight,
+    stride, padding, dilation and groups on the transposed layer's output size (PyTorch
+    defines the transposed convolution, ``output_padding`` included, as that convolution's
+    gradient with respect to its input), so its norm is that convolution's; with
+    ``output_padding >= stride`` that of the cropped convolution (docs/certify.md L12).
+    Certified by :func:`specbound.certify` on the transposed spec."""
+    n = weight.dim() - 2
+    if n not in (1, 2, 3):
+        raise AuditError(f"{an.describe(node)}: a weight of shape {tuple(weight.shape)}")
     if isinstance(padding, str):
         raise AuditError(f"{an.describe(node)}: string padding {padding!r} not supported")
     s, p, d = _tuple(stride, n), _tuple(padding, n), _tuple(dilation, n)
     op_ = _tuple(output_padding, n)
-    if any(o >= si for o, si in zip(op_, s, strict=True)):
-        raise AuditError(
-            f"{an.describe(node)}: output_padding {op_} is not below the stride {s}; "
-            "then it is not the adjoint of one convolution, no rule"
-        )
     conv = conv_fields(ConvSpec("zeros", p, None, s, d, groups, ndim=n))
-    fn = F.conv_transpose1d if one_d else F.conv_transpose2d
+    conv["output_padding"] = (0, op_[0]) if n == 1 else op_  # the audit's 2-D form of 1-D
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[n]
 
     def lin(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
         return fn(x, weight.to(x), None, s, p, op_, groups, d)
@@ -529,30 +530,42 @@ def certified_row(an: Analysis, op: _Op) -> None:
         kernel = float64_kernel()
         if op.kind in ("conv", "convT"):
             c = op.conv
-            k4 = kernel[:, :, None, :] if kernel.ndim == 3 else kernel
-            # a transposed conv is the adjoint of the conv on its output size
-            sized = an.out_shape(node) if op.kind == "convT" else size
-            hw = (1, sized[-1]) if kernel.ndim == 3 else tuple(sized[-2:])
-            spec = ConvSpec(c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"])
-            expected = ConvLayer(k4, spec).out_size
-            other = size if op.kind == "convT" else an.out_shape(node)
-            traced = tuple(other[-2:]) if kernel.ndim == 4 else (1, other[-1])
+            k4 = kernel[:, :, None, :] if kernel.ndim == 3 else kernel  # 1-D as one row
+            d = k4.ndim - 2
+
+            def spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
+                return (1, shape[-1]) if kernel.ndim == 3 else tuple(shape[-d:])
+
+            hw = spatial(size)
+            # a transposed conv: certify takes its transposed spec (the adjoint of the
+            # forward conv on its output size, docs/certify.md L12)
+            extra = (
+                {"transposed": True, "output_padding": c["output_padding"]}
+                if op.kind == "convT"
+                else {}
+            )
+            spec = ConvSpec(
+                c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"],
+                ndim=d, **extra,
+            )
+            layer = ConvLayer(k4, spec)
+            expected, traced = layer.out_size, spatial(an.out_shape(node))
             if expected != traced:
                 raise AuditError(
                     f"{an.describe(node)}: specbound's geometry gives output size "
                     f"{expected}, the forward pass {traced}"
                 )
             cert = an.certifier(k4, spec)
-            pads = ConvLayer(k4, spec).pads
+            pads = layer.pads
             pad_norm = 1.0
-            if spec.padding != "zeros":
-                pad_norm = padding_operator_norm(
-                    hw[0], *pads[0], spec.padding
-                ) * padding_operator_norm(hw[1], *pads[1], spec.padding)
+            if spec.padding != "zeros":  # the per-axis maps' Kronecker product (L16)
+                for n_ax, (lo, hi) in zip(hw, pads, strict=True):
+                    pad_norm = pad_norm * padding_operator_norm(n_ax, lo, hi, spec.padding)
+            axes = "((top, bottom), (left, right))" if d == 2 else "((lo, hi) per axis)"
             row.notes.append(
-                f"{spec.padding} padding {pads} ((top, bottom), (left, right)), stride "
+                f"{spec.padding} padding {pads} {axes}, stride "
                 f"{spec.stride}, dilation {spec.dilation}, groups {spec.groups}, input "
-                f"{hw[0]}x{hw[1]}"
+                f"{'x'.join(map(str, hw))}"
             )
         else:
             k4 = kernel[:, :, None, None]  # W as a 1x1 convolution on a 1x1 input
@@ -602,8 +615,8 @@ def batchnorm_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
 
 
 def transposed_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
-    """``ConvTranspose1d`` / ``ConvTranspose2d`` with zero padding (geometry read by
-    :meth:`ConvSpec.from_module`)."""
+    """``ConvTranspose1d`` / ``ConvTranspose2d`` / ``ConvTranspose3d`` with zero padding
+    (geometry read by :meth:`ConvSpec.from_module`), any ``output_padding``."""
     try:
         spec = ConvSpec.from_module(mod)
     except (TypeError, ValueError) as err:
@@ -620,16 +633,8 @@ def transposed_conv_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
     )
 
 
-def conv3d_module(an: Analysis, node: fx.Node, mod: nn.Module) -> _Op:
-    """3-D convolutions: refused."""
-    raise AuditError(
-        f"{an.describe(node)}: 3-D convolutions are not supported yet (1-D and 2-D "
-        "convolutions and transposed convolutions are)"
-    )
-
-
 def functional_transposed_conv(an: Analysis, node: fx.Node, name: str) -> _Op:
-    """``conv_transpose1d`` / ``conv_transpose2d``."""
+    """``conv_transpose1d`` / ``conv_transpose2d`` / ``conv_transpose3d``."""
     b = _bind(
         node,
         ("input", "weight", "bias", "stride", "padding", "output_padding", "groups"),
