@@ -9,6 +9,7 @@ ORDER = (
     "gaps",
     "structure",
     "transposed",
+    "nd_routes",
     "grid",
     "rescaling",
     "aol",

@@ -9,6 +9,7 @@ overflow), which ``certify`` establishes by scaling the kernel by a power of two
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -303,21 +304,29 @@ def _mp_delta_norm(computed: np.ndarray, exact: mpmath.matrix) -> mpmath.mpf:
     return delta
 
 
-def _symbol_exact(sym: PolyphaseSymbol, g: int, w1, w2) -> mpmath.matrix:
-    """The exact polyphase symbol matrix at ``(w1, w2)`` (mpf angles) for group ``g``."""
+def _symbol_exact(sym: PolyphaseSymbol, g: int, *omega) -> mpmath.matrix:
+    """The exact polyphase symbol matrix at ``omega`` (one mpf angle per axis, any number
+    of axes) for group ``g``."""
     kernel = sym.kernel.numpy()
-    _, p, c, kh, kw = kernel.shape
-    (ph, pw), (qh, qw), (sh, sw) = sym.phases, sym.positions, sym.strides
-    m = mpmath.matrix(p, c * sh * sw)
-    for a in range(kh):
-        for b in range(kw):
-            phase = mpmath.expj(-(w1 * int(qh[a]) + w2 * int(qw[b])))
-            col = int(ph[a]) * sw + int(pw[b])
-            for o in range(p):
-                for ci in range(c):
-                    v = float(kernel[g, o, ci, a, b])
-                    if v:
-                        m[o, ci * sh * sw + col] += v * phase
+    _, p, c = kernel.shape[:3]
+    strides = sym.strides
+    per = math.prod(strides)
+    m = mpmath.matrix(p, c * per)
+    for tap in itertools.product(*(range(k) for k in kernel.shape[3:])):
+        angle = mpmath.fsum(
+            w * int(q[a]) for w, q, a in zip(omega, sym.positions, tap, strict=True)
+        )
+        phase = mpmath.expj(-angle)
+        col = int(
+            np.ravel_multi_index(
+                tuple(int(r[a]) for r, a in zip(sym.phases, tap, strict=True)), strides
+            )
+        )
+        for o in range(p):
+            for ci in range(c):
+                v = float(kernel[(g, o, ci, *tap)])
+                if v:
+                    m[o, ci * per + col] += v * phase
     return m
 
 
@@ -342,22 +351,23 @@ def _symbol(instance) -> float:
     worst = math.inf
     with mpmath.workdps(DPS):
         checks = []
-        (h, w), (sh, sw) = layer.input_size, layer.spec.stride
-        m1, m2 = h // sh, w // sw
-        rows = np.arange(m1)[:3]
-        grid = sym.on_grid((h, w), rows).numpy()  # (g, r, half, p, q)
+        m = [n // s for n, s in zip(layer.input_size, layer.spec.stride, strict=True)]
+        rows = np.arange(m[0])[:3]
+        grid = sym.on_grid(layer.input_size, rows).numpy()  # (g, r, *rest, p, q)
         for gi in range(grid.shape[0]):
             for ri, u in enumerate(rows):
-                for v in range(grid.shape[2]):
-                    w1 = 2 * mpmath.pi * int(u) / m1
-                    w2 = 2 * mpmath.pi * v / m2
-                    checks.append((grid[gi, ri, v], gi, w1, w2))
+                for rest in np.ndindex(*grid.shape[2:-2]):
+                    omega = [
+                        2 * mpmath.pi * int(v) / mi
+                        for v, mi in zip((u, *rest), m, strict=True)
+                    ]
+                    checks.append((grid[(gi, ri, *rest)], gi, omega))
         pts = sym.at_points(torch.from_numpy(omegas)).numpy()  # (g, F, p, q)
         for gi in range(pts.shape[0]):
-            for f, (o1, o2) in enumerate(omegas):
-                checks.append((pts[gi, f], gi, mpmath.mpf(float(o1)), mpmath.mpf(float(o2))))
-        for computed, gi, w1, w2 in checks:
-            delta = _mp_delta_norm(computed, _symbol_exact(sym, gi, w1, w2))
+            for f, point in enumerate(omegas):
+                checks.append((pts[gi, f], gi, [mpmath.mpf(float(o)) for o in point]))
+        for computed, gi, omega in checks:
+            delta = _mp_delta_norm(computed, _symbol_exact(sym, gi, *omega))
             err = _fro(delta)
             if err > bound:
                 err = _two_norm(delta)
@@ -392,6 +402,19 @@ def _symbol_adversarial(mode: Mode):
             kernel,
             ConvSpec("circular", "same", (6, 9), stride=(2, 3)),
             np.array([[2 * np.pi, -2 * np.pi], [np.pi, 1e-300]]),
+        )
+    # three axes (docs/certify.md L14): the same bound over the 3-D engine
+    for family in ("gaussian", "checkerboard", "huge"):
+        kernel = family_kernel(family, (2, 2, 3, 6), 2).reshape(2, 2, 3, 2, 3)
+        yield (
+            kernel,
+            ConvSpec("circular", "same", (4, 3, 4), stride=(2, 1, 2), dilation=(1, 2, 1)),
+            rng.uniform(-2 * np.pi, 2 * np.pi, size=(2, 3)),
+        )
+        yield (
+            kernel[:, :1],
+            ConvSpec("circular", "same", (3, 2, 6), stride=(1, 2, 3), groups=2),
+            np.array([[2 * np.pi, -2 * np.pi, np.pi], [np.pi, 1e-300, -1.0]]),
         )
 
 
