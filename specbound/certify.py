@@ -22,6 +22,10 @@ reflect / replicate / other circular        padding-operator norm times the unpa
 zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein cells refined
                                             around the maximisers
 ==========================================  =================================================
+
+The routes are written once for any number of spatial axes: 2-D and 3-D layers take them as
+they are (the banded Cholesky step is 2-D only), a 1-D layer as the one-row 2-D layer, and a
+transposed layer as its adjoint forward convolution (docs/certify.md L12, L13).
 """
 
 from __future__ import annotations
@@ -340,9 +344,7 @@ def _certifiable(layer: ConvLayer) -> tuple[ConvLayer | None, list[str]]:
                 "transposed convolution is the zero map at this size (docs/certify.md L12): "
                 "no output reads any input"
             ]
-        cropped = any(
-            q >= s for q, s in zip(layer.spec.output_padding, layer.stride, strict=False)
-        )
+        cropped = any(q >= s for q, s in zip(layer.spec.output_padding, layer.stride, strict=False))
         layer = layer.forward_layer()
         notes.append(
             "transposed convolution certified on its adjoint, the forward convolution with "
@@ -458,22 +460,22 @@ def certify(
     ----------
     kernel : array_like, torch.Tensor, a torch.nn convolution or torch.nn.Linear
         ``(c_out, c_in // groups, kh, kw)`` (or ``(c_out, c_in // groups, k)`` for a 1-D
-        spec); a ``ConvTranspose1d``/``ConvTranspose2d`` (or a transposed spec) is
-        certified on its adjoint, the forward convolution with the same weight (equal norm;
-        a note says so; ``output_padding`` must be below the stride); ``Conv3d`` and
-        ``ConvTranspose3d`` are refused (exact operators only in this version). A
-        ``Conv2d`` supplies padding mode, pad,
-        stride, dilation and groups itself (the other arguments are then ignored, except
-        ``input_size``); a ``Conv1d`` likewise, certified as the one-row ``Conv2d`` with
+        spec, ``(c_out, c_in // groups, kd, kh, kw)`` for a 3-D one); a
+        ``ConvTranspose1d/2d/3d`` (or a transposed spec) is certified on its adjoint, the
+        forward convolution with the same weight (equal norm; a note says so; with
+        ``output_padding >= stride`` the cropped forward convolution of docs/certify.md
+        L12, and ``0`` when that is the zero map). A ``Conv1d/2d/3d`` supplies padding mode,
+        pad, stride, dilation and groups itself (the other arguments are then ignored,
+        except ``input_size``); a ``Conv1d`` is certified as the one-row ``Conv2d`` with
         kernel ``(c_out, c_in // groups, 1, k)`` on a ``1 x n`` input (``input_size`` is the
         length ``n``, or None); a ``Linear`` is certified as the 1x1 convolution at input
-        size ``1 x 1`` (its weight matrix's norm). Other modules (``Conv3d``, transposed
-        convolutions) are refused with a ``TypeError``.
+        size ``1 x 1`` (its weight matrix's norm). Other modules are refused with a
+        ``TypeError``.
     padding, pad, input_size, stride, dilation, groups
         As :class:`~specbound.spec.ConvSpec`. ``input_size=None`` certifies every input size
-        (zeros and circular padding). ``padding`` may instead be a whole
-        :class:`~specbound.spec.ConvSpec` (``certify(kernel, spec)``); the other geometry
-        fields must then be left at their defaults.
+        (zeros and circular padding; transposed layers at any stride, L13). ``padding`` may
+        instead be a whole :class:`~specbound.spec.ConvSpec` (``certify(kernel, spec)``);
+        the other geometry fields must then be left at their defaults.
     rtol : float
         Target relative gap ``(upper - lower) / upper``; ``converged`` says if it was met.
     guarantee : {"deterministic", "probabilistic"}
@@ -496,7 +498,7 @@ def certify(
 
     References
     ----------
-    * docs/certify.md, the lemmas L1-L11 and the strategy per layer (section 3) that this
+    * docs/certify.md, the lemmas L1-L17 and the strategy per layer (section 3) that this
       function implements; docs/proofs.md, theorems G1 (circular embedding) and G5
       (Bernstein cells).
     * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",

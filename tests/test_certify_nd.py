@@ -58,12 +58,8 @@ def conv3d_cases(draw: st.DrawFn) -> tuple[torch.nn.Module, tuple[int, ...]]:
     for ax in range(3):
         extent = dil[ax] * (k[ax] - 1) + 1
         size[ax] = max(size[ax], extent - 2 * pad[ax], pad[ax] + (mode == "reflect"))
-    conv = torch.nn.Conv3d(
-        c_in, c_out, k, stride, pad, dil, groups, bias=False, padding_mode=mode
-    )
-    weight = draw(
-        arrays(np.float64, tuple(conv.weight.shape), elements=st.floats(-2, 2, width=32))
-    )
+    conv = torch.nn.Conv3d(c_in, c_out, k, stride, pad, dil, groups, bias=False, padding_mode=mode)
+    weight = draw(arrays(np.float64, tuple(conv.weight.shape), elements=st.floats(-2, 2, width=32)))
     return _set_weight(conv, weight), tuple(size)
 
 
@@ -80,20 +76,14 @@ def transposed_cases(
     stride = draw(st.tuples(*[st.integers(1, top)] * d))
     dil = draw(st.tuples(*[st.integers(1, 3)] * d))
     pad = draw(st.tuples(*[st.integers(0, 2)] * d))
-    opad = tuple(
-        draw(st.integers(0, max(s, dl) - 1)) for s, dl in zip(stride, dil, strict=True)
-    )
+    opad = tuple(draw(st.integers(0, max(s, dl) - 1)) for s, dl in zip(stride, dil, strict=True))
     size = list(draw(st.tuples(*[st.integers(1, 4 if d < 3 else 2)] * d)))
     for ax in range(d):  # PyTorch needs a non-empty output
         extent = dil[ax] * (k[ax] - 1) + 1
         while (size[ax] - 1) * stride[ax] - 2 * pad[ax] + extent + opad[ax] < 1:
             size[ax] += 1
-    conv = CONV_T[d](
-        c_in, c_out, k, stride, pad, opad, groups, bias=False, dilation=dil
-    )
-    weight = draw(
-        arrays(np.float64, tuple(conv.weight.shape), elements=st.floats(-2, 2, width=32))
-    )
+    conv = CONV_T[d](c_in, c_out, k, stride, pad, opad, groups, bias=False, dilation=dil)
+    weight = draw(arrays(np.float64, tuple(conv.weight.shape), elements=st.floats(-2, 2, width=32)))
     return _set_weight(conv, weight), tuple(size)
 
 
@@ -105,8 +95,11 @@ def _cases_example(module: torch.nn.Module, size: tuple[int, ...], seed: int = 0
 @settings(max_examples=25, deadline=None)
 @given(conv3d_cases())
 @example(_cases_example(torch.nn.Conv3d(1, 1, 3, padding=1, padding_mode="reflect"), (2, 3, 2)))
-@example(_cases_example(torch.nn.Conv3d(2, 4, 2, 2, padding=2, groups=2, padding_mode="circular"),
-                        (2, 2, 3)))
+@example(
+    _cases_example(
+        torch.nn.Conv3d(2, 4, 2, 2, padding=2, groups=2, padding_mode="circular"), (2, 2, 3)
+    )
+)
 def test_conv3d_bracket_holds_against_torch_and_dense(case):
     conv, size = case
     cert = sb.certify(conv, input_size=size, rtol=1e-6)
@@ -121,10 +114,14 @@ def test_conv3d_bracket_holds_against_torch_and_dense(case):
 @settings(max_examples=30, deadline=None)
 @given(transposed_cases())
 @example(_cases_example(torch.nn.ConvTranspose1d(1, 1, 2, 1, 0, 1, dilation=2), (3,)))
-@example(_cases_example(torch.nn.ConvTranspose2d(2, 2, 2, (1, 2), 0, (1, 1), dilation=(2, 1)),
-                        (3, 2)))
-@example(_cases_example(torch.nn.ConvTranspose3d(1, 2, 2, 2, 1, (2, 1, 0), dilation=(3, 1, 1)),
-                        (2, 1, 2)))
+@example(
+    _cases_example(torch.nn.ConvTranspose2d(2, 2, 2, (1, 2), 0, (1, 1), dilation=(2, 1)), (3, 2))
+)
+@example(
+    _cases_example(
+        torch.nn.ConvTranspose3d(1, 2, 2, 2, 1, (2, 1, 0), dilation=(3, 1, 1)), (2, 1, 2)
+    )
+)
 @example(_cases_example(torch.nn.ConvTranspose1d(1, 1, 1, 1, 1, 2, dilation=3), (1,)))  # zero
 def test_transposed_bracket_holds_against_torch_and_dense(case):
     """``output_padding`` below and at or above the stride (L12's cropped form), every d."""
@@ -159,8 +156,13 @@ def _nonempty(conv: torch.nn.Module, size: tuple[int, ...]) -> bool:
     return all(
         (n - 1) * s - 2 * p + dl * (k - 1) + q + 1 >= 1
         for n, s, p, dl, k, q in zip(
-            size, conv.stride, conv.padding, conv.dilation, conv.kernel_size,
-            conv.output_padding, strict=True,
+            size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.kernel_size,
+            conv.output_padding,
+            strict=True,
         )
     )
 
@@ -247,8 +249,9 @@ def test_max_seconds_is_honoured_for_a_3d_layer():
     assert elapsed < 1.0 + 6.0  # the first route step and the witness check are not cut
     assert cert.lower <= cert.upper
     start = time.perf_counter()
-    every = sb.certify(conv.weight, sb.ConvSpec("zeros", 1, None, ndim=3), max_seconds=0.5,
-                       rtol=1e-9)
+    every = sb.certify(
+        conv.weight, sb.ConvSpec("zeros", 1, None, ndim=3), max_seconds=0.5, rtol=1e-9
+    )
     assert time.perf_counter() - start < 0.5 + 6.0
     assert every.lower <= every.upper
 
@@ -257,12 +260,13 @@ def test_max_seconds_is_honoured_for_a_3d_layer():
     ("call", "name"),
     [
         (lambda: sb.certify(torch.nn.Conv3d(1, 1, 3), input_size=(4, 4)), "input_size"),
-        (lambda: sb.certify(torch.nn.ConvTranspose3d(1, 1, 3), input_size=(4, 4)),
-         "input_size"),
+        (lambda: sb.certify(torch.nn.ConvTranspose3d(1, 1, 3), input_size=(4, 4)), "input_size"),
         (lambda: sb.certify(np.ones((1, 1, 2, 2, 2)), input_size=(3, 3)), "kernel"),
         (lambda: sb.certify(np.ones((1, 1, 2, 2, 2)), sb.ConvSpec(input_size=(3, 3))), "kernel"),
-        (lambda: sb.certify(np.ones((1, 1, 2, 2, 2)), padding="reflect"),
-         r"input_size=\(D, H, W\)"),
+        (
+            lambda: sb.certify(np.ones((1, 1, 2, 2, 2)), padding="reflect"),
+            r"input_size=\(D, H, W\)",
+        ),
     ],
 )
 def test_bad_input_names_the_parameter(call, name):

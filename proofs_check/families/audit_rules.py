@@ -419,8 +419,9 @@ register(
         "'Transposed convolutions')",
         conditions="1-2 groups, kernels up to 3x3, strides 1-3, dilation 1-2, padding 0-1, "
         "output_padding below the stride (PyTorch also allows it below the dilation; then the "
-        "convolution at H_out has more outputs than H and the audit refuses), inputs up to "
-        "4x4; entrywise, relative tolerance 1e-12",
+        "convolution at H_out has more outputs than H, and the audit certifies the cropped "
+        "convolution of TRANSPOSE-ADJ, L12), inputs up to 4x4; entrywise, relative tolerance "
+        "1e-12",
         relied_on=True,
         check=lambda mode: run(convt_search(), mode),
         proof="Both matrices hold w[o, i, a, b] at (output r, input c) exactly when r = s c - p "

@@ -42,9 +42,7 @@ def _embed_instances(rng: np.random.Generator, count: int) -> Iterator[dict]:
         dil = tuple(int(v) for v in rng.integers(1, 3, size=3))
         s = tuple(int(v) for v in rng.integers(1, 3, size=3))
         degree = [dl * (kk - 1) for dl, kk in zip(dil, k, strict=True)]
-        pads = tuple(
-            (int(rng.integers(0, dg + 2)), int(rng.integers(0, dg + 2))) for dg in degree
-        )
+        pads = tuple((int(rng.integers(0, dg + 2)), int(rng.integers(0, dg + 2))) for dg in degree)
         n = tuple(int(v) for v in rng.integers(1, 4, size=3))
         weight = rng.standard_normal((c_out, c_in // groups, *k))
         yield {"weight": weight, "n": n, "pads": pads, "s": s, "d": dil, "g": groups}
@@ -93,9 +91,7 @@ def _circ_matrix(inst: dict, size: tuple[int, ...], pads: tuple[tuple[int, int],
 def _embed_margin(inst: dict, offset: int = 0) -> float:
     """``min over the library's tori of ||C_N|| / ||F_n|| - 1`` (``offset`` strides per
     axis added to each torus size: -1 is the planted variant)."""
-    spec = ConvSpec(
-        "zeros", inst["pads"], inst["n"], inst["s"], inst["d"], inst["g"], ndim=3
-    )
+    spec = ConvSpec("zeros", inst["pads"], inst["n"], inst["s"], inst["d"], inst["g"], ndim=3)
     try:
         layer = ConvLayer(np.asarray(inst["weight"], dtype=np.float64), spec, need_size=True)
     except ValueError as err:  # an empty output

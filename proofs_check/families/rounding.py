@@ -358,8 +358,7 @@ def _symbol(instance) -> float:
             for ri, u in enumerate(rows):
                 for rest in np.ndindex(*grid.shape[2:-2]):
                     omega = [
-                        2 * mpmath.pi * int(v) / mi
-                        for v, mi in zip((u, *rest), m, strict=True)
+                        2 * mpmath.pi * int(v) / mi for v, mi in zip((u, *rest), m, strict=True)
                     ]
                     checks.append((grid[(gi, ri, *rest)], gi, omega))
         pts = sym.at_points(torch.from_numpy(omegas)).numpy()  # (g, F, p, q)

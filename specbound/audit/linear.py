@@ -211,9 +211,7 @@ def functional_conv(an: Analysis, node: fx.Node, name: str) -> _Op:
     stride, padding = an.const(b["stride"]), an.const(b["padding"])
     dilation, groups = an.const(b["dilation"]), int(an.const(b["groups"]))
     if weight.dim() not in (3, 4, 5):
-        raise AuditError(
-            f"{an.describe(node)}: only 1-D, 2-D and 3-D convolutions have a rule"
-        )
+        raise AuditError(f"{an.describe(node)}: only 1-D, 2-D and 3-D convolutions have a rule")
     n = weight.dim() - 2
     pad: Any = padding if isinstance(padding, str) else _tuple(padding, n)
     try:
@@ -545,8 +543,14 @@ def certified_row(an: Analysis, op: _Op) -> None:
                 else {}
             )
             spec = ConvSpec(
-                c["padding"], c["pad"], hw, c["stride"], c["dilation"], c["groups"],
-                ndim=d, **extra,
+                c["padding"],
+                c["pad"],
+                hw,
+                c["stride"],
+                c["dilation"],
+                c["groups"],
+                ndim=d,
+                **extra,
             )
             layer = ConvLayer(k4, spec)
             expected, traced = layer.out_size, spatial(an.out_shape(node))

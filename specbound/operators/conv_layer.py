@@ -380,9 +380,7 @@ class ConvLayer(LinearOperator):
             (lo, max(hi - q, 0))
             for (lo, hi), q in zip(self.pads, self.spec.output_padding, strict=False)
         )
-        spec = ConvSpec(
-            "zeros", pads, size, self.stride, self.dilation, self.groups, ndim=self.d
-        )
+        spec = ConvSpec("zeros", pads, size, self.stride, self.dilation, self.groups, ndim=self.d)
         return ConvLayer._from_validated(self.kernel, spec, self.device)
 
     def as_2d(self) -> ConvLayer:

@@ -385,8 +385,7 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
         # split the open cells in two along every axis of positive degree
         c, hw = centres[~done], half[~done]
         offs = [
-            np.array(o)
-            for o in itertools.product(*((-0.5, 0.5) if v else (0.0,) for v in degree))
+            np.array(o) for o in itertools.product(*((-0.5, 0.5) if v else (0.0,) for v in degree))
         ]
         centres = np.concatenate([c + o * hw for o in offs])
         parent_caps = np.concatenate([open_caps] * len(offs))
