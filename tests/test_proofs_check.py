@@ -104,6 +104,7 @@ def test_registry_covers_the_issue():
     assert {"G1", "C1", "Z1", "SR1", "G5", "FP-GRAM", "FP-FROB", "FP-CERTIFY"} <= relied
     assert {"CHOL-PSD", "CHOL-NORM", "VER-SIGMA"} <= relied
     assert {"TRANSPOSE-ADJ", "ZERO-MONO", "ND-CIRCULANT", "ND-KRON"} <= relied
+    assert {"ND-EMBED", "ND-CELLS"} <= relied
     assert get("KGI-QUAD").relied_on is False and get("KGI-QUAD").expected == "FAIL"
 
 
@@ -172,6 +173,8 @@ def test_planted_plain_cholesky_criterion_fails():
         "ZERO-MONO",
         "ND-CIRCULANT",
         "ND-KRON",
+        "ND-EMBED",
+        "ND-CELLS",
     ],
 )
 def test_registered_checks_pass(theorem_id):
@@ -192,6 +195,8 @@ def test_registered_checks_pass(theorem_id):
         "ZERO-MONO-CIRCULAR",
         "ND-CIRCULANT-2AXES",
         "ND-KRON-MAX",
+        "ND-EMBED-SMALL",
+        "ND-CELLS-MAX",
     ],
 )
 def test_claims_known_false_are_reported_with_a_counterexample(theorem_id):
