@@ -239,7 +239,7 @@ class Certificate:
                     dilation=tuple(w.get("dilation", self.spec.dilation)),
                     groups=self.spec.groups,
                 )
-                if self.spec.stride == (1, 1)
+                if all(s == 1 for s in self.spec.stride)
                 else None
             )
             if m is not None:

@@ -8,6 +8,7 @@ Every check is a bare ``<=``/``>=`` with the SVD's own relative error (``SLACK``
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import specbound as sb
+from specbound.certify import VerificationError
 from specbound.operators import ConvLayer
 from specbound.testing import torch_conv_matrix
 
@@ -277,3 +279,17 @@ def test_bad_input_names_the_parameter(call, name):
 def test_input_size_with_too_many_axes_names_it():
     with pytest.raises(TypeError, match="input_size"):
         sb.certify(torch.nn.ConvTranspose3d(1, 1, 3), input_size=(4, 4, 4, 4))
+
+
+@pytest.mark.parametrize("size", [None, (4, 4, 4)])
+def test_verify_checks_3d_witnesses(size):
+    """``Certificate.verify`` re-evaluates a 3-D witness (the plane wave at a given size,
+    the 3-frequency symbol for every size) and refuses a lower end raised above it."""
+    torch.manual_seed(4)
+    conv = torch.nn.Conv3d(2, 2, 3, padding=1, padding_mode="circular", bias=False).double()
+    cert = sb.certify(conv, input_size=size, rtol=1e-6)
+    assert cert.verify()
+    assert len(cert.witness["frequency"]) == 3
+    forged = dataclasses.replace(cert, lower=cert.lower * 1.01, upper=cert.upper * 1.02)
+    with pytest.raises(VerificationError, match="witness"):
+        forged.verify()

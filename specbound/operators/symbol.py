@@ -19,12 +19,14 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     Its largest singular value, maximised over the torus, is
     :math:`S(K) = \\sup_\\omega \\sigma_{\\max}(\\hat K(\\omega))`, the norm of the convolution
     on :math:`\\ell^2(\\mathbb Z^2)` and an upper bound on every zero-padded layer of the kernel
-    (Delattre et al. 2024, arXiv 2402.00240; see ``docs`` for the gap relations).
+    (Delattre et al. 2024, arXiv 2402.00240; see ``docs`` for the gap relations). A kernel
+    with ``d`` spatial axes (1 to 3) has the symbol of ``d`` frequencies, the same sum over
+    its taps (docs/certify.md L14).
 
     Parameters
     ----------
-    omega : array_like, shape ``(..., 2)``
-        Frequencies ``(omega_h, omega_w)`` in radians.
+    omega : array_like, shape ``(..., d)``
+        Frequencies ``(omega_h, omega_w)`` in radians (one per spatial axis of the kernel).
 
     Returns
     -------
@@ -48,15 +50,23 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     >>> np.round(np.abs(symbol(kernel, (np.pi, np.pi))), 9)
     array([[1.]])
     """
-    k = ConvLayer(kernel, ConvSpec(groups=groups)).dense_channel_taps()
-    dh, dw = _pair(dilation, "dilation", 1)
+    layer = ConvLayer(kernel, ConvSpec(groups=groups))
+    k, d = layer.dense_channel_taps(), layer.d
+    if d == 2:
+        dil: tuple[int, ...] = _pair(dilation, "dilation", 1)
+    elif isinstance(dilation, (int, np.integer)):
+        dil = (int(dilation),) * d
+    else:
+        dil = tuple(int(v) for v in dilation)
+        if len(dil) != d:
+            raise ValueError(f"dilation must give one int per spatial axis ({d}), got {dilation!r}")
     w = np.asarray(omega, dtype=np.float64)
-    if w.shape[-1:] != (2,):
-        raise ValueError(f"omega must have shape (..., 2), got {w.shape}")
+    if w.shape[-1:] != (d,):
+        raise ValueError(f"omega must have shape (..., {d}), got {w.shape}")
     if not np.isfinite(w).all():
         raise ValueError("omega must be finite")
-    engine = FrequencyEngine(torch.as_tensor(k, dtype=torch.float64), dilation=(dh, dw))
-    mats = engine.at_points(w.reshape(-1, 2))  # (F, 1, c_out, c_in)
+    engine = FrequencyEngine(torch.as_tensor(k, dtype=torch.float64), dilation=dil, ndim=d)
+    mats = engine.at_points(w.reshape(-1, d))  # (F, 1, c_out, c_in)
     return mats.reshape(*w.shape[:-1], *k.shape[:2]).numpy()
 
 
