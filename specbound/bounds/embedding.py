@@ -3,7 +3,7 @@
 Notation (per spatial axis): input size ``n``, pads ``(lo, hi)``, dilation ``d``, kernel size
 ``k`` and ``D = d*(k-1)``, the dilated extent minus one. ``sigma_circ(N)`` is the exact norm of
 the stride-1 circular layer of the kernel on the ``N_h x N_w`` torus (kernel wrapped), computed
-by :func:`~specbound.bounds.exact.symbol_grid_max`; ``S(K) = sup_w sigma_max(K_hat(w))`` is the
+by :func:`~specbound.bounds.sedghi.symbol_grid_max`; ``S(K) = sup_w sigma_max(K_hat(w))`` is the
 norm of the convolution on the whole plane.
 
 The every-size bounds (``bernstein_grid`` here, ``lipbound``, ``fantastic_four``) accept the
@@ -29,8 +29,9 @@ import torch
 from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
 from ..spec import Pair, _pair
+from ._numerics import as_float64
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
-from .exact import as_float64, symbol_grid_max
+from .sedghi import symbol_grid_max
 
 
 def dilated_degree(layer: ConvLayer) -> Pair:

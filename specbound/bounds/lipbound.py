@@ -28,16 +28,10 @@ import torch.nn.functional as F
 from ..operators.conv_layer import ConvLayer
 from ..operators.frequency import FrequencyEngine
 from ..spec import Pair, _pair
+from ._numerics import as_float64, safe_sqrt, scale_down, scale_up
 from .base import SIZE_NONE, Bound, register
 from .embedding import dilated_degree, require_symbol_bounded
-from .exact import (
-    NORMS,
-    as_float64,
-    safe_sqrt,
-    scale_down,
-    scale_up,
-    symbol_grid_max,
-)
+from .sedghi import NORMS, symbol_grid_max
 
 FACTORS = ("araujo", "secant")
 DEFAULT_SAMPLES = 50
