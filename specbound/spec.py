@@ -69,7 +69,7 @@ def _int_seq(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(_is_int(v) for v in value)
 
 
-def _pair(value: Any, name: str, minimum: int) -> Pair:
+def check_pair(value: Any, name: str, minimum: int) -> Pair:
     """Validate an int or a pair of ints, each ``>= minimum``."""
     if _is_int(value):
         items = (int(value), int(value))

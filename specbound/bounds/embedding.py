@@ -28,7 +28,7 @@ import torch
 
 from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
-from ..spec import Pair, _pair
+from ..spec import Pair, check_pair
 from ._numerics import as_float64
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 from .sedghi import symbol_grid_max
@@ -88,7 +88,7 @@ def embedding_candidates(layer: ConvLayer, extra: int = 2, sizes: Any = None) ->
         if not isinstance(extra, int) or extra < 0:
             raise ValueError(f"extra must be a non-negative int, got {extra!r}")
         return [(low[0] + j * sh, low[1] + j * sw) for j in range(extra + 1)]
-    grids = [_pair(s, "sizes", 1) for s in sizes]
+    grids = [check_pair(s, "sizes", 1) for s in sizes]
     if not grids:
         raise ValueError("sizes must list at least one (N_h, N_w)")
     for grid in grids:
@@ -221,7 +221,7 @@ def bernstein_parts(
 ) -> tuple[torch.Tensor, float, Pair]:
     """``(sigma_circ(N), bernstein_factor, N)`` with ``N`` defaulted from ``rtol``."""
     degree = dilated_degree(layer)
-    grid = bernstein_default_grid(degree, rtol) if N is None else _pair(N, "N", 1)
+    grid = bernstein_default_grid(degree, rtol) if N is None else check_pair(N, "N", 1)
     factor = bernstein_factor(degree, grid)
     return circular_norm(kernel, layer, grid), factor, grid
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..spec import ConvSpec, _pair, as_kernel
+from ..spec import ConvSpec, as_kernel, check_pair
 from .conv_layer import ConvLayer
 from .frequency import FrequencyEngine
 
@@ -49,7 +49,7 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     array([[1.]])
     """
     k = ConvLayer(kernel, ConvSpec(groups=groups)).dense_channel_taps()
-    dh, dw = _pair(dilation, "dilation", 1)
+    dh, dw = check_pair(dilation, "dilation", 1)
     w = np.asarray(omega, dtype=np.float64)
     if w.shape[-1:] != (2,):
         raise ValueError(f"omega must have shape (..., 2), got {w.shape}")
