@@ -1,4 +1,5 @@
-"""Wall time and convergence of ``specbound.audit`` on the ResNet-18 of :mod:`specbound.models`.
+"""Wall time and convergence of ``specbound.audit`` on ResNet-18 (:mod:`specbound.models` and
+torchvision), VGG11-bn and MobileNetV2 (torchvision).
 
 Usage::
 
@@ -26,10 +27,27 @@ import time
 from pathlib import Path
 
 CASES = {
-    # name: (builder in specbound.models, input shape)
+    # name: (builder: specbound.models name, or "tv:" + torchvision.models name; input shape)
     "resnet18-cifar-3x32x32": ("resnet18", (3, 32, 32)),
     "resnet18-imagenet-3x224x224": ("resnet18_imagenet", (3, 224, 224)),
+    # issue 11's targets: torchvision's own definitions (1000 classes, its default head)
+    "tv-resnet18-3x32x32": ("tv:resnet18", (3, 32, 32)),
+    "tv-vgg11_bn-3x32x32": ("tv:vgg11_bn", (3, 32, 32)),
+    "tv-mobilenet_v2-3x32x32": ("tv:mobilenet_v2", (3, 32, 32)),
+    "tv-resnet18-3x224x224": ("tv:resnet18", (3, 224, 224)),
 }
+
+
+def build(builder: str):
+    """A fresh model: specbound.models' builder, or torchvision's (imported by
+    :func:`specbound.testing.torchvision_models`, which works with a CPU torch)."""
+    if builder.startswith("tv:"):
+        from specbound.testing import torchvision_models
+
+        return getattr(torchvision_models(), builder[3:])()
+    from specbound import models
+
+    return getattr(models, builder)()
 
 
 def child(case: str, seed: int, max_seconds: float | None = None) -> dict:
@@ -39,11 +57,10 @@ def child(case: str, seed: int, max_seconds: float | None = None) -> dict:
     import torch
 
     import specbound as sb
-    from specbound import models
 
     builder, shape = CASES[case]
     torch.manual_seed(seed)
-    model = getattr(models, builder)()
+    model = build(builder)
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -81,21 +98,25 @@ def child(case: str, seed: int, max_seconds: float | None = None) -> dict:
 
 def table(results: list[dict], notes: dict[str, str] | None = None) -> str:
     out = [
-        "# `specbound audit` on the ResNet-18 of specbound.models (CPU)",
+        "# `specbound audit` on ResNet-18 (specbound.models and torchvision), VGG11-bn and "
+        "MobileNetV2 (torchvision), CPU",
         "",
-        "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_audit.py --label LABEL` (each case "
+        "Command: `OMP_NUM_THREADS=T python benchmarks/bench_audit.py --label LABEL [--cases ...]` "
+        "(T in the table; each case "
         "in a child process, killed at the timeout). Random init (seed 0), BatchNorm statistics "
         "from 3 train-mode passes of 8 random inputs; `audit(model, shape, progress=False)` with "
         "the library's defaults of the measured code.",
         "",
-        "| code | case | audit arguments in effect | wall (s) | slowest layer (s) | certified "
-        "rows converged | network upper | partial | load avg (1 min before → after, 5, 15) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| code | case | threads | audit arguments in effect | wall (s) | slowest layer (s) | "
+        "certified rows converged | network upper | partial | load avg (1 min before → after, "
+        "5, 15) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("status") != "ok":
             out.append(
-                f"| {r['label']} | {r['case']} | max_seconds={r.get('max_seconds')} | "
+                f"| {r['label']} | {r['case']} | {r.get('omp_num_threads') or '—'} | "
+                f"max_seconds={r.get('max_seconds')} | "
                 f"did not finish in {r['timeout_s']:.0f} s | — | — | — | — | {r['load']} |"
             )
             continue
@@ -103,7 +124,8 @@ def table(results: list[dict], notes: dict[str, str] | None = None) -> str:
         d = ", ".join(f"{k}={v}" for k, v in args.items())
         slowest = f"{r['slowest_layer_s']:.1f}" if "slowest_layer_s" in r else "—"
         out.append(
-            f"| {r['label']} | {r['case']} | {d} | {r['wall_s']:.1f} | {slowest} | "
+            f"| {r['label']} | {r['case']} | {r.get('omp_num_threads') or '—'} | {d} | "
+            f"{r['wall_s']:.1f} | {slowest} | "
             f"{r['converged_layers']}/{r['certified_layers']} | {r['upper']:.4g} | "
             f"{'yes' if r['partial'] else 'no'} | {r['load']} |"
         )

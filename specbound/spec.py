@@ -69,7 +69,7 @@ def _int_seq(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(_is_int(v) for v in value)
 
 
-def _pair(value: Any, name: str, minimum: int) -> Pair:
+def check_pair(value: Any, name: str, minimum: int) -> Pair:
     """Validate an int or a pair of ints, each ``>= minimum``."""
     if _is_int(value):
         items = (int(value), int(value))
@@ -765,3 +765,31 @@ def check_spec(spec: Any, name: str = "spec") -> ConvSpec:
             f"got {type(spec).__name__}"
         )
     return spec
+
+
+def check_count(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int ``>= minimum``; a TypeError (not an int, or a bool) or ValueError
+    naming ``name`` otherwise."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_tensor(x: Any, name: str, min_dim: int, *, real: bool = False) -> torch.Tensor:
+    """``x`` itself if it is a floating torch tensor (real when ``real``) with at least
+    ``min_dim`` dimensions; a TypeError or ValueError naming ``name`` otherwise."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if real and not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name} must be a real or complex floating tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}"
+        )
+    return x

@@ -15,69 +15,21 @@ C++ operators (:func:`import_torchvision`): the models are pure Python and never
 from __future__ import annotations
 
 import importlib
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-from specbound.testing import assert_upper_dominates_jacobian
+from specbound.testing import assert_upper_dominates_jacobian, torchvision_models
 
 A = importlib.import_module("specbound.audit")
 
-_TV_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor",
-    "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
-    "int sampling_ratio, bool aligned) -> Tensor",
-    "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width, int sampling_ratio) -> (Tensor, Tensor)",
-    "_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, "
-    "float spatial_scale, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, "
-    "SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
-    "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width) -> (Tensor, Tensor)",
-    "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, "
-    "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, "
-    "SymInt height, SymInt width) -> Tensor",
-    "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width) -> (Tensor, Tensor)",
-    "_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, "
-    "float spatial_scale, SymInt pooled_height, SymInt pooled_width, SymInt batch_size, "
-    "SymInt channels, SymInt height, SymInt width) -> Tensor",
-    "qroi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor",
-    "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, "
-    "SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, "
-    "SymInt dilation_w, SymInt groups, SymInt offset_groups, bool use_mask) -> Tensor",
-    "_deform_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor offset, "
-    "Tensor mask, Tensor bias, SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, "
-    "SymInt dilation_h, SymInt dilation_w, SymInt groups, SymInt offset_groups, bool use_mask) "
-    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
-)
-_STUB_LIBRARY: list = []
-
-
 def import_torchvision():
-    """``torchvision.models``, or skip. A CUDA build on CPU torch is imported after declaring
-    its operators' schemas (module docstring)."""
+    """``torchvision.models`` (:func:`specbound.testing.torchvision_models`), or skip."""
     try:
-        return importlib.import_module("torchvision.models")
+        return torchvision_models()
     except ImportError:
         pytest.skip("torchvision is not installed")
-    except RuntimeError as err:
-        if "torchvision::" not in str(err):
-            raise
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    lib = torch.library.Library("torchvision", "DEF")
-    for schema in _TV_SCHEMAS:
-        lib.define(schema)
-    _STUB_LIBRARY.append(lib)  # kept alive: the definitions die with the library object
-    return importlib.import_module("torchvision.models")
 
 
 @pytest.fixture(scope="module")

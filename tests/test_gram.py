@@ -28,6 +28,8 @@ from specbound.bounds.gram import (
     _kernel_gram_log_iterate,
     _self_correlation,
     gram_iteration,
+)
+from specbound.layers import (
     rescaling_factors,
     rescaling_factors_dense,
     rescaling_factors_residual,

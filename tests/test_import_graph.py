@@ -43,12 +43,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
 above it (``specbound.rigorous.rounding`` is on level 0, the rest of ``rigorous`` on level 2);
 the root package ``specbound`` (the lazy public namespace) is on the top level."""
 
-KNOWN_PRIVATE_IMPORTS = {
-    # spec.py's pair reader, replaced by a public helper in the geometry rework (issue 13)
-    ("specbound.bounds.embedding", "specbound.spec", "_pair"),
-    ("specbound.bounds.lipbound", "specbound.spec", "_pair"),
-    ("specbound.operators.symbol", "specbound.spec", "_pair"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 """Private imports across packages that predate this test; the set may only shrink."""
 
 

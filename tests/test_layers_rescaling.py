@@ -295,7 +295,7 @@ def test_rescaled_norm_tends_to_one(p, q, n_iter, data):
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3), st.data())
 def test_residual_factors(p, q, n_iter, data):
     """S5: ||diag(t_res)^{-1/2} W|| <= 1 for random q > 0; t_res(q = 1) = t^2."""
-    from specbound.bounds.gram import rescaling_factors_residual
+    from specbound.layers import rescaling_factors_residual
 
     w = drawn(data, (p, q), NONZERO_ENTRIES)
     weights = drawn(data, (p,)).exp()

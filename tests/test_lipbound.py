@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute, get_method
-from specbound.bounds.exact import symbol_grid_max
 from specbound.bounds.lipbound import frobenius_grid_max
+from specbound.bounds.sedghi import symbol_grid_max
 from specbound.operators import ConvLayer, conv_matrix
 from specbound.testing import ROUNDING_RTOL, drawn_kernel, kernels, valid_geometry
 

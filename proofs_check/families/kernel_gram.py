@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec
 from specbound.bounds import compute
-from specbound.bounds.gram import rescaling_factors
+from specbound.layers import rescaling_factors
 from specbound.operators import symbol
 from specbound.testing import adversarial_kernels, adversarial_layers, symbol_bounded_specs
 

@@ -1,7 +1,7 @@
 """Spectral rescaling (SR1-SR5): ``diag(t)^{-1} W`` with Gram-iteration row sums.
 
 Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), spectral rescaling; the library code
-is :func:`specbound.layers.rescale` and :func:`specbound.bounds.gram.rescaling_factors_residual`.
+is :func:`specbound.layers.rescale` and :func:`specbound.layers.rescaling_factors_residual`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from specbound.bounds.gram import rescaling_factors_residual
-from specbound.layers import rescale, rescaling_factors_for
+from specbound.layers import rescale, rescaling_factors_for, rescaling_factors_residual
 from specbound.testing import (
     MATRIX_FAMILIES,
     adversarial_layers,

@@ -5,7 +5,16 @@ reference, kind and validity domain; :func:`methods` lists them and :func:`compu
 name, refusing layers outside its guarantee.
 """
 
-from . import embedding, exact, fantastic_four, gram, lipbound, power, reshape  # noqa: F401  (register)
+from . import (  # noqa: F401  (each module registers its methods)
+    embedding,
+    exact,
+    fantastic_four,
+    gram,
+    lipbound,
+    power,
+    sedghi,
+    spectral_normalization,
+)
 from .base import KINDS, REGISTRY, Bound, Method, compute, get_method, methods, register
 
 __all__ = [

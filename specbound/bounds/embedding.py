@@ -3,7 +3,7 @@
 Notation (per spatial axis): input size ``n``, pads ``(lo, hi)``, dilation ``d``, kernel size
 ``k`` and ``D = d*(k-1)``, the dilated extent minus one. ``sigma_circ(N)`` is the exact norm of
 the stride-1 circular layer of the kernel on the ``N_h x N_w`` torus (kernel wrapped), computed
-by :func:`~specbound.bounds.exact.symbol_grid_max`; ``S(K) = sup_w sigma_max(K_hat(w))`` is the
+by :func:`~specbound.bounds.sedghi.symbol_grid_max`; ``S(K) = sup_w sigma_max(K_hat(w))`` is the
 norm of the convolution on the whole plane.
 
 The every-size bounds (``bernstein_grid`` here, ``lipbound``, ``fantastic_four``) accept the
@@ -28,9 +28,10 @@ import torch
 
 from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
-from ..spec import Pair, _pair
+from ..spec import Pair, check_pair
+from ._numerics import as_float64
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
-from .exact import as_float64, symbol_grid_max
+from .sedghi import symbol_grid_max
 
 
 def dilated_degree(layer: ConvLayer) -> Pair:
@@ -87,7 +88,7 @@ def embedding_candidates(layer: ConvLayer, extra: int = 2, sizes: Any = None) ->
         if not isinstance(extra, int) or extra < 0:
             raise ValueError(f"extra must be a non-negative int, got {extra!r}")
         return [(low[0] + j * sh, low[1] + j * sw) for j in range(extra + 1)]
-    grids = [_pair(s, "sizes", 1) for s in sizes]
+    grids = [check_pair(s, "sizes", 1) for s in sizes]
     if not grids:
         raise ValueError("sizes must list at least one (N_h, N_w)")
     for grid in grids:
@@ -220,7 +221,7 @@ def bernstein_parts(
 ) -> tuple[torch.Tensor, float, Pair]:
     """``(sigma_circ(N), bernstein_factor, N)`` with ``N`` defaulted from ``rtol``."""
     degree = dilated_degree(layer)
-    grid = bernstein_default_grid(degree, rtol) if N is None else _pair(N, "N", 1)
+    grid = bernstein_default_grid(degree, rtol) if N is None else check_pair(N, "N", 1)
     factor = bernstein_factor(degree, grid)
     return circular_norm(kernel, layer, grid), factor, grid
 

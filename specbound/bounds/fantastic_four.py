@@ -33,9 +33,9 @@ import math
 import torch
 
 from ..operators.conv_layer import ConvLayer
+from ._numerics import as_float64, scale_down, scale_up, top_singular_value
 from .base import SIZE_NONE, Bound, register
 from .embedding import require_symbol_bounded
-from .exact import as_float64, scale_down, scale_up, top_singular_value
 
 RESHAPINGS = ("R", "S", "T", "U")
 

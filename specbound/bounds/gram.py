@@ -42,13 +42,12 @@ from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
 from ..rigorous.fpenv import tf32_disabled
 from ..rigorous.rounding import pow2_exponent
+from ..spec import check_count, check_tensor
 from .base import SIZE_GIVEN, SIZE_NONE, Bound, register
 
 __all__ = [
     "gram_iteration",
-    "rescaling_factors",
-    "rescaling_factors_dense",
-    "rescaling_factors_residual",
+    "kernel_gram_row_factors",
 ]
 
 DIRECT_CORRELATION_MAX_BYTES = 2**26
@@ -57,29 +56,6 @@ above it the FFT route is used (see :func:`_self_correlation`)."""
 
 DIRECT_CORRELATION_MAX_SIZE = 3
 """Largest spatial kernel side for which a self-correlation may use ``F.conv2d`` directly."""
-
-
-# --------------------------------------------------------------------------- validation
-def _check_n_iter(n_iter: Any, minimum: int) -> int:
-    if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool):
-        raise TypeError(f"n_iter must be an int >= {minimum}, got {n_iter!r}")
-    if n_iter < minimum:
-        raise ValueError(f"n_iter must be >= {minimum}, got {n_iter}")
-    return int(n_iter)
-
-
-def _check_tensor(x: Any, name: str, min_dim: int, *, real: bool = False) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if real and not x.is_floating_point():
-        raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype}")
-    if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{name} must be a real or complex floating tensor, got dtype {x.dtype}")
-    if x.dim() < min_dim:
-        raise ValueError(
-            f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}"
-        )
-    return x
 
 
 # --------------------------------------------------------------------------- safe scaling
@@ -354,8 +330,8 @@ def gram_iteration(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
     torch.Tensor
         Real, shape ``matrix.shape[:-2]``; exactly 0 for an all-zero matrix.
     """
-    matrix = _check_tensor(matrix, "matrix", 2)
-    n_iter = _check_n_iter(n_iter, 0)
+    matrix = check_tensor(matrix, "matrix", 2)
+    n_iter = check_count(n_iter, "n_iter", 0)
     with tf32_disabled():
         return _SchattenNorm.apply(_gram_side(matrix), n_iter)
 
@@ -424,15 +400,6 @@ def _kernel_gram_log_iterate(
     return x, log_scale
 
 
-def _as_batch(kernel: torch.Tensor, groups: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """``(..., c_out, c_in_g, kh, kw)`` -> ``(B, c_out_g, c_in_g, kh, kw)``, B over batch
-    and groups."""
-    lead, (c_out, c_in_g, kh, kw) = kernel.shape[:-4], kernel.shape[-4:]
-    if c_out % groups:
-        raise ValueError(f"groups={groups} must divide c_out={c_out}")
-    return kernel.reshape(-1, c_out // groups, c_in_g, kh, kw), (*lead, groups)
-
-
 def _row_sums(kernel_t: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """:math:`\\sum_{j,\\delta} |K_T[i,j,\\delta]|\\, q_j` for ``K_T`` of shape
     ``(B, c, c, s, s)``; ``weights`` ``q`` of shape ``(B, c)`` or None."""
@@ -445,122 +412,24 @@ def _row_sums(kernel_t: torch.Tensor, weights: torch.Tensor | None = None) -> to
 def _kernel_factors(kernel: torch.Tensor, n_iter: int) -> torch.Tensor:
     """:math:`t_i = (\\sum_{j,\\delta} |K_T[i,j,\\delta]|)^{2^{-T}}` for a batch
     ``(B, c, c', kh, kw)`` (rows ``i`` = the first channel axis), shape ``(B, c)``."""
-    x, log_scale = _kernel_gram_log_iterate(kernel, n_iter)
-    return _root_of_scaled(log_scale[..., None], _row_sums(x), 2.0**-n_iter)
+    return kernel_gram_row_factors(kernel, n_iter, root=2.0**-n_iter)
 
 
-def rescaling_factors(kernel: torch.Tensor, n_iter: int, *, groups: int = 1) -> torch.Tensor:
-    """Spectral-rescaling factors of a conv kernel, one per output channel.
-
-    Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), Sec. 5 (spectral rescaling),
-    docs/proofs.md, theorems SR1-SR5: with :math:`K_1 = K \\star K` (full spatial
-    self-correlation on the output side, ``c_out x c_out`` channels) and
-    :math:`K_{t+1} = K_t \\star K_t`,
-
-    .. math:: t_i = \\Big(\\sum_{j,\\delta} |K_T[i,j,\\delta]|\\Big)^{2^{-T}}.
-
-    Then :math:`\\|\\mathrm{diag}(t)^{-1}\\,\\mathrm{op}(K)\\|_2 \\le 1` for circular padding
-    (any size), zero padding (any size and pad), any stride and any dilation (Schur test and
-    Löwner–Heinz; theorem SR1), and :math:`\\max_i t_i` is the ``gram_zero`` bound on the
-    output side. ``T = 1`` is AOL (Prach & Lampert 2022) on the output side. The factors do
-    not depend on the dilation (the self-correlation of a dilated kernel is the dilated
-    self-correlation), so pass the undilated kernel.
-
-    Parameters
-    ----------
-    kernel : torch.Tensor
-        ``(..., c_out, c_in // groups, kh, kw)``, real; leading dimensions are a batch.
-    n_iter : int
-        ``T >= 1`` self-correlations.
-    groups : int
-        Block-diagonal channel groups, as in ``torch.nn.Conv2d``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., c_out)``, non-negative; ``t_i = 0`` exactly (no NaN) for a zero output channel.
-        Differentiable in ``kernel``.
-    """
-    kernel = _check_tensor(kernel, "kernel", 4, real=True)
-    n_iter = _check_n_iter(n_iter, 1)
-    batch, lead = _as_batch(kernel, groups)
-    with tf32_disabled():
-        return _kernel_factors(batch, n_iter).reshape(*lead[:-1], -1)
-
-
-def rescaling_factors_dense(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
-    """Spectral-rescaling factors of a matrix, one per row (Delattre et al. 2024;
-    docs/proofs.md, theorem SR4).
-
-    With :math:`M = (W W^\\top)^{2^{T-1}}`: :math:`t_i = (\\sum_j |M_{ij}|)^{2^{-T}}` and
-    :math:`\\|\\mathrm{diag}(t)^{-1} W\\|_2 \\le 1`. ``T = 1`` is AOL on the rows.
-
-    Parameters
-    ----------
-    matrix : torch.Tensor
-        ``(..., p, q)``, real; leading dimensions are a batch.
-    n_iter : int
-        ``T >= 1``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., p)``; 0 exactly for a zero row. Differentiable.
-    """
-    matrix = _check_tensor(matrix, "matrix", 2, real=True)
-    n_iter = _check_n_iter(n_iter, 1)
-    return rescaling_factors(matrix[..., None, None], n_iter)
-
-
-def rescaling_factors_residual(
-    kernel_or_matrix: torch.Tensor, n_iter: int, q: torch.Tensor
+def kernel_gram_row_factors(
+    kernel: torch.Tensor, n_iter: int, *, root: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Residual (SLL-style) rescaling factors with positive weights ``q``
-    (docs/proofs.md, theorem SR5).
+    """``(sum_{j, delta} |K_T[i, j, delta]| q_j) ** root`` per row ``i`` of the iterated
+    self-correlation :math:`K_T` (Delattre et al. 2024; :func:`_kernel_gram_log_iterate`) of a
+    batch ``(B, c, c', kh, kw)``, shape ``(B, c)``; ``q = 1`` when ``weights`` is None.
 
-    .. math:: t^{\\mathrm{res}}_i = \\Big(\\sum_{j(,\\delta)} |M_{ij(\\delta)}|\\,
-              \\frac{q_j}{q_i}\\Big)^{2^{-(T-1)}},
-
-    with :math:`M = K_T` for a kernel (``(c_out, c_in, kh, kw)``) or
-    :math:`M = (W W^\\top)^{2^{T-1}}` for a matrix (``(p, q)``). For every ``q > 0``,
-    :math:`W W^\\top \\preceq \\mathrm{diag}(t^{\\mathrm{res}})` (weighted Schur test and
-    Löwner–Heinz), the condition of the SLL block :math:`x - 2 W T^{-1}\\sigma(W^\\top x + b)`
-    (Araujo et al., ICLR 2023); with ``q = 1``, :math:`t^{\\mathrm{res}} = t^2`. Note the
-    exponent: these are *squared* scales.
-
-    Parameters
-    ----------
-    kernel_or_matrix : torch.Tensor
-        A 4-D conv kernel or a 2-D matrix, real.
-    n_iter : int
-        ``T >= 1``.
-    q : torch.Tensor
-        Positive weights, shape ``(c_out,)`` (rows of the matrix).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(c_out,)``; 0 for a zero row. Differentiable in both arguments.
+    The scale of :math:`K_T` is kept as a logarithm until the root is taken, so neither the
+    iterates nor the factors overflow; a zero row gives exactly 0 (zero gradient, not NaN).
+    Differentiable in ``kernel`` and ``weights``; TF32 off on CUDA.
     """
-    x = _check_tensor(kernel_or_matrix, "kernel_or_matrix", 2, real=True)
-    n_iter = _check_n_iter(n_iter, 1)
-    if x.dim() == 2:
-        x = x[..., None, None]
-    elif x.dim() != 4:
-        raise ValueError(
-            "kernel_or_matrix must be a 2-D matrix or a 4-D conv kernel, got shape "
-            f"{tuple(kernel_or_matrix.shape)}"
-        )
-    q = _check_tensor(q, "q", 1)
-    if q.shape != (x.shape[0],):
-        raise ValueError(f"q must have shape ({x.shape[0]},) (one per row), got {tuple(q.shape)}")
-    if not bool((q > 0).all()):
-        raise ValueError("q must be positive")
     with tf32_disabled():
-        k_t, log_scale = _kernel_gram_log_iterate(x[None], n_iter)
-    q = q.to(x.dtype)
-    weighted = _row_sums(k_t, q[None])[0] / q
-    return _root_of_scaled(log_scale, weighted, 2.0 ** -(n_iter - 1))
+        x, log_scale = _kernel_gram_log_iterate(kernel, n_iter)
+    sums = _row_sums(x, weights)
+    return _root_of_scaled(log_scale[..., None], sums, root)
 
 
 # ------------------------------------------------------------------ torch cores of the methods
@@ -592,7 +461,7 @@ def _gram_zero_torch(kernel: torch.Tensor, layer: ConvLayer, *, n_iter: int = 4)
 
     ``kernel`` ``(..., c_out, c_in_g, kh, kw)`` -> shape ``(...)``; differentiable.
     """
-    n_iter = _check_n_iter(n_iter, 1)
+    n_iter = check_count(n_iter, "n_iter", 1)
     batch, lead = _kernel_batch(kernel, layer)
     factors = _kernel_factors(_fewer_channels_side(batch, layer.groups), n_iter)
     return factors.reshape(batch.shape[0], -1).amax(dim=-1).reshape(lead)
@@ -739,7 +608,7 @@ def _gram_circular_torch(
     sit that much below the exact norm; the float64 :class:`Bound` path is
     the one the rounding allowances are stated for.
     """
-    n_iter = _check_n_iter(n_iter, 0)
+    n_iter = check_count(n_iter, "n_iter", 0)
     if chunk is not None and (not isinstance(chunk, numbers.Integral) or chunk < 1):
         raise ValueError(f"chunk must be None or a positive int, got {chunk!r}")
     require_circulant(layer)
@@ -782,7 +651,7 @@ def _dense_operator_torch(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tenso
 
 def _gram_dense_torch(kernel: torch.Tensor, layer: ConvLayer, *, n_iter: int = 6) -> torch.Tensor:
     """Torch core of ``gram_dense``: :func:`gram_iteration` on the dense operator matrix."""
-    n_iter = _check_n_iter(n_iter, 0)
+    n_iter = check_count(n_iter, "n_iter", 0)
     batch, lead = _kernel_batch(kernel, layer)
     return gram_iteration(_dense_operator_torch(batch, layer), n_iter).reshape(lead)
 
@@ -836,7 +705,7 @@ def gram_dense(layer: ConvLayer, *, n_iter: int = 6, max_bytes: int | None = Non
     every padding, stride, dilation and groups at the given input size. The matrix is
     :func:`specbound.operators.conv_matrix` (refused above ``max_bytes``).
     """
-    n_iter = _check_n_iter(n_iter, 0)
+    n_iter = check_count(n_iter, "n_iter", 0)
     matrix = torch.as_tensor(conv_matrix(layer.kernel, layer.spec, max_bytes=max_bytes))
     with torch.no_grad():
         value = float(gram_iteration(matrix, n_iter))

@@ -27,17 +27,11 @@ import torch.nn.functional as F
 
 from ..operators.conv_layer import ConvLayer
 from ..operators.frequency import FrequencyEngine
-from ..spec import Pair, _pair
+from ..spec import Pair, check_pair
+from ._numerics import as_float64, safe_sqrt, scale_down, scale_up
 from .base import SIZE_NONE, Bound, register
 from .embedding import dilated_degree, require_symbol_bounded
-from .exact import (
-    NORMS,
-    as_float64,
-    safe_sqrt,
-    scale_down,
-    scale_up,
-    symbol_grid_max,
-)
+from .sedghi import NORMS, symbol_grid_max
 
 FACTORS = ("araujo", "secant")
 DEFAULT_SAMPLES = 50
@@ -91,7 +85,7 @@ def correction_factor(degree: Pair, samples: Pair, factor: str) -> float:
 def grid_samples(layer: ConvLayer, n_samples: Any) -> Pair:
     """Samples per axis: ``n_samples`` if given, else ``max(50, 2 D)``."""
     if n_samples is not None:
-        return _pair(n_samples, "n_samples", 1)
+        return check_pair(n_samples, "n_samples", 1)
     return tuple(max(DEFAULT_SAMPLES, 2 * dd) for dd in dilated_degree(layer))
 
 

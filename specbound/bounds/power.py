@@ -34,8 +34,8 @@ from scipy.special import betainc
 from ..operators.conv_layer import ConvLayer
 from ..rigorous.witness import operator_lower
 from ..spec import check_real
+from ._numerics import binary_exponent
 from .base import SIZE_GIVEN, Bound, register
-from .exact import binary_exponent
 
 
 def certified_ratio(layer: ConvLayer, witness: np.ndarray) -> tuple[float, float]:

@@ -35,7 +35,10 @@ from .rescaling import (
     SRConv2d,
     SRLinear,
     rescale,
+    rescaling_factors,
+    rescaling_factors_dense,
     rescaling_factors_for,
+    rescaling_factors_residual,
     spectral_rescaling_,
 )
 from .sll import SLLConv2d, SLLLinear, sll_factors
@@ -70,7 +73,10 @@ __all__ = [
     "padding_norm",
     "padding_norm_bound",
     "rescale",
+    "rescaling_factors",
+    "rescaling_factors_dense",
     "rescaling_factors_for",
+    "rescaling_factors_residual",
     "sll_factors",
     "spectral_rescaling_",
 ]

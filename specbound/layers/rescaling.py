@@ -3,7 +3,7 @@
 Delattre, Barthélemy & Allauzen, "Spectral Norm of Convolutional Layers with Circular and Zero
 Paddings", arXiv 2402.00240 (2024), spectral rescaling; ``n_iter = 1`` is AOL (Prach & Lampert,
 "Almost-Orthogonal Layers for Efficient General-Purpose Lipschitz Networks", ECCV 2022, Thm. 1
-and Lemma 2). The factors come from :func:`specbound.bounds.gram.rescaling_factors`:
+and Lemma 2). The factors come from :func:`rescaling_factors`:
 
 .. math::
 
@@ -55,8 +55,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ..bounds.gram import rescaling_factors, rescaling_factors_dense
+from ..bounds.gram import kernel_gram_row_factors
 from ..certify import Certificate
+from ..spec import check_count, check_tensor
 from ._base import (
     CachedTransform,
     ConstrainedConv2d,
@@ -66,6 +67,175 @@ from ._base import (
     resolve_geometry,
 )
 
+
+# ------------------------------------------------------------------ the factors
+def _as_batch(kernel: torch.Tensor, groups: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``(..., c_out, c_in_g, kh, kw)`` -> ``(B, c_out_g, c_in_g, kh, kw)``, B over batch
+    and groups."""
+    lead, (c_out, c_in_g, kh, kw) = kernel.shape[:-4], kernel.shape[-4:]
+    if c_out % groups:
+        raise ValueError(f"groups={groups} must divide c_out={c_out}")
+    return kernel.reshape(-1, c_out // groups, c_in_g, kh, kw), (*lead, groups)
+
+
+
+def rescaling_factors(kernel: torch.Tensor, n_iter: int, *, groups: int = 1) -> torch.Tensor:
+    """Spectral-rescaling factors of a conv kernel, one per output channel.
+
+    Delattre, Barthélemy & Allauzen 2024 (arXiv 2402.00240), Sec. 5 (spectral rescaling),
+    theorems SR1-SR5 (:doc:`/proofs`): with :math:`K_1 = K \\star K` (full spatial
+    self-correlation on the output side, ``c_out x c_out`` channels) and
+    :math:`K_{t+1} = K_t \\star K_t`,
+
+    .. math:: t_i = \\Big(\\sum_{j,\\delta} |K_T[i,j,\\delta]|\\Big)^{2^{-T}}.
+
+    Then :math:`\\|\\mathrm{diag}(t)^{-1}\\,\\mathrm{op}(K)\\|_2 \\le 1` for circular padding
+    (any size), zero padding (any size and pad), any stride and any dilation (Schur test and
+    Löwner–Heinz; theorem SR1), and :math:`\\max_i t_i` is the ``gram_zero`` bound on the
+    output side. ``T = 1`` is AOL (Prach & Lampert 2022) on the output side. The factors do
+    not depend on the dilation (the self-correlation of a dilated kernel is the dilated
+    self-correlation), so pass the undilated kernel.
+
+    Parameters
+    ----------
+    kernel : torch.Tensor
+        ``(..., c_out, c_in // groups, kh, kw)``, real; leading dimensions are a batch.
+    n_iter : int
+        ``T >= 1`` self-correlations.
+    groups : int
+        Block-diagonal channel groups, as in ``torch.nn.Conv2d``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., c_out)``, non-negative; ``t_i = 0`` exactly (no NaN) for a zero output channel.
+        Differentiable in ``kernel``.
+
+    References
+    ----------
+    * B. Delattre, A. Allauzen and Q. Barthélemy, "Spectral Norm of Convolutional Layers with
+      Circular and Zero Paddings", arXiv:2402.00240, 2024, Sec. 5 (spectral rescaling).
+    * B. Prach and C. H. Lampert, "Almost-Orthogonal Layers for Efficient General-Purpose
+      Lipschitz Networks", ECCV 2022, Thm. 1 (``n_iter=1``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound.layers import rescaling_factors
+    >>> k = torch.zeros(2, 2, 3, 3, dtype=torch.float64)
+    >>> k[0, 0, 1, 1], k[1, 1, 0, 0] = 3.0, -2.0  # one tap per channel pair: t_i = |tap|
+    >>> [round(t, 12) for t in rescaling_factors(k, 2).tolist()]
+    [3.0, 2.0]
+    """
+    kernel = check_tensor(kernel, "kernel", 4, real=True)
+    n_iter = check_count(n_iter, "n_iter", 1)
+    batch, lead = _as_batch(kernel, groups)
+    factors = kernel_gram_row_factors(batch, n_iter, root=2.0**-n_iter)
+    return factors.reshape(*lead[:-1], -1)
+
+
+def rescaling_factors_dense(matrix: torch.Tensor, n_iter: int) -> torch.Tensor:
+    """Spectral-rescaling factors of a matrix, one per row (Delattre et al. 2024;
+    theorem SR4).
+
+    With :math:`M = (W W^\\top)^{2^{T-1}}`: :math:`t_i = (\\sum_j |M_{ij}|)^{2^{-T}}` and
+    :math:`\\|\\mathrm{diag}(t)^{-1} W\\|_2 \\le 1`. ``T = 1`` is AOL on the rows.
+
+    Parameters
+    ----------
+    matrix : torch.Tensor
+        ``(..., p, q)``, real; leading dimensions are a batch.
+    n_iter : int
+        ``T >= 1``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., p)``; 0 exactly for a zero row. Differentiable.
+
+    References
+    ----------
+    * B. Delattre, A. Allauzen and Q. Barthélemy, arXiv:2402.00240, 2024, Sec. 5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound.layers import rescaling_factors_dense
+    >>> [round(t, 12) for t in rescaling_factors_dense(4 * torch.eye(2), 3).tolist()]
+    [4.0, 4.0]
+    """
+    matrix = check_tensor(matrix, "matrix", 2, real=True)
+    n_iter = check_count(n_iter, "n_iter", 1)
+    return rescaling_factors(matrix[..., None, None], n_iter)
+
+
+def rescaling_factors_residual(
+    kernel_or_matrix: torch.Tensor, n_iter: int, q: torch.Tensor
+) -> torch.Tensor:
+    """Residual (SLL-style) rescaling factors with positive weights ``q``
+    (theorem SR5).
+
+    .. math:: t^{\\mathrm{res}}_i = \\Big(\\sum_{j(,\\delta)} |M_{ij(\\delta)}|\\,
+              \\frac{q_j}{q_i}\\Big)^{2^{-(T-1)}},
+
+    with :math:`M = K_T` for a kernel (``(c_out, c_in, kh, kw)``) or
+    :math:`M = (W W^\\top)^{2^{T-1}}` for a matrix (``(p, q)``). For every ``q > 0``,
+    :math:`W W^\\top \\preceq \\mathrm{diag}(t^{\\mathrm{res}})` (weighted Schur test and
+    Löwner–Heinz), the condition of the SLL block :math:`x - 2 W T^{-1}\\sigma(W^\\top x + b)`
+    (Araujo et al., ICLR 2023); with ``q = 1``, :math:`t^{\\mathrm{res}} = t^2`. Note the
+    exponent: these are *squared* scales.
+
+    Parameters
+    ----------
+    kernel_or_matrix : torch.Tensor
+        A 4-D conv kernel or a 2-D matrix, real.
+    n_iter : int
+        ``T >= 1``.
+    q : torch.Tensor
+        Positive weights, shape ``(c_out,)`` (rows of the matrix).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(c_out,)``; 0 for a zero row. Differentiable in both arguments.
+
+    References
+    ----------
+    * A. Araujo, A. Havens, B. Delattre, A. Allauzen and B. Hu, "A Unified Algebraic
+      Perspective on Lipschitz Neural Networks", ICLR 2023, Thm. 3 (the SLL condition).
+    * B. Delattre, A. Allauzen and Q. Barthélemy, arXiv:2402.00240, 2024, Sec. 5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from specbound.layers import rescaling_factors_residual
+    >>> w = torch.eye(2, dtype=torch.float64) * 3
+    >>> t_res = rescaling_factors_residual(w, 1, torch.ones(2, dtype=torch.float64))
+    >>> [round(t, 12) for t in t_res.tolist()]  # t**2 for q = 1
+    [9.0, 9.0]
+    """
+    x = check_tensor(kernel_or_matrix, "kernel_or_matrix", 2, real=True)
+    n_iter = check_count(n_iter, "n_iter", 1)
+    if x.dim() == 2:
+        x = x[..., None, None]
+    elif x.dim() != 4:
+        raise ValueError(
+            "kernel_or_matrix must be a 2-D matrix or a 4-D conv kernel, got shape "
+            f"{tuple(kernel_or_matrix.shape)}"
+        )
+    q = check_tensor(q, "q", 1)
+    if q.shape != (x.shape[0],):
+        raise ValueError(f"q must have shape ({x.shape[0]},) (one per row), got {tuple(q.shape)}")
+    if not bool((q > 0).all()):
+        raise ValueError("q must be positive")
+    q = q.to(x.dtype)
+    # (sum_j |M_ij| q_j / q_i)^r = (sum_j |M_ij| q_j)^r / q_i^r: the log-scaled row sums of K_T
+    root = 2.0 ** -(n_iter - 1)
+    weighted = kernel_gram_row_factors(x[None], n_iter, root=root, weights=q[None])[0]
+    return weighted / q**root
+
+
+# ------------------------------------------------------------------ the layers
 SIDES = ("input", "output")
 
 

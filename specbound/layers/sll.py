@@ -16,7 +16,7 @@ in ``[-1, 1]``.
 
 ``T`` here is the residual spectral-rescaling factor with learnable positive weights ``q``
 (Delattre et al. 2024, arXiv 2402.00240; docs/proofs.md, theorem SR5),
-:func:`specbound.bounds.gram.rescaling_factors_residual`:
+:func:`specbound.layers.rescaling_factors_residual`:
 ``t_i = (sum_{j, delta} |K_T[i, j, delta]| q_j / q_i)^{2^{-(T-1)}}`` with ``C C^T <= diag(t)``
 for every ``q > 0`` (weighted Schur test and Löwner–Heinz). ``n_iter = 1`` is the SLL matrix
 ``T_ii = sum_j |C C^T|_ij q_j / q_i`` of the paper.
@@ -36,10 +36,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..bounds.gram import rescaling_factors_residual
 from ..certify import Certificate, certify
 from ._base import linear_certify, padding_compensation, resolve_geometry
 from .padding import pad2d, pad2d_adjoint
+from .rescaling import rescaling_factors_residual
 
 
 def _check_n_iter(n_iter: Any) -> int:

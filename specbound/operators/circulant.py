@@ -130,7 +130,7 @@ def polyphase_kernel(layer: ConvLayer) -> np.ndarray:
     >>> import specbound as sb
     >>> from specbound.operators import polyphase_kernel
     >>> spec = sb.ConvSpec(padding="circular", input_size=(8, 8), stride=2)
-    >>> layer = ConvLayer(np.ones((3, 2, 3, 3)), spec, need_size=True)
+    >>> layer = sb.operators.ConvLayer(np.ones((3, 2, 3, 3)), spec, need_size=True)
     >>> polyphase_kernel(layer).shape  # (c_out, c_in * s_h * s_w, H / s_h, W / s_w)
     (3, 8, 4, 4)
     """
@@ -170,7 +170,7 @@ def frequency_matrices(
     >>> import specbound as sb
     >>> from specbound.operators import frequency_matrices
     >>> spec = sb.ConvSpec(padding="circular", input_size=(4, 4))
-    >>> layer = ConvLayer(np.ones((1, 1, 3, 3)), spec, need_size=True)
+    >>> layer = sb.operators.ConvLayer(np.ones((1, 1, 3, 3)), spec, need_size=True)
     >>> (blocks,) = frequency_matrices(layer)
     >>> blocks.shape  # (groups, frequencies, c_out, c_in)
     (1, 16, 1, 1)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..spec import ConvSpec, _pair, as_kernel
+from ..spec import ConvSpec, as_kernel, check_pair
 from .conv_layer import ConvLayer
 from .frequency import FrequencyEngine
 
@@ -53,7 +53,7 @@ def symbol(kernel: Any, omega: Any, *, dilation: Any = 1, groups: int = 1) -> np
     layer = ConvLayer(kernel, ConvSpec(groups=groups))
     k, d = layer.dense_channel_taps(), layer.d
     if d == 2:
-        dil: tuple[int, ...] = _pair(dilation, "dilation", 1)
+        dil: tuple[int, ...] = check_pair(dilation, "dilation", 1)
     elif isinstance(dilation, (int, np.integer)):
         dil = (int(dilation),) * d
     else:

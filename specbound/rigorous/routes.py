@@ -97,6 +97,7 @@ def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -
         flat = mats.reshape(-1, p, q)
         res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
         upper = max_upper(upper, float(res.upper.max()))
+        notes.extend(n for n in res.notes if n not in notes)  # e.g. Frobenius caps kept
         if res.vector is not None and res.lower > lower:
             gi, flat = divmod(res.argmax, len(rows) * half)
             ui, other = divmod(flat, half)

@@ -83,6 +83,7 @@ from .specs import (
 )
 from .strategies import KERNEL_FAMILIES, conv_specs, kernels, layers, valid_geometry
 from .torchconv import CONV_MODULES, torch_conv_matrix
+from .torchvision import torchvision_models
 
 __all__ = [
     "ADVERSARIAL_FAMILIES",
@@ -116,6 +117,7 @@ __all__ = [
     "repeated_top_matrix",
     "symbol_bounded_specs",
     "torch_conv_matrix",
+    "torchvision_models",
     "valid_geometry",
     "with_singular_values",
     "within_symbol_domain",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..operators.conv_layer import ConvLayer
+from ._numerics import as_float64, scale_down, scale_up, top_singular_value
 from .base import Bound, register
-from .exact import as_float64, scale_down, scale_up, top_singular_value
 
 
 def reshaped_norm(kernel: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
