@@ -565,6 +565,9 @@ def certified_row(an: Analysis, op: _Op) -> None:
             if spec.padding != "zeros":  # the per-axis maps' Kronecker product (L16)
                 for n_ax, (lo, hi) in zip(hw, pads, strict=True):
                     pad_norm = pad_norm * padding_operator_norm(n_ax, lo, hi, spec.padding)
+            # pad_norm: d square roots and d - 1 products (2-D's count of 2 is covered by
+            # _up's (ops + 1) u and its final ulp; 3-D takes the full count)
+            pad_ops = 2 if d == 2 else 2 * d - 1
             axes = "((top, bottom), (left, right))" if d == 2 else "((lo, hi) per axis)"
             row.notes.append(
                 f"{spec.padding} padding {pads} {axes}, stride "
@@ -574,14 +577,14 @@ def certified_row(an: Analysis, op: _Op) -> None:
         else:
             k4 = kernel[:, :, None, None]  # W as a 1x1 convolution on a 1x1 input
             cert = an.certifier(k4, ConvSpec("zeros", "valid", (1, 1)))
-            pad_norm = 1.0
+            pad_norm, pad_ops = 1.0, 2
         lower, upper = cert.lower, cert.upper
         if op.merge_error:
-            err = _up(op.merge_error * _up(pad_norm, 2), 2)
+            err = _up(op.merge_error * _up(pad_norm, pad_ops), 2)
             upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
             row.notes.append(f"merge rounding allowance {err:.3g} added to the bracket")
         if op.fold is not None:
-            err = _fold_allowance(k4, _up(pad_norm, 2))
+            err = _fold_allowance(k4, _up(pad_norm, pad_ops))
             upper, lower = _up(upper + err, 1), _down(max(0.0, lower - err), 1)
             row.notes.append(f"fold rounding allowance {err:.3g} added to the bracket")
         row.lower, row.upper = lower, upper

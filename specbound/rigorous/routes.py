@@ -99,8 +99,8 @@ def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -
         upper = max_upper(upper, float(res.upper.max()))
         notes.extend(n for n in res.notes if n not in notes)  # e.g. Frobenius caps kept
         if res.vector is not None and res.lower > lower:
-            gi, flat = divmod(res.argmax, len(rows) * half)
-            ui, other = divmod(flat, half)
+            gi, index = divmod(res.argmax, len(rows) * half)
+            ui, other = divmod(index, half)
             freq = (int(rows[ui]), *(int(v) for v in np.unravel_index(other, rest)))
             lower, best = res.lower, (gi, freq, res.vector)
     witness = None
@@ -666,8 +666,10 @@ def padded_route(layer: ConvLayer, ctx: Context) -> Bracket:
         ),
     )
     inner = zero_given_route(valid, ctx, tighten=False)
-    # d square roots, d - 1 products in p_norm and one product here: 2d roundings
-    upper = up(p_norm * inner.upper, 2 * layer.d)
+    # d square roots, d - 1 products in p_norm and one product here: 2d roundings; the
+    # 2-D count of 2 (kept: its results unchanged) is covered by up()'s (ops + 1) u and its
+    # final step of one ulp (> u relative), 3-D takes the full count
+    upper = up(p_norm * inner.upper, 2 if layer.d == 2 else 2 * layer.d)
     x = _witness_direction(layer, None, ctx)
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
