@@ -102,6 +102,12 @@ def _cases_example(module: torch.nn.Module, size: tuple[int, ...], seed: int = 0
         torch.nn.Conv3d(2, 4, 2, 2, padding=2, groups=2, padding_mode="circular"), (2, 2, 3)
     )
 )
+@example(  # block circulant with strides: the 3-D circulant route and its plane wave
+    _cases_example(
+        torch.nn.Conv3d(2, 2, (3, 1, 3), (2, 1, 2), (1, 0, 1), padding_mode="circular"),
+        (4, 3, 2),
+    )
+)
 def test_conv3d_bracket_holds_against_torch_and_dense(case):
     conv, size = case
     cert = sb.certify(conv, input_size=size, rtol=1e-6)
@@ -111,6 +117,7 @@ def test_conv3d_bracket_holds_against_torch_and_dense(case):
     _assert_bracket(cert, torch_exact)
     _assert_bracket(cert, dense_exact)
     assert cert.spec.ndim == 3
+    assert cert.verify()  # the witness (a 3-D plane wave on the circulant route) re-evaluated
 
 
 @settings(max_examples=30, deadline=None)
@@ -137,6 +144,7 @@ def test_transposed_bracket_holds_against_torch_and_dense(case):
     _assert_bracket(cert, torch_exact)
     _assert_bracket(cert, dense_exact)
     assert any("adjoint" in n or "zero map" in n for n in cert.notes)
+    assert cert.verify()
 
 
 @settings(max_examples=15, deadline=None)
