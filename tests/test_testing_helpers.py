@@ -297,6 +297,5 @@ def test_conv1d_and_conv2d_agree_with_specbound_operators(layer):
         dilation=dilation,
         padding_mode=mode,
     )
-    spec = ConvSpec.from_module(mod, n)
-    kernel = w if len(n) == 2 else w[:, :, None, :]  # a Conv1d is the one-row Conv2d
-    assert np.array_equal(torch_conv_matrix(mod, n), conv_matrix(kernel, spec))
+    spec = ConvSpec.from_module(mod, n)  # a Conv1d is a 1-D spec, its weight a 1-D kernel
+    assert np.array_equal(torch_conv_matrix(mod, n), conv_matrix(w, spec))
