@@ -38,6 +38,7 @@ import torch
 
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
+from .rigorous.groups import grouped_route
 from .rigorous.rounding import scale_back_outward
 from .rigorous.routes import (
     Bracket,
@@ -360,6 +361,13 @@ def _unscale(value: float, j: int, upward: bool) -> float:
 
 
 def _route(layer: Layer, ctx: Context) -> Bracket:
+    if layer.groups > 1:  # block diagonal after permuting channels: max over groups (L12)
+        batched = layer.spec.input_size is None or layer.is_circulant
+        return grouped_route(layer, ctx, _layer_route, batched=batched)
+    return _layer_route(layer, ctx)
+
+
+def _layer_route(layer: Layer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
         if spec.stride == (1, 1):

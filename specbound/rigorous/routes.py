@@ -446,14 +446,17 @@ def embedding_layers(layer: Layer) -> list[Layer]:
     return out
 
 
-def zero_given_route(layer: Layer, ctx: Context, *, tighten: bool = True) -> Bracket:
-    """Zero padding at a given size: dense when it fits, else the circular embedding upper
-    bound with a Lanczos witness on the true operator; when that misses ``rtol`` (and
-    ``tighten``), the verified Cholesky test closes the gap (:func:`cholesky_tighten`).
+def zero_given_route(
+    layer: Layer, ctx: Context, *, tighten: bool = True, dense: bool = True
+) -> Bracket:
+    """Zero padding at a given size: dense when it fits (and ``dense``), else the circular
+    embedding upper bound with a Lanczos witness on the true operator; when that misses
+    ``rtol`` (and ``tighten``), the verified Cholesky test closes the gap
+    (:func:`cholesky_tighten`).
 
     With the Cholesky step feasible (memory, time), one embedding size is enough to start
     from; the other sizes run only if the Cholesky step leaves the gap above ``rtol``."""
-    if dense_fits(layer):
+    if dense and dense_fits(layer):
         return dense_route(layer, ctx)
     embeddings = embedding_layers(layer)
     if not embeddings:
