@@ -21,6 +21,10 @@ reflect / replicate / other circular        padding-operator norm times the unpa
                                             operator; Lanczos witness
 zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein cells refined
                                             around the maximisers
+``groups > 1``                              the maximum over the distinct groups (L12):
+                                            batched where the route is (circulant, every
+                                            size), else group by group from the highest
+                                            embedding cap (:mod:`.rigorous.groups`)
 ==========================================  =================================================
 """
 
@@ -467,7 +471,7 @@ def certify(
 
     References
     ----------
-    * docs/certify.md, the lemmas L1-L11 and the strategy per layer (section 3) that this
+    * docs/certify.md, the lemmas L1-L12 and the strategy per layer (section 3) that this
       function implements; docs/proofs.md, theorems G1 (circular embedding) and G5
       (Bernstein cells).
     * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",

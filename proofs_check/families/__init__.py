@@ -20,6 +20,7 @@ ORDER = (
     "audit_rules",
     "audit",
     "verified",
+    "groups",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 
