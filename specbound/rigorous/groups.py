@@ -241,6 +241,7 @@ def grouped_route(layer: Layer, ctx: Context, route: Route, *, batched: bool) ->
 
 def _branch_and_bound(split: GroupSplit, ctx: Context, route: Route, head: str) -> Bracket:
     caps = group_caps(split, ctx)
+    caps = np.where(np.isnan(caps), math.inf, caps)  # a NaN is no bound
     uppers = caps.copy()
     lower, best = 0.0, None
     results: dict[int, Bracket] = {}
