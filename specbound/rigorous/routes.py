@@ -163,6 +163,17 @@ def _cells(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, half
 
 
+def cell_shrink(rho: np.ndarray) -> np.ndarray:
+    """A lower bound on ``cos(rho / 2)`` for an upper bound ``rho`` on a cell's
+    ``D_1 h_1 + D_2 h_2``, and 0 (no bound) from ``rho >= pi`` (L8): a cell's centre value
+    is at least ``S`` times this when the cell holds a maximiser. The computed cosine of a
+    value in ``[0, pi/2]`` errs by at most a few ulps of a number at most 1, far below the
+    ``1e-14`` subtracted."""
+    rho = np.asarray(rho, dtype=np.float64)
+    ok = rho < math.pi * (1 - 1e-12)
+    return np.where(ok, np.clip(np.cos(np.where(ok, rho, 0.0) / 2) - 1e-14, 0.0, 1.0), 0.0)
+
+
 def check_every_size_pads(layer: Layer) -> None:
     """Refuse an every-size (``input_size=None``) layer for which the symbol supremum ``S``
     is not a bound: the submatrix property behind L8.
@@ -268,14 +279,16 @@ def every_size_route(layer: Layer, ctx: Context) -> Bracket:
 def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
     """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
 
-    Bernstein's inequality along a segment: for the top singular pair ``(u, v)`` at a
-    maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
-    degree ``D_i`` per axis, maximal (= ``S^2``) at ``w*``; along a direction ``delta`` its
-    second derivative is at most ``(D_1|delta_1| + D_2|delta_2|)^2 S^2``. So for the cell
-    (half-widths ``h``) that contains ``w*``, its centre ``c`` has
-    ``sigma_1(M(c))^2 >= f(c) >= S^2 (1 - rho^2 / 2)`` with ``rho = D_1 h_1 + D_2 h_2``.
-    Hence ``S <= max_cells sigma_1(M(c)) / sqrt(1 - rho_c^2 / 2)``; cells whose cap exceeds
-    the target are split in four until the gap closes. The half torus suffices because
+    The Bernstein-Szegő inequality along a segment (L8): for the top singular pair ``(u, v)``
+    at a maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
+    degree ``D_i`` per axis, with ``0 <= f <= S^2`` and ``f(w*) = S^2``; along the segment to
+    ``w`` the function ``F = 2 f / S^2 - 1`` is bounded by 1 and of exponential type
+    ``tau = D_1|delta_1| + D_2|delta_2|`` (per unit length), so ``F >= cos(tau t)`` and
+    ``f(w) >= S^2 cos^2(rho / 2)`` with ``rho = D_1|w_1 - w*_1| + D_2|w_2 - w*_2| <= pi``.
+    For the cell (half-widths ``h``) that contains ``w*``, its centre ``c`` has
+    ``rho <= D_1 h_1 + D_2 h_2``; hence ``S <= max_cells sigma_1(M(c)) / cos(rho_c / 2)``
+    (:func:`cell_shrink`); cells whose cap exceeds the target are split in four until the
+    gap closes. The half torus suffices because
     ``M(-w) = conj M(w)`` for a real kernel.
 
     Holds for every layer whose operator is a submatrix of the bi-infinite one (zero
@@ -306,8 +319,8 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         levels += 1
         f_all = centres.shape[0]
         rho = (d1 * half[:, 0] + d2 * half[:, 1]) * (1 + 8 * U)
-        ok = rho**2 < 2 * (1 - 1e-12)
-        shrink = np.where(ok, np.sqrt(np.clip((1 - rho**2 / 2) * (1 - 4 * U), 0, 1)), 0.0)
+        shrink = cell_shrink(rho)
+        ok = shrink > 0
         sigma = np.full(f_all, np.inf)
         processed = f_all
         # cells in chunks (bounded memory); after the first level the deadline is checked
@@ -344,9 +357,7 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         caps = np.full(f_all, np.inf)
         reached = ok.copy()
         reached[processed:] = False
-        caps[reached] = (
-            sigma[reached] / np.sqrt((1 - rho[reached] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
-        )
+        caps[reached] = sigma[reached] / shrink[reached] * (1 + 4 * U)
         caps = np.minimum(caps, parent_caps)  # a cell lies inside its enclosing cell
         target = lower / (1 - ctx.rtol)
         done = caps <= target
@@ -362,10 +373,10 @@ def symbol_sup_route(layer: Layer, ctx: Context, *, max_cells: int = 200_000) ->
         if evaluated + 4 * open_caps.size > max_cells:
             notes.append(f"stopped at {evaluated} symbol evaluations (max_cells={max_cells})")
             # the open cells kept Frobenius caps (lazy): verify them once for the final upper
-            open_c, open_rho = centres[~done], rho[~done]
+            open_c = centres[~done]
             tight = _verified_cell_sigma(sym, open_c, ctx, cells_per_chunk)
             if tight is not None:
-                again = tight / np.sqrt((1 - open_rho**2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+                again = tight / np.where(ok[~done], shrink[~done], 1.0) * (1 + 4 * U)
                 again = np.where(ok[~done], again, np.inf)
                 open_caps = np.minimum(open_caps, again)
                 upper = max(settled, float(open_caps.max()))
