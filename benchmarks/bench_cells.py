@@ -42,6 +42,7 @@ ev, lv = (int(v) for v in re.findall(r"(\d+) symbol evaluations over (\d+) level
 print(json.dumps({"median_s": statistics.median(times), "runs_s": times, "levels": lv,
     "evaluations": ev, "upper": cert.upper, "lower": cert.lower, "rel_gap": cert.rel_gap,
     "converged": cert.converged, "package": sb.__file__}))
+
 """
 
 
@@ -50,6 +51,7 @@ def child(path: str, c: int, rtol: float, repeat: int) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(c), str(rtol), str(repeat)],
         env=env,
+        cwd=path,  # ``python -c`` puts the working directory first on sys.path
         capture_output=True,
         text=True,
         check=True,
@@ -65,11 +67,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
+    before = str(Path(args.before).resolve())
     load_start = os.getloadavg()
     rows = []
     for c, rtol in CASES:
         row = {"channels": c, "rtol": rtol}
-        for label, path in ((args.before_label, args.before), ("after", here)):
+        for label, path in ((args.before_label, before), ("after", here)):
             row[label] = child(path, c, rtol, args.repeat)
         rows.append(row)
         print(json.dumps(row), flush=True)
