@@ -184,7 +184,7 @@ def _zero_group_upper(sub: Layer, ctx: Context) -> float:
         factor = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
             w, left, right, mode
         )
-    return up(ctx.kernel_error * kh * kw * factor, 2)
+    return up(ctx.kernel_error * kh * kw * factor, 6)  # two sqrt, three products
 
 
 def group_route(sub: Layer, ctx: Context, route: Route) -> Bracket:
