@@ -8,6 +8,7 @@ test) so that the branch and bound runs on small layers too.
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,49 @@ def test_depthwise_zeros_branch_and_bound_reaches_rtol(dense, rtol):
     assert cert.converged, cert.notes
     assert cert.rel_gap <= rtol
     assert "8 groups (8 distinct)" in cert.notes[0]
+
+
+@pytest.mark.parametrize("mode", ["replicate", "reflect", "zeros"])
+def test_groups_settled_by_one_cholesky_test_are_one_sided(mode, monkeypatch):
+    """Loose caps (the padding-operator factor of L7): most groups are settled by one
+    verified Cholesky test at the best lower bound, not by their own full route."""
+    monkeypatch.setattr(routes, "DENSE_GRAM_LIMIT", 0)
+    monkeypatch.setattr(groups_mod, "DENSE_GROUP_LIMIT", 0)
+    rng = np.random.default_rng(9)
+    kernel = rng.standard_normal((12, 1, 3, 3))
+    kernel[:6] *= 0.9  # close to the largest groups: their caps cannot settle them
+    spec = sb.ConvSpec(mode, "same", (10, 11), groups=12)
+    cert = sb.certify(kernel, spec, rtol=1e-3)
+    check(cert, truth(kernel, spec))
+    assert cert.converged
+    tested = int(re.search(r"(\d+) by one verified Cholesky test", cert.notes[0]).group(1))
+    if mode != "zeros":
+        assert tested > 0, cert.notes[0]
+
+
+@pytest.mark.parametrize("mode", ["zeros", "replicate", "reflect"])
+def test_one_cholesky_settle_is_one_sided_and_refuses_below_the_norm(mode, monkeypatch):
+    """``_settle`` proves ``||A_j|| <= lower (1 + rtol/2)``: never below the group's exact
+    norm; accepted when that ``mu`` is above the norm, refused when ``mu`` is just below."""
+    import torch
+
+    monkeypatch.setattr(groups_mod, "DENSE_GROUP_LIMIT", 0)  # small groups take it too
+
+    from specbound.rigorous.routes import CHOLESKY_THETA, Context
+
+    rng = np.random.default_rng(10)
+    kernel = rng.uniform(-1, 1, (3, 2, 3, 3))
+    layer = sb.ConvSpec(mode, "same", (9, 10), groups=3).layer(
+        np.concatenate([kernel, kernel[:, ::-1]])
+    )
+    rtol = 1e-3
+    ctx = Context(rtol=rtol, device=torch.device("cpu"), deadline=None, kernel_error=0.0)
+    for sub in split_groups(layer).layers:
+        exact = exact_norm(sub.kernel, sub.spec)
+        proved = groups_mod._settle(sub, ctx, exact)
+        assert proved is not None and proved >= exact
+        just_below = exact * (1 - 1e-12) / (1 + CHOLESKY_THETA * rtol)
+        assert groups_mod._settle(sub, ctx, just_below) is None
 
 
 # --------------------------------------------------------------------------- every size

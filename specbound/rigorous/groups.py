@@ -14,9 +14,10 @@ a NaN upper becomes ``inf``).
   size), the distinct groups go to it in one call;
 * otherwise (a given size with zero, reflect or replicate padding, or a circular layer that is
   not block-circulant) each distinct group gets a cheap rigorous cap from one batched
-  circular-embedding pass (:func:`group_caps`), and the groups are refined one at a time, the
-  highest cap first, by the cheapest route for a group alone, until every remaining cap is
-  within ``rtol`` of the best lower bound (branch and bound). ``max_seconds`` is split over
+  circular-embedding pass (:func:`group_caps`); the groups are then taken the highest cap
+  first: each is settled by one verified Cholesky test at the best lower bound so far, or
+  else refined alone by its cheapest route, until every remaining cap is within ``rtol`` of
+  the best lower bound (branch and bound). ``max_seconds`` is split over
   the groups still open; a group that runs out keeps its valid bracket.
 """
 
@@ -32,11 +33,15 @@ import torch
 
 from ..spec import Layer
 from .bracket import max_lower, max_upper
+from .cholesky import verified_norm_upper
 from .rounding import up
 from .routes import (
+    CHOLESKY_THETA,
     Bracket,
     Context,
+    cholesky_plan,
     embedding_layers,
+    padded_route,
     padding_operator_norm,
     zero_given_route,
 )
@@ -187,21 +192,47 @@ def _zero_group_upper(sub: Layer, ctx: Context) -> float:
     return up(ctx.kernel_error * kh * kw * factor, 6)  # two sqrt, three products
 
 
+def _settle(sub: Layer, ctx: Context, lower: float) -> float | None:
+    """Settle a group that its cap cannot: one verified Cholesky test (L9) of
+    ``||A_j|| <= mu = lower (1 + rtol / 2)``, with ``lower`` the best lower bound over the
+    groups so far (it only sets the test's shift; soundness does not depend on it). Returns
+    the proved upper bound, or None (no test fits, or it fails: the group is refined)."""
+    if lower <= 0 or sub.is_circulant or min(sub.in_dim, sub.out_dim) <= DENSE_GROUP_LIMIT:
+        return None
+    if not sub.kernel.any() or ctx.out_of_time():
+        return None
+    layout, skip = cholesky_plan(sub, ctx)
+    if skip is not None:
+        return None
+    mu = lower * (1 + CHOLESKY_THETA * ctx.rtol)
+    res = verified_norm_upper(
+        sub,
+        mu,
+        lower=lower,
+        kernel_error=ctx.kernel_error,
+        device=ctx.device,
+        deadline=ctx.deadline,
+        layout=layout,
+    )
+    return res.upper if res.accepted else None
+
+
 def group_route(sub: Layer, ctx: Context, route: Route) -> Bracket:
     """The cheapest route for one group alone at a given size: for zero padding, the
     circular embedding and the banded verified Cholesky test rather than the dense matrix
-    above :data:`DENSE_GROUP_LIMIT`; otherwise ``route``."""
+    above :data:`DENSE_GROUP_LIMIT`; for reflect, replicate and circular pads that are not
+    block-circulant, the padding-operator bound (L7) and the same Cholesky test, likewise;
+    otherwise ``route``."""
     if not sub.kernel.any():
         bound = _zero_group_upper(sub, ctx)
         x = np.zeros((sub.c_in, *sub.input_size))
         x.flat[0] = 1.0
         return Bracket(bound, 0.0, "zero_group", "zero_group", {"input": x})
-    if (
-        sub.spec.padding == "zeros"
-        and min(sub.in_dim, sub.out_dim) > DENSE_GROUP_LIMIT
-        and embedding_layers(sub)
-    ):
-        return zero_given_route(sub, ctx, dense=False)
+    if min(sub.in_dim, sub.out_dim) > DENSE_GROUP_LIMIT:
+        if sub.spec.padding == "zeros" and embedding_layers(sub):
+            return zero_given_route(sub, ctx, dense=False)
+        if sub.spec.padding != "zeros" and not sub.is_circulant:
+            return padded_route(sub, ctx, dense=False)
     return route(sub, ctx)
 
 
@@ -245,6 +276,7 @@ def _branch_and_bound(split: GroupSplit, ctx: Context, route: Route, head: str) 
     uppers = caps.copy()
     lower, best = 0.0, None
     results: dict[int, Bracket] = {}
+    tested: dict[int, str] = {}
     notes: list[str] = []
     for d in np.argsort(-caps, kind="stable"):
         d = int(d)
@@ -253,28 +285,44 @@ def _branch_and_bound(split: GroupSplit, ctx: Context, route: Route, head: str) 
             break  # sorted: every remaining cap is within rtol of the lower bound
         if ctx.out_of_time():
             notes.append(
-                f"stopped by max_seconds after {len(results)} groups: the others keep their "
-                "embedding caps"
+                f"stopped by max_seconds after {len(results) + len(tested)} groups: the others "
+                "keep their embedding caps"
             )
             break
         sub_ctx = ctx
-        if ctx.deadline is not None:  # split what is left over the groups still open
-            open_groups = int(np.sum(caps > target)) - len(results)
-            share = (ctx.deadline - time.perf_counter()) / max(1, open_groups)
+        if ctx.deadline is not None:
+            # half of what is left (all of it for the last open group): the highest caps,
+            # which most likely hold the norm, get the most time, and every later group a
+            # share; a group that runs out keeps its valid bracket
+            open_groups = int(np.sum(caps > target)) - len(results) - len(tested)
+            share = (ctx.deadline - time.perf_counter()) / min(2, max(1, open_groups))
             sub_ctx = replace(ctx, deadline=time.perf_counter() + share)
+        proved = _settle(split.layers[d], sub_ctx, lower)
+        if proved is not None:
+            uppers[d] = min(caps[d], proved)
+            tested[d] = "verified_cholesky"
+            continue
         res = group_route(split.layers[d], sub_ctx, route)
         results[d] = res
         uppers[d] = min(caps[d], max_upper(res.upper))  # NaN -> inf, never below the cap
         if res.lower > lower:
             lower, best = res.lower, d
     upper = max_upper(*uppers)
+    target = lower / (1 - ctx.rtol)
+    rest = [d for d in range(len(uppers)) if d not in results and d not in tested]
+    by_caps = sum(1 for d in rest if caps[d] <= target)
     notes.insert(
         0,
-        f"{head}: {len(split.layers) - len(results)} groups settled by their embedding caps, "
-        f"{len(results)} refined one at a time",
+        f"{head}: {by_caps} groups settled by their embedding caps, {len(tested)} by one "
+        f"verified Cholesky test at the best lower bound (L9), {len(results)} refined one at "
+        "a time"
+        + (f", {len(rest) - by_caps} left open with their caps" if by_caps < len(rest) else ""),
     )
     top = int(np.argmax(np.where(np.isnan(uppers), np.inf, uppers)))
-    upper_method = results[top].upper_method if top in results else "group_embedding_caps"
+    if top in results:
+        upper_method = results[top].upper_method
+    else:
+        upper_method = tested.get(top, "group_embedding_caps")
     if best is None:
         return Bracket(upper, 0.0, upper_method, "none", None, notes)
     res = results[best]

@@ -658,13 +658,13 @@ def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
     return math.sqrt(int(counts.max()))
 
 
-def padded_route(layer: Layer, ctx: Context) -> Bracket:
+def padded_route(layer: Layer, ctx: Context, *, dense: bool = True) -> Bracket:
     """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
-    fits; else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding operator
-    (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded by its
-    circular embedding), then the verified Cholesky test on the true operator when that
+    fits (and ``dense``); else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding
+    operator (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded
+    by its circular embedding), then the verified Cholesky test on the true operator when that
     misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
-    if dense_fits(layer):
+    if dense and dense_fits(layer):
         return dense_route(layer, ctx)
     top, bottom, left, right = layer.pads
     (h, w), mode = layer.input_size, layer.spec.padding
