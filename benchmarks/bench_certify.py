@@ -20,9 +20,10 @@ The peers' layers are float32 by default (``--peer-dtype``), as users run them.
 
 With ``--groups`` the grouped cases instead (issue 11 item 5): a depthwise 3x3 layer with 128
 channels (``groups=128``) and a 64-channel layer with ``groups=4``, at ``n=32``: zeros at
-``rtol`` 1e-3 and 1e-2, circular at 1e-6, every size at 1e-3. Each is certified group by group
-(the current ``certify``) and, interleaved in the same process, on the whole layer as before
-(``certify`` with its dispatch set to the ungrouped route): before/after. Writes
+``rtol`` 1e-3 and 1e-2, replicate at 1e-3, circular at 1e-6, every size at 1e-3. Each is
+certified group by group (the current ``certify``) and, interleaved in the same process, on
+the whole layer as before (``certify`` with its dispatch set to the ungrouped route):
+before/after. Writes
 ``certify_groups_<device>.json`` and ``.md``.
 
 A case whose warm-up round has a method taking more than ``--slow`` seconds is measured
@@ -132,7 +133,7 @@ def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: f
 
 
 GROUPED = [("depthwise 128ch g=128", 128, 1, 128), ("64ch g=4", 64, 16, 4)]
-GROUP_REGIMES = ["zeros 1e-3", "zeros 1e-2", "circular", "every size 1e-3"]
+GROUP_REGIMES = ["zeros 1e-3", "zeros 1e-2", "replicate 1e-3", "circular", "every size 1e-3"]
 
 
 def grouped_kernel(c_out: int, c_in_g: int, seed: int = 0) -> np.ndarray:
@@ -147,7 +148,7 @@ def group_methods(kernel, n, groups, regime, device, max_seconds):
 
     certify_module = importlib.import_module("specbound.certify")
 
-    padding = "circular" if regime == "circular" else "zeros"
+    padding = "zeros" if regime.startswith("every") else regime.split()[0]
     size = None if regime.startswith("every") else (n, n)
     rtol = 1e-6 if regime == "circular" else float(regime.split()[-1])
 
