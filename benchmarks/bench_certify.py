@@ -18,6 +18,14 @@ The peers' layers are float32 by default (``--peer-dtype``), as users run them.
   kernel Gram bound (4 iterations; about 10% loose);
 * every size, ``rtol=1e-3`` and ``1e-4``: the same peer.
 
+With ``--groups`` the grouped cases instead (issue 11 item 5): a depthwise 3x3 layer with 128
+channels (``groups=128``) and a 64-channel layer with ``groups=4``, at ``n=32``: zeros at
+``rtol`` 1e-3 and 1e-2, replicate at 1e-3, circular at 1e-6, every size at 1e-3. Each is
+certified group by group (the current ``certify``) and, interleaved in the same process, on
+the whole layer as before (``certify`` with its dispatch set to the ungrouped route):
+before/after. Writes
+``certify_groups_<device>.json`` and ``.md``.
+
 A case whose warm-up round has a method taking more than ``--slow`` seconds is measured
 once more only. The load average is recorded at the start and the end: the machine may be
 shared, so read the *ratios*, not the absolute times. Writes ``certify_<device>.json`` and
@@ -124,8 +132,55 @@ def methods(kernel: np.ndarray, n: int, regime: str, device: str, max_seconds: f
     return {"specbound": specbound("zeros", None, rtol), **peer}
 
 
-def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dtype):
-    fns = methods(kernel, n, regime, device, max_seconds, peer_dtype)
+GROUPED = [("depthwise 128ch g=128", 128, 1, 128), ("64ch g=4", 64, 16, 4)]
+GROUP_REGIMES = ["zeros 1e-3", "zeros 1e-2", "replicate 1e-3", "circular", "every size 1e-3"]
+
+
+def grouped_kernel(c_out: int, c_in_g: int, seed: int = 0) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    k = torch.randn(c_out, c_in_g, 3, 3, generator=gen, dtype=torch.float64)
+    return (k / np.sqrt(9 * c_in_g)).numpy()
+
+
+def group_methods(kernel, n, groups, regime, device, max_seconds):
+    """``{name: callable}``: certify group by group, and on the whole layer as before."""
+    import importlib
+
+    certify_module = importlib.import_module("specbound.certify")
+
+    padding = "zeros" if regime.startswith("every") else regime.split()[0]
+    size = None if regime.startswith("every") else (n, n)
+    rtol = 1e-6 if regime == "circular" else float(regime.split()[-1])
+
+    def run(whole: bool):
+        def call():
+            saved = certify_module._route
+            if whole:  # the dispatch before grouped layers were split (issue 11 item 5)
+                certify_module._route = certify_module._layer_route
+            try:
+                cert = sb.certify(
+                    kernel,
+                    padding,
+                    input_size=size,
+                    groups=groups,
+                    rtol=rtol,
+                    device=device,
+                    max_seconds=max_seconds,
+                )
+            finally:
+                certify_module._route = saved
+            return cert.upper, cert.lower, cert.converged
+
+        return call
+
+    return {"specbound": run(False), "specbound before (whole layer)": run(True)}
+
+
+def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dtype, groups=None):
+    if groups is None:
+        fns = methods(kernel, n, regime, device, max_seconds, peer_dtype)
+    else:
+        fns = group_methods(kernel, n, groups, regime, device, max_seconds)
     times: dict[str, list[float]] = {k: [] for k in fns}
     values: dict[str, tuple] = {}
 
@@ -164,6 +219,11 @@ def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dt
     row["peer_value_over_lower"] = {
         k: v[0] / low for k, v in values.items() if k != "specbound" and low and low > 0
     }
+    if groups is not None:
+        row["groups"] = groups
+        row["before_upper"], row["before_lower"], row["before_converged"] = values[
+            "specbound before (whole layer)"
+        ]
     return row
 
 
@@ -182,7 +242,10 @@ def main(argv=None) -> int:
     parser.add_argument("--slow", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--groups", action="store_true", help="the grouped cases instead")
     args = parser.parse_args(argv)
+    if args.groups:
+        return main_groups(args)
     load_start = os.getloadavg()
     chosen = QUICK if args.quick else LAYERS
     if args.layers:
@@ -251,6 +314,75 @@ def main(argv=None) -> int:
                 f"{ratio:.2f}x | {'' if tight is None else f'{tight:.4f}'} |"
             )
     (out / f"certify_{tag}.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def main_groups(args) -> int:
+    """The grouped cases, before (whole layer) and after (group by group)."""
+    load_start = os.getloadavg()
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    if set(regimes) == set(REGIMES):
+        regimes = GROUP_REGIMES
+    rows = []
+    for name, c_out, c_in_g, groups in GROUPED:
+        kernel = grouped_kernel(c_out, c_in_g)
+        for regime in regimes:
+            row = run_case(
+                name,
+                kernel,
+                32,
+                regime,
+                args.device,
+                args.repeat,
+                args.slow,
+                args.max_seconds,
+                None,
+                groups=groups,
+            )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = ("cuda" if args.device.startswith("cuda") else "cpu") + args.tag
+    (out / f"certify_groups_{tag}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2)
+    )
+    lines = [
+        f"# certify on grouped layers, group by group against the whole layer ({meta['device']})",
+        "",
+        f"Command: `OMP_NUM_THREADS={meta['omp_num_threads']} {meta['command']}` — torch "
+        f"{meta['torch']}, {meta['date']}. Interleaved rounds (after, then before, in one "
+        "process), median of the warm rounds (one round when a method's warm-up took more "
+        f"than {args.slow:g} s). Load average (1, 5, 15 min) at start "
+        f"{tuple(round(x, 2) for x in load_start)}, at end "
+        f"{tuple(round(x, 2) for x in meta['load_average_end'])}. n = 32, 3x3 kernels, "
+        "He-scaled per group. 'before' is certify with its dispatch set to the ungrouped "
+        "route (the whole grouped layer, as before issue 11 item 5).",
+        "",
+        "| layer | regime | after (group by group) | rel_gap | converged | before (whole "
+        "layer) | rel_gap | converged | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        med = r["median_s"]
+        before = med["specbound before (whole layer)"]
+        b_up, b_low = r["before_upper"], r["before_lower"]
+        b_gap = (b_up - b_low) / b_up if b_up > 0 else 0.0
+        lines.append(
+            f"| {r['layer']} | {r['regime']} | {med['specbound']:.3f} s | "
+            f"{r['specbound_rel_gap']:.2e} | {r['specbound_converged']} | {before:.3f} s | "
+            f"{b_gap:.2e} | {r['before_converged']} | {before / med['specbound']:.1f}x |"
+        )
+    (out / f"certify_groups_{tag}.md").write_text("\n".join(lines) + "\n")
     return 0
 
 

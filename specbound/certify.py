@@ -21,6 +21,10 @@ reflect / replicate / other circular        padding-operator norm times the unpa
                                             operator; Lanczos witness
 zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein cells refined
                                             around the maximisers
+``groups > 1``                              the maximum over the distinct groups (L18):
+                                            batched where the route is (circulant, every
+                                            size), else group by group from the highest
+                                            embedding cap (:mod:`.rigorous.groups`)
 ==========================================  =================================================
 
 The routes are written once for any number of spatial axes: 2-D and 3-D layers take them as
@@ -44,6 +48,7 @@ from .bounds.base import spec_from_args
 from .operators.conv_layer import ConvLayer, check_signal_size
 from .rigorous.bracket import relative_gap
 from .rigorous.fpenv import gradual_underflow_guard
+from .rigorous.groups import grouped_route
 from .rigorous.rounding import prescale, scale_back_outward
 from .rigorous.routes import (
     Bracket,
@@ -394,6 +399,13 @@ def _unsupported_module(module: torch.nn.Module) -> str:
 
 
 def _route(layer: ConvLayer, ctx: Context) -> Bracket:
+    if layer.groups > 1 and layer.d == 2:  # block diagonal after permuting channels (L18)
+        batched = layer.spec.input_size is None or layer.is_circulant
+        return grouped_route(layer, ctx, _layer_route, batched=batched)
+    return _layer_route(layer, ctx)
+
+
+def _layer_route(layer: ConvLayer, ctx: Context) -> Bracket:
     spec = layer.spec
     if spec.input_size is None:
         if all(s == 1 for s in spec.stride):
@@ -498,7 +510,7 @@ def certify(
 
     References
     ----------
-    * docs/certify.md, the lemmas L1-L17 and the strategy per layer (section 3) that this
+    * docs/certify.md, the lemmas L1-L18 and the strategy per layer (section 3) that this
       function implements; docs/proofs.md, theorems G1 (circular embedding) and G5
       (Bernstein cells).
     * H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers",

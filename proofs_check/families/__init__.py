@@ -23,6 +23,7 @@ ORDER = (
     "conv_layer",
     "audit",
     "verified",
+    "groups",
 )
 """Modules in the order of the report (each registers its theorems when imported)."""
 

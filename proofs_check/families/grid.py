@@ -263,7 +263,8 @@ register(
         title="Bernstein's cell inequality (the every-size route of certify)",
         statement="If w* maximises sigma_1(K^(w)) (value S), then for every w with rho = "
         "D_h |w_1 - w*_1| + D_w |w_2 - w*_2| < sqrt(2): sigma_1(K^(w)) >= S sqrt(1 - rho^2/2). "
-        "certify(..., input_size=None) caps each cell by its centre value divided by this factor.",
+        "(The earlier cell cap of certify(..., input_size=None); it now uses the tighter "
+        "G5-COS.)",
         latex=r"\sigma_1(\hat K(\omega)) \ge S\sqrt{1 - \rho^2/2},\quad \rho = D_h|\omega_1 - "
         r"\omega^*_1| + D_w|\omega_2 - \omega^*_2|",
         source="derived in specbound (specbound.rigorous.routes.symbol_sup_route docstring); "
@@ -271,7 +272,7 @@ register(
         conditions="kernels with a known maximiser: non-negative taps (w* = 0, S = sigma_1(sum_a "
         "K_a) by Perron-Frobenius monotonicity) modulated by (-1)^a and/or (-1)^b (w* = pi), "
         "dilation 1..2; stride 1; tolerance 1e-12",
-        relied_on=True,
+        relied_on=False,
         check=lambda mode: run(
             Search(
                 _cell,
@@ -297,3 +298,113 @@ register(
         family=FAMILY,
     )
 )
+
+
+# --------------------------------------------------------------------------- G5-COS
+def _cos_cell(factor):
+    """``sigma_1(K^(c)) / (S factor(rho)) - 1`` on the instances of G5-CELL, ``rho < pi``."""
+
+    def margin(instance) -> float:
+        base, signs, dilation, offsets = instance
+        kernel = (
+            base
+            * np.outer(
+                (-1.0) ** (signs[0] * np.arange(base.shape[2])),
+                (-1.0) ** (signs[1] * np.arange(base.shape[3])),
+            )[None, None]
+        )
+        deg = degree(kernel, dilation)
+        top = float(np.linalg.svd(base.sum(axis=(2, 3)), compute_uv=False)[0])
+        if top == 0.0:
+            raise Skip
+        star = np.array([math.pi * signs[0] / dilation[0], math.pi * signs[1] / dilation[1]])
+        rho = deg[0] * abs(offsets[0]) + deg[1] * abs(offsets[1])
+        if rho >= math.pi:
+            raise Skip
+        value = float(
+            np.linalg.svd(
+                symbol(kernel, (star + offsets)[None], dilation=dilation)[0], compute_uv=False
+            )[0]
+        )
+        return value / (top * factor(rho)) - 1.0
+
+    return margin
+
+
+def _cos_random(rng: np.random.Generator, count: int):
+    for base, signs, dil, offsets in _cell_random(rng, count):
+        deg = (dil[0] * (base.shape[2] - 1), dil[1] * (base.shape[3] - 1))
+        rho = deg[0] * abs(offsets[0]) + deg[1] * abs(offsets[1])
+        # stretch the offsets from rho < sqrt(2) to rho < pi
+        stretch = rng.uniform(0, math.pi / math.sqrt(2.0)) if rho > 0 else 1.0
+        yield base, signs, dil, offsets * stretch
+
+
+def _cos_adversarial(mode):
+    # [1, 1]: sigma_1 = 2 cos(w/2) exactly, the cap's equality case
+    for t in (0.25, 1.0, 2.0, 3.0):
+        yield np.ones((1, 1, 1, 2)), (0, 0), (1, 1), np.array([0.0, t])
+        yield np.ones((2, 2, 2, 1)), (1, 0), (1, 1), np.array([-t, 0.0])
+
+
+for _id, _factor, _relied, _expected, _title in (
+    (
+        "G5-COS",
+        lambda rho: math.cos(rho / 2),
+        True,
+        "PASS",
+        "The Bernstein-Szegő cell inequality (the every-size route of certify)",
+    ),
+    (
+        "G5-COS-QUARTER",
+        lambda rho: math.cos(rho / 4),
+        False,
+        "FAIL",
+        "Planted: the cell inequality with cos(rho/4)",
+    ),
+):
+    register(
+        Theorem(
+            id=_id,
+            title=_title,
+            statement="If w* maximises sigma_1(K^(w)) (value S), then for every w with rho = "
+            "D_h |w_1 - w*_1| + D_w |w_2 - w*_2| < pi: sigma_1(K^(w)) >= S cos(rho/2). "
+            "certify(..., input_size=None) caps each cell by its centre value divided by "
+            "this factor (specbound.rigorous.routes.cell_shrink)"
+            + ("" if _relied else "; planted with cos(rho/4) instead (false: it must FAIL)"),
+            latex=r"\sigma_1(\hat K(\omega)) \ge S\cos(\rho/2),\quad \rho = D_h|\omega_1 - "
+            r"\omega^*_1| + D_w|\omega_2 - \omega^*_2| < \pi",
+            source="derived in specbound (docs/certify.md L8); the Bernstein-Szegő inequality "
+            "for functions of exponential type (Duffin and Schaeffer, Trans. AMS 44, 1938)",
+            conditions="the instances of G5-CELL with offsets stretched to rho < pi, and the "
+            "kernel [1, 1] (equality); tolerance 1e-12",
+            relied_on=_relied,
+            expected=_expected,
+            check=lambda mode, _factor=_factor, _id=_id: run(
+                Search(
+                    _cos_cell(_factor),
+                    tolerance=1e-12,
+                    random=_cos_random,
+                    adversarial=_cos_adversarial,
+                    n_random=(20, 300),
+                    strategy=st.integers(0, 2**31 - 1).map(
+                        lambda s: next(_cos_random(np.random.default_rng(s), 1))
+                    ),
+                    describe=lambda x: (
+                        f"|K| = {describe(x[0])}, signs {x[1]}, dilation {x[2]}, "
+                        f"offset {x[3].tolist()}"
+                    ),
+                    key=_id,
+                ),
+                mode,
+            ),
+            proof="f(w) = |u^* K^(w) v|^2 (top pair at w*) is a real trigonometric polynomial "
+            "with 0 <= f <= S^2 and f(w*) = S^2. Along the segment w* + t delta (|delta| = 1), "
+            "F = 2f/S^2 - 1 is real, bounded by 1 and of exponential type tau = D_h|delta_1| + "
+            "D_w|delta_2|, so F'^2 + tau^2 F^2 <= tau^2 (Duffin-Schaeffer); with F = cos phi, "
+            "phi(0) = 0, |phi'| <= tau, so F(t) >= cos(tau t) for tau t <= pi and "
+            "sigma_1(K^(w))^2 >= f(w) >= S^2 (1 + cos rho)/2 = S^2 cos^2(rho/2). Equality for "
+            "[1, 1]: sigma_1 = 2 cos(w/2).",
+            family=FAMILY,
+        )
+    )

@@ -171,6 +171,17 @@ def _cells(counts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return centres, half
 
 
+def cell_shrink(rho: np.ndarray) -> np.ndarray:
+    """A lower bound on ``cos(rho / 2)`` for an upper bound ``rho`` on a cell's
+    ``sum_i D_i h_i``, and 0 (no bound) from ``rho >= pi`` (L8): a cell's centre value
+    is at least ``S`` times this when the cell holds a maximiser. The computed cosine of a
+    value in ``[0, pi/2]`` errs by at most a few ulps of a number at most 1, far below the
+    ``1e-14`` subtracted."""
+    rho = np.asarray(rho, dtype=np.float64)
+    ok = rho < math.pi * (1 - 1e-12)
+    return np.where(ok, np.clip(np.cos(np.where(ok, rho, 0.0) / 2) - 1e-14, 0.0, 1.0), 0.0)
+
+
 def check_every_size_pads(layer: ConvLayer) -> None:
     """Refuse an every-size (``input_size=None``) layer for which the symbol supremum ``S``
     is not a bound: the submatrix property behind L8.
@@ -279,15 +290,16 @@ def every_size_route(layer: ConvLayer, ctx: Context) -> Bracket:
 def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000) -> Bracket:
     """``S = sup_w sigma_1(M(w))`` of the (polyphase) symbol: every input size.
 
-    Bernstein's inequality along a segment: for the top singular pair ``(u, v)`` at a
-    maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
-    degree ``D_i`` per axis, maximal (= ``S^2``) at ``w*``; along a direction ``delta`` its
-    second derivative is at most ``(sum_i D_i |delta_i|)^2 S^2``. So for the cell
-    (half-widths ``h``) that contains ``w*``, its centre ``c`` has
-    ``sigma_1(M(c))^2 >= f(c) >= S^2 (1 - rho^2 / 2)`` with ``rho = sum_i D_i h_i``.
-    Hence ``S <= max_cells sigma_1(M(c)) / sqrt(1 - rho_c^2 / 2)``; cells whose cap exceeds
-    the target are split in two along every axis of positive degree until the gap closes
-    (docs/certify.md L8, and L17 for ``d`` axes). The half torus (last axis in
+    The Bernstein-Szegő inequality along a segment (L8): for the top singular pair ``(u, v)``
+    at a maximiser ``w*``, ``f(w) = |u^* M(w) v|^2`` is a real trigonometric polynomial with
+    degree ``D_i`` per axis, with ``0 <= f <= S^2`` and ``f(w*) = S^2``; along the segment to
+    ``w`` the function ``F = 2 f / S^2 - 1`` is bounded by 1 and of exponential type
+    ``tau = sum_i D_i |delta_i|`` (per unit length), so ``F >= cos(tau t)`` and
+    ``f(w) >= S^2 cos^2(rho / 2)`` with ``rho = sum_i D_i |w_i - w*_i| <= pi``. For the cell
+    (half-widths ``h``) that contains ``w*``, its centre ``c`` has ``rho <= sum_i D_i h_i``;
+    hence ``S <= max_cells sigma_1(M(c)) / cos(rho_c / 2)`` (:func:`cell_shrink`); cells whose
+    cap exceeds the target are split in two along every axis of positive degree until the gap
+    closes (docs/certify.md L8, and L17 for ``d`` axes). The half torus (last axis in
     ``[0, pi]``) suffices because ``M(-w) = conj M(w)`` for a real kernel.
 
     Holds for every layer whose operator is a submatrix of the bi-infinite one (zero
@@ -319,8 +331,8 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
         levels += 1
         f_all = centres.shape[0]
         rho = sum(v * half[:, i] for i, v in enumerate(degree)) * (1 + 8 * U)
-        ok = rho**2 < 2 * (1 - 1e-12)
-        shrink = np.where(ok, np.sqrt(np.clip((1 - rho**2 / 2) * (1 - 4 * U), 0, 1)), 0.0)
+        shrink = cell_shrink(rho)
+        ok = shrink > 0
         sigma = np.full(f_all, np.inf)
         processed = f_all
         # cells in chunks (bounded memory); after the first level the deadline is checked
@@ -357,9 +369,7 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
         caps = np.full(f_all, np.inf)
         reached = ok.copy()
         reached[processed:] = False
-        caps[reached] = (
-            sigma[reached] / np.sqrt((1 - rho[reached] ** 2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
-        )
+        caps[reached] = sigma[reached] / shrink[reached] * (1 + 4 * U)
         caps = np.minimum(caps, parent_caps)  # a cell lies inside its enclosing cell
         target = lower / (1 - ctx.rtol)
         done = caps <= target
@@ -375,10 +385,10 @@ def symbol_sup_route(layer: ConvLayer, ctx: Context, *, max_cells: int = 200_000
         if evaluated + 4 * open_caps.size > max_cells:
             notes.append(f"stopped at {evaluated} symbol evaluations (max_cells={max_cells})")
             # the open cells kept Frobenius caps (lazy): verify them once for the final upper
-            open_c, open_rho = centres[~done], rho[~done]
+            open_c = centres[~done]
             tight = _verified_cell_sigma(sym, open_c, ctx, cells_per_chunk)
             if tight is not None:
-                again = tight / np.sqrt((1 - open_rho**2 / 2) * (1 - 4 * U)) * (1 + 4 * U)
+                again = tight / np.where(ok[~done], shrink[~done], 1.0) * (1 + 4 * U)
                 again = np.where(ok[~done], again, np.inf)
                 open_caps = np.minimum(open_caps, again)
                 upper = max(settled, float(open_caps.max()))
@@ -451,16 +461,19 @@ def embedding_layers(layer: ConvLayer) -> list[ConvLayer]:
     return out
 
 
-def zero_given_route(layer: ConvLayer, ctx: Context, *, tighten: bool = True) -> Bracket:
-    """Zero padding at a given size: dense when it fits, else the circular embedding upper
-    bound with a Lanczos witness on the true operator; when that misses ``rtol`` (and
-    ``tighten``), the verified Cholesky test closes the gap (:func:`cholesky_tighten`).
+def zero_given_route(
+    layer: ConvLayer, ctx: Context, *, tighten: bool = True, dense: bool = True
+) -> Bracket:
+    """Zero padding at a given size: dense when it fits (and ``dense``), else the circular
+    embedding upper bound with a Lanczos witness on the true operator; when that misses
+    ``rtol`` (and ``tighten``), the verified Cholesky test closes the gap
+    (:func:`cholesky_tighten`).
 
     With the Cholesky step feasible (memory, time), one embedding size is enough to start
     from; the other sizes run only if the Cholesky step leaves the gap above ``rtol``.
     The banded Cholesky test is 2-D only: for a 3-D layer the bracket is the embedding's
     (a note says so when it misses ``rtol``)."""
-    if dense_fits(layer):
+    if dense and dense_fits(layer):
         return dense_route(layer, ctx)
     embeddings = embedding_layers(layer)
     first = len(embeddings)
@@ -640,13 +653,13 @@ def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
     return math.sqrt(int(counts.max()))
 
 
-def padded_route(layer: ConvLayer, ctx: Context) -> Bracket:
+def padded_route(layer: ConvLayer, ctx: Context, *, dense: bool = True) -> Bracket:
     """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
-    fits; else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding operator
-    (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded by its
-    circular embedding), then the verified Cholesky test on the true operator when that
+    fits (and ``dense``); else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding
+    operator (exact norm) and ``C_valid`` the unpadded convolution at the padded size (bounded
+    by its circular embedding), then the verified Cholesky test on the true operator when that
     misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
-    if dense_fits(layer):
+    if dense and dense_fits(layer):
         return dense_route(layer, ctx)
     mode = layer.spec.padding
     axes = list(zip(layer.input_size, layer.pads, strict=True))
