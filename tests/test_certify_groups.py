@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import specbound as sb
-from specbound.operators import conv_matrix, exact_norm
+from specbound.operators import ConvLayer, conv_matrix, exact_norm
 from specbound.rigorous import groups as groups_mod
 from specbound.rigorous import routes
 from specbound.rigorous.cholesky import verified_norm_upper
@@ -136,9 +136,8 @@ def test_one_cholesky_settle_is_one_sided_and_refuses_below_the_norm(mode, monke
 
     rng = np.random.default_rng(10)
     kernel = rng.uniform(-1, 1, (3, 2, 3, 3))
-    layer = sb.ConvSpec(mode, "same", (9, 10), groups=3).layer(
-        np.concatenate([kernel, kernel[:, ::-1]])
-    )
+    spec = sb.ConvSpec(mode, "same", (9, 10), groups=3)
+    layer = ConvLayer(np.concatenate([kernel, kernel[:, ::-1]]), spec)
     rtol = 1e-3
     ctx = Context(rtol=rtol, device=torch.device("cpu"), deadline=None, kernel_error=0.0)
     for sub in split_groups(layer).layers:
@@ -165,7 +164,7 @@ def test_grouped_every_size_bounds_every_size(kernel, groups, mode, dilation, st
     for n in (4, 6, 9):
         spec = sb.ConvSpec(mode, "same", (n, n), stride, dilation, groups)
         try:
-            spec.layer(k)
+            ConvLayer(k, spec)
         except ValueError:
             continue
         if mode == "circular" and stride == 2 and n % 2:
@@ -194,7 +193,7 @@ def test_identical_groups_are_certified_once():
     rng = np.random.default_rng(0)
     sub = rng.standard_normal((2, 3, 3, 3))
     kernel = np.concatenate([sub, sub, 2 * sub, sub])
-    layer = sb.ConvSpec("zeros", "same", (8, 8), groups=4).layer(kernel)
+    layer = ConvLayer(kernel, sb.ConvSpec("zeros", "same", (8, 8), groups=4))
     split = split_groups(layer)
     assert [m for m in split.members] == [[0, 1, 3], [2]]
     spec = layer.spec
@@ -223,7 +222,7 @@ def test_per_group_cholesky_refuses_just_below_the_exact_norm():
     the group's exact norm must not verify, just above it must."""
     rng = np.random.default_rng(4)
     kernel = rng.standard_normal((4, 1, 3, 3))
-    layer = sb.ConvSpec("zeros", "same", (10, 10), groups=4).layer(kernel)
+    layer = ConvLayer(kernel, sb.ConvSpec("zeros", "same", (10, 10), groups=4))
     for sub in split_groups(layer).layers:
         exact = exact_norm(sub.kernel, sub.spec)
         below = verified_norm_upper(sub, exact * (1 - 1e-12), lower=exact * (1 - 1e-6))

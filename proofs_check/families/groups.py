@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from specbound import ConvSpec
-from specbound.operators import conv_matrix, symbol
+from specbound.operators import ConvLayer, conv_matrix, symbol
 from specbound.rigorous.groups import split_groups
 
 from ..harness import Search, Skip, run
@@ -24,7 +24,7 @@ MODES = ("zeros", "circular", "reflect", "replicate")
 def _library_groups(kernel: np.ndarray, spec: ConvSpec) -> list[np.ndarray]:
     """Each group's sub-kernel, one per group (the library merges identical ones; the
     maximum is the same)."""
-    return [sub.kernel for sub in split_groups(spec.layer(kernel)).layers]
+    return [sub.kernel for sub in split_groups(ConvLayer(kernel, spec)).layers]
 
 
 def _interleaved_groups(kernel: np.ndarray, spec: ConvSpec) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..rigorous.routes import padding_operator_norm
+from ..operators.indexing import padding_operator_norm
 from ._analysis import Analysis
 from ._errors import AuditError
 from ._graph import _bind, _Op

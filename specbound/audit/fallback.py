@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..operators.conv_layer import ConvLayer
+from ..operators.indexing import padding_operator_norm
 from ..rigorous.rounding import U, frobenius_upper, pow2_scale, up
-from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
 
 TAP_SUM_METHOD = "tap_sum_frobenius (L-TAP; budget fallback, not certified to rtol)"

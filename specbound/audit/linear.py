@@ -17,8 +17,8 @@ from torch import nn
 
 from ..certify import Certificate
 from ..operators.conv_layer import ConvLayer
+from ..operators.indexing import padding_operator_norm
 from ..rigorous.rounding import U, frobenius_upper
-from ..rigorous.routes import padding_operator_norm
 from ..spec import ConvSpec
 from ._analysis import Analysis
 from ._errors import AuditError

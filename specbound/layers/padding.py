@@ -41,6 +41,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from ..operators.indexing import axis_multiplicity as multiplicity
+from ..operators.indexing import padded_index
 from ..spec import AxisPads
 
 MODES = ("zeros", "circular", "reflect", "replicate")
@@ -53,39 +55,31 @@ def _check_mode(mode: str) -> None:
 
 @lru_cache(maxsize=512)
 def axis_source_index(n: int, lo: int, hi: int, mode: str) -> tuple[int, ...]:
-    """Input index copied by each padded position of one axis (``-1`` for a zero).
+    """Input index copied by each padded position of one axis (``-1`` for a zero), as
+    :func:`~specbound.operators.indexing.padded_index` gives it, for torch's gather.
 
     ``"reflect"`` mirrors without repeating the edge and needs ``lo, hi < n`` (PyTorch's
     rule); ``"circular"`` takes indices modulo ``n`` for any pad (wrapping several times).
     """
-    _check_mode(mode)
-    if n < 1 or lo < 0 or hi < 0:
-        raise ValueError(f"need n >= 1 and non-negative pads, got n={n}, pads=({lo}, {hi})")
-    out = []
-    for t in range(-lo, n + hi):
-        if mode == "zeros":
-            out.append(t if 0 <= t < n else -1)
-        elif mode == "circular":
-            out.append(t % n)
-        elif mode == "replicate":
-            out.append(min(max(t, 0), n - 1))
-        else:  # reflect
-            if max(lo, hi) >= n:
-                raise ValueError(
-                    f"padding_mode='reflect' needs each pad smaller than the input size: "
-                    f"pads ({lo}, {hi}) with size {n}"
-                )
-            out.append(-t if t < 0 else (2 * (n - 1) - t if t >= n else t))
-    return tuple(out)
+    _check_axis(n, lo, hi, mode)
+    return tuple(int(i) for i in padded_index(n, lo, hi, mode))
 
 
 def axis_multiplicity(n: int, lo: int, hi: int, mode: str) -> int:
     """``max_j m_j``: the largest number of padded positions that copy one input pixel."""
-    counts = [0] * n
-    for j in axis_source_index(n, lo, hi, mode):
-        if j >= 0:
-            counts[j] += 1
-    return max(counts)
+    _check_axis(n, lo, hi, mode)
+    return multiplicity(n, lo, hi, mode)
+
+
+def _check_axis(n: int, lo: int, hi: int, mode: str) -> None:
+    _check_mode(mode)
+    if n < 1 or lo < 0 or hi < 0:
+        raise ValueError(f"need n >= 1 and non-negative pads, got n={n}, pads=({lo}, {hi})")
+    if mode == "reflect" and max(lo, hi) >= n:
+        raise ValueError(
+            f"padding_mode='reflect' needs each pad smaller than the input size: "
+            f"pads ({lo}, {hi}) with size {n}"
+        )
 
 
 def padding_norm(size: tuple[int, int], pads: AxisPads, mode: str) -> float:

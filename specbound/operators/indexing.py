@@ -7,6 +7,7 @@ image to "no pixel", written ``-1`` here). All exact operators are built from th
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,21 @@ def padded_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
         q = np.mod(p, period)
         return np.where(q < n, q, period - q)
     raise ValueError(f"unknown padding mode {mode!r}")
+
+
+def axis_multiplicity(n: int, lo: int, hi: int, mode: str) -> int:
+    """``max_j m_j``: the largest number of padded positions of one axis that copy one input
+    index (0 for an empty axis map)."""
+    idx = padded_index(n, lo, hi, mode)
+    kept = idx[idx >= 0]
+    return int(np.bincount(kept, minlength=n).max()) if kept.size else 0
+
+
+def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
+    """``||P||_2`` of the 1-D padding map ``R^n -> R^{n+lo+hi}`` (each padded position copies
+    one input, so ``P^T P`` is diagonal with the copy counts): ``sqrt(max count)``
+    (docs/certify.md, lemma L7)."""
+    return math.sqrt(axis_multiplicity(n, lo, hi, mode))
 
 
 def axis_index(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..operators.conv_layer import ConvLayer
+from ..operators.indexing import padding_operator_norm
 from .bracket import max_lower, max_upper
 from .cholesky import verified_norm_upper
 from .rounding import up
@@ -42,7 +43,6 @@ from .routes import (
     cholesky_plan,
     embedding_layers,
     padded_route,
-    padding_operator_norm,
     zero_given_route,
 )
 from .symbol import PolyphaseSymbol

@@ -18,7 +18,7 @@ import torch
 from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
-from ..operators.indexing import padded_index
+from ..operators.indexing import padding_operator_norm
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec
 from .bracket import max_lower, max_upper, relative_gap
@@ -645,14 +645,6 @@ def cholesky_tighten(layer: ConvLayer, ctx: Context, bracket: Bracket) -> Bracke
 
 
 # ---------------------------------------------------------------------------- other modes
-def padding_operator_norm(n: int, lo: int, hi: int, mode: str) -> float:
-    """``||P||_2`` of the 1-D padding map ``R^n -> R^{n+lo+hi}`` (each padded position copies
-    one input, so ``P^T P`` is diagonal with the copy counts): ``sqrt(max count)``."""
-    idx = padded_index(n, lo, hi, mode)
-    counts = np.bincount(idx[idx >= 0], minlength=n)
-    return math.sqrt(int(counts.max()))
-
-
 def padded_route(layer: ConvLayer, ctx: Context, *, dense: bool = True) -> Bracket:
     """Reflect, replicate, or a circular layer that is not block-circulant: dense when it
     fits (and ``dense``); else ``||A|| <= ||P_h|| ||P_w|| ||C_valid||`` with ``P`` the padding
