@@ -11,7 +11,7 @@ Kernels: ``c x c x 3 x 3``, He-scaled Gaussian (``N(0, 2 / (9 c))``), zero paddi
 input ``n x n``. For each layer:
 
 * embedding only: ``certify`` with the Cholesky step disabled
-  (``routes.CHOLESKY_MAX_BYTES = 0``) at the smallest rtol: the gap the circular embedding
+  (``cholesky.MAX_BAND_BYTES = 0``) at the smallest rtol: the gap the circular embedding
   reaches (or the dense route, when the layer is small enough), and its time;
 * for each rtol: ``certify`` with the Cholesky step (band limit ``--max-gib``): the gap
   reached, ``converged``, the route, the total time and the factorizations' time. A case
@@ -40,7 +40,8 @@ import torch
 
 import specbound as sb
 from specbound.operators import ConvLayer
-from specbound.rigorous import routes
+from specbound.rigorous import _routes as routes
+from specbound.rigorous import cholesky
 from specbound.rigorous.cholesky import choose_layout
 
 
@@ -86,14 +87,14 @@ def rounding_bound(notes: list[str]) -> float:
 
 
 def run_certify(kernel, n, rtol, device, band_limit):
-    before = routes.CHOLESKY_MAX_BYTES
-    routes.CHOLESKY_MAX_BYTES = band_limit
+    before = cholesky.MAX_BAND_BYTES
+    cholesky.MAX_BAND_BYTES = band_limit
     try:
         start = time.perf_counter()
         cert = sb.certify(kernel, "zeros", input_size=n, rtol=rtol, device=device)
         seconds = time.perf_counter() - start
     finally:
-        routes.CHOLESKY_MAX_BYTES = before
+        cholesky.MAX_BAND_BYTES = before
     return {
         "rtol": rtol,
         "rel_gap": cert.rel_gap,

@@ -24,7 +24,7 @@ zeros or circular, ``input_size=None``      the symbol supremum ``S``: Bernstein
 ``groups > 1``                              the maximum over the distinct groups (L18):
                                             batched where the route is (circulant, every
                                             size), else group by group from the highest
-                                            embedding cap (:mod:`.rigorous.groups`)
+                                            embedding cap (:mod:`.rigorous._groups`)
 ==========================================  =================================================
 
 The routes are written once for any number of spatial axes: 2-D and 3-D layers take them as
@@ -46,11 +46,8 @@ import torch
 
 from .bounds.base import spec_from_args
 from .operators.conv_layer import ConvLayer, check_signal_size
-from .rigorous.bracket import relative_gap
-from .rigorous.fpenv import gradual_underflow_guard
-from .rigorous.groups import grouped_route
-from .rigorous.rounding import prescale, scale_back_outward
-from .rigorous.routes import (
+from .rigorous._groups import grouped_route
+from .rigorous._routes import (
     Bracket,
     Context,
     check_every_size_pads,
@@ -62,6 +59,9 @@ from .rigorous.routes import (
     symbol_sup_route,
     zero_given_route,
 )
+from .rigorous.bracket import relative_gap
+from .rigorous.fpenv import gradual_underflow_guard
+from .rigorous.rounding import prescale, scale_back_outward
 from .rigorous.witness import time_budget
 from .spec import (
     ConvSpec,
@@ -740,7 +740,7 @@ def _advice(layer: ConvLayer) -> str:
         )
         return (
             f"{loose} and the verified Cholesky test did not close the gap (the notes say "
-            "why: raise max_seconds, or specbound.rigorous.routes.CHOLESKY_MAX_BYTES for a "
+            "why: raise max_seconds, or specbound.rigorous.cholesky.MAX_BAND_BYTES for a "
             "band above the memory limit), or ask for a larger rtol"
         )
     return "raise max_seconds"

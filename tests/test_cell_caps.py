@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import specbound as sb
 from specbound.operators import exact_norm, symbol
-from specbound.rigorous.routes import cell_shrink
+from specbound.rigorous._routes import cell_shrink
 
 
 @given(st.floats(0, 4, allow_nan=False))

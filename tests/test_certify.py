@@ -13,7 +13,8 @@ from hypothesis.extra.numpy import arrays
 import specbound as sb
 from specbound.certify import Certificate, certify
 from specbound.operators import ConvLayer, exact_norm
-from specbound.rigorous import routes
+from specbound.rigorous import _routes as routes
+from specbound.rigorous import cholesky
 from specbound.testing import kernels, layers
 
 # slow properties run a quarter of the profile's examples (the thorough profile scales them)
@@ -136,12 +137,12 @@ def test_not_converged_says_why(monkeypatch):
     k = np.random.default_rng(5).standard_normal((24, 24, 3, 3))
     spec = sb.ConvSpec("zeros", "same", (10, 10))  # Gram 2400 > the dense route's limit
     # the verified Cholesky step reaches 1e-9 here; with no memory for it, the embedding stays
-    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
+    monkeypatch.setattr(cholesky, "MAX_BAND_BYTES", 0)
     cert = certify(k, spec, rtol=1e-9)
     assert cert.upper_method == "circulant_verified_core"
     assert not cert.converged
     assert cert.rel_gap > 1e-9 and any("rtol" in n for n in cert.notes)
-    assert any("CHOLESKY_MAX_BYTES" in n for n in cert.notes)
+    assert any("MAX_BAND_BYTES" in n for n in cert.notes)
     check_bracket(cert, exact_norm(k, spec))
     monkeypatch.undo()
     closed = certify(k, spec, rtol=1e-9)
@@ -185,7 +186,7 @@ def test_nan_kernel_refused():
 
 def test_probabilistic_guarantee_is_labelled_and_contains_exact(monkeypatch):
     # the deterministic bracket must miss rtol: no memory for the verified Cholesky step
-    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)
+    monkeypatch.setattr(cholesky, "MAX_BAND_BYTES", 0)
     wide = np.random.default_rng(6).standard_normal((20, 20, 3, 3))
     wide_spec = sb.ConvSpec("reflect", "same", (9, 9))  # Gram 1620: above the dense route
     det = certify(wide, wide_spec, rtol=1e-3)

@@ -18,10 +18,10 @@ from hypothesis.extra import numpy as hnp
 
 import specbound as sb
 from specbound.operators import ConvLayer, conv_matrix, exact_norm
-from specbound.rigorous import groups as groups_mod
-from specbound.rigorous import routes
+from specbound.rigorous import _routes as routes
+from specbound.rigorous import _groups as groups_mod
+from specbound.rigorous._groups import split_groups
 from specbound.rigorous.cholesky import verified_norm_upper
-from specbound.rigorous.groups import split_groups
 
 # the ``dense`` fixture only sets two module constants: the same for every generated input
 FEW = settings(
@@ -132,7 +132,7 @@ def test_one_cholesky_settle_is_one_sided_and_refuses_below_the_norm(mode, monke
 
     monkeypatch.setattr(groups_mod, "DENSE_GROUP_LIMIT", 0)  # small groups take it too
 
-    from specbound.rigorous.routes import CHOLESKY_THETA, Context
+    from specbound.rigorous._routes import CHOLESKY_THETA, Context
 
     rng = np.random.default_rng(10)
     kernel = rng.uniform(-1, 1, (3, 2, 3, 3))

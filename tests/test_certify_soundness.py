@@ -164,7 +164,7 @@ def test_extreme_entries_never_give_a_false_bracket(kernel, mode, groups):
 @example(_mixed_groups().reshape(2, 1, 3, 3)[:, :, :2, :].repeat(2, 1), "zeros", (1, 1))
 def test_extreme_entries_on_the_large_layer_routes(kernel, mode, stride):
     # the dense route switched off: circulant, embedding + Cholesky, padding-operator routes
-    from specbound.rigorous import routes
+    from specbound.rigorous import _routes as routes
 
     spec = sb.ConvSpec(mode, 1, (4, 5), stride=stride)
     old = routes.DENSE_GRAM_LIMIT

@@ -16,7 +16,7 @@ from specbound.bounds import compute, get_method
 from specbound.bounds.embedding import bernstein_factor
 from specbound.operators import ConvLayer
 from specbound.operators.circulant import embedding_size_axis
-from specbound.rigorous.routes import embedding_layers
+from specbound.rigorous._routes import embedding_layers
 from specbound.testing import (
     ROUNDING_RTOL,
     dense_norm,
@@ -156,7 +156,7 @@ def test_circular_embedding_is_an_upper_bound(case):
 @example(case=(np.ones((1, 1, 3, 3)), ConvSpec(pad=(4, 0, 5, 5), input_size=(2, 2))))
 @example(case=(np.ones((1, 1, 1, 2)), ConvSpec(pad=(3, 1, 0, 2), input_size=(2, 3), stride=2)))
 def test_the_certified_route_embeds_with_the_one_lemma(case):
-    """rigorous.routes.embedding_layers (the certified route) uses the same lemma as the bound
+    """rigorous._routes.embedding_layers (the certified route) uses the same lemma as the bound
     (operators.circulant.embedding_size_axis), pads above d(k-1) included: every torus it
     returns bounds the zero-padded layer."""
     kernel, spec = case

@@ -15,7 +15,8 @@ from hypothesis.extra import numpy as hnp
 import specbound as sb
 from specbound.certify import certify
 from specbound.operators import ConvLayer, conv_matrix, exact_norm
-from specbound.rigorous import routes
+from specbound.rigorous import _routes as routes
+from specbound.rigorous import cholesky
 from specbound.rigorous.bracket import relative_gap
 from specbound.rigorous.cholesky import (
     band_from_dense,
@@ -355,9 +356,9 @@ def test_embedding_sizes_remain_the_fallback(monkeypatch):
     """With the Cholesky step feasible only the first embedding size runs before it; if the
     step cannot close the gap, the other sizes still run: the bound is the old one."""
     k = he_kernel(32, 32, seed=14)
-    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 0)  # embeddings only
+    monkeypatch.setattr(cholesky, "MAX_BAND_BYTES", 0)  # embeddings only
     before = certify(k, "zeros", input_size=8, rtol=1e-4)
-    monkeypatch.setattr(routes, "CHOLESKY_MAX_BYTES", 2**33)
+    monkeypatch.setattr(cholesky, "MAX_BAND_BYTES", 2**33)
     monkeypatch.setattr(routes, "CHOLESKY_TRIES", 0)  # feasible, but closes nothing
     after = certify(k, "zeros", input_size=8, rtol=1e-4)
     assert not before.converged and not after.converged

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from specbound import ConvSpec
 from specbound.bounds import compute
 from specbound.operators import ConvLayer
-from specbound.rigorous.routes import embedding_layers
+from specbound.rigorous._routes import embedding_layers
 from specbound.testing import adversarial_kernels, adversarial_layers, conv_specs, layers
 
 from ..exact import (
@@ -77,7 +77,7 @@ def embedding_offsets(kernel: np.ndarray, spec: ConvSpec) -> tuple[int, int]:
 # --------------------------------------------------------------------------- G1
 def g1_search(offset: int = 0) -> Search:
     """The G1 check on the library's embeddings: every circulant of
-    ``rigorous.routes.embedding_layers`` (sizes from ``embedding_size_axis``, the lemma L6),
+    ``rigorous._routes.embedding_layers`` (sizes from ``embedding_size_axis``, the lemma L6),
     moved by ``offset`` strides per axis.
 
     ``offset = 0`` is the lemma as the library uses it; ``offset = -1`` is the planted false
@@ -128,7 +128,7 @@ register(
         r"n + \max\big(\min(P_{lo}, D), \min(P_{hi}, D)\big)",
         source=SOURCE + "; specbound.operators.circulant.embedding_size_axis (proof)",
         conditions="zero padding, any pads (pads beyond D only add zero rows), n >= 1, any stride, "
-        "dilation, groups; the four tori of rigorous.routes.embedding_layers (N0 + j s, N0 from "
+        "dilation, groups; the four tori of rigorous._routes.embedding_layers (N0 + j s, N0 from "
         "operators.circulant.embedding_size_axis); relative tolerance 1e-12"
         + FLOOR_NOTE,
         relied_on=True,

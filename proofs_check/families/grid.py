@@ -2,7 +2,7 @@
 
 G5 (the Bernstein grid factor) is in :mod:`proofs_check.families.gaps`; here are the sampled-
 symbol bound of Araujo et al. (``lipbound``) and the per-cell inequality that
-``certify(..., input_size=None)`` refines (:func:`specbound.rigorous.routes.symbol_sup_route`).
+``certify(..., input_size=None)`` refines (:func:`specbound.rigorous._routes.symbol_sup_route`).
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ register(
         "G5-COS.)",
         latex=r"\sigma_1(\hat K(\omega)) \ge S\sqrt{1 - \rho^2/2},\quad \rho = D_h|\omega_1 - "
         r"\omega^*_1| + D_w|\omega_2 - \omega^*_2|",
-        source="derived in specbound (specbound.rigorous.routes.symbol_sup_route docstring); "
+        source="derived in specbound (specbound.rigorous._routes.symbol_sup_route docstring); "
         "Bernstein's inequality for trigonometric polynomials",
         conditions="kernels with a known maximiser: non-negative taps (w* = 0, S = sigma_1(sum_a "
         "K_a) by Perron-Frobenius monotonicity) modulated by (-1)^a and/or (-1)^b (w* = pi), "
@@ -370,7 +370,7 @@ for _id, _factor, _relied, _expected, _title in (
             statement="If w* maximises sigma_1(K^(w)) (value S), then for every w with rho = "
             "D_h |w_1 - w*_1| + D_w |w_2 - w*_2| < pi: sigma_1(K^(w)) >= S cos(rho/2). "
             "certify(..., input_size=None) caps each cell by its centre value divided by "
-            "this factor (specbound.rigorous.routes.cell_shrink)"
+            "this factor (specbound.rigorous._routes.cell_shrink)"
             + ("" if _relied else "; planted with cos(rho/4) instead (false: it must FAIL)"),
             latex=r"\sigma_1(\hat K(\omega)) \ge S\cos(\rho/2),\quad \rho = D_h|\omega_1 - "
             r"\omega^*_1| + D_w|\omega_2 - \omega^*_2| < \pi",

@@ -1,7 +1,7 @@
 """Grouped layers (L18 of docs/certify.md): after permuting channels a grouped convolution is
 block diagonal with its groups' ``groups=1`` layers, so its norm is the largest group's, at a
 given size for every padding mode, stride and dilation, and for the symbol (every size).
-Checked on the library's own split (:func:`specbound.rigorous.groups.split_groups`) against
+Checked on the library's own split (:func:`specbound.rigorous._groups.split_groups`) against
 the dense operator; two planted false variants must FAIL.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from specbound import ConvSpec
 from specbound.operators import ConvLayer, conv_matrix, symbol
-from specbound.rigorous.groups import split_groups
+from specbound.rigorous._groups import split_groups
 
 from ..harness import Search, Skip, run
 from ..registry import Theorem, register
@@ -138,7 +138,7 @@ for _id, _split, _combine, _relied, _expected, _title, _latex in (
             title=_title,
             statement="||A||_2 = max_j ||A_j||_2 for a layer with groups g, A_j the groups=1 "
             "layer (same padding mode, pad, size, stride, dilation) of the sub-kernel "
-            "K[j c_out/g : (j+1) c_out/g] (specbound.rigorous.groups.split_groups); likewise "
+            "K[j c_out/g : (j+1) c_out/g] (specbound.rigorous._groups.split_groups); likewise "
             "sigma(K^(w)) for the symbol"
             + ("" if _relied else " -- " + _title + " (false: it must FAIL)"),
             latex=_latex,

@@ -1,6 +1,6 @@
 """The 3-D forms of the embedding (G1) and cell (G5) lemmas that certify's 3-D routes use:
 ``ND-EMBED`` (docs/certify.md L15: a zero-padded 3-D layer is a submatrix of the strided
-circular layer on every torus of ``rigorous.routes.embedding_layers``) and ``ND-CELLS`` (L17:
+circular layer on every torus of ``rigorous._routes.embedding_layers``) and ``ND-CELLS`` (L17:
 Bernstein cells over the 3-torus bound the symbol supremum with ``rho = sum_i D_i h_i``).
 
 Ground truth is independent of specbound's operators: dense matrices are Jacobians of torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from specbound import ConvSpec
 from specbound.operators import ConvLayer
-from specbound.rigorous.routes import embedding_layers
+from specbound.rigorous._routes import embedding_layers
 
 from ..harness import Search, Skip, run
 from ..registry import Mode, Theorem, register
@@ -128,7 +128,7 @@ register(
         id="ND-EMBED",
         title="A zero-padded 3-D layer embeds in the circular layer on each torus certify uses",
         statement="For a zero-padded 3-D convolution on size n (any pads, stride, dilation, "
-        "groups) and every torus N of rigorous.routes.embedding_layers (per axis the least "
+        "groups) and every torus N of rigorous._routes.embedding_layers (per axis the least "
         "multiple of the stride >= n + max(min(P_lo, D), min(P_hi, D)), then steps of the "
         "stride; low pad min(P_lo, D), total pad D), ||F_n|| <= ||C_N||.",
         latex=r"\|F^{(P)}_n\|_2 \le \|C_N\|_2,\quad N_i \ge n_i + "

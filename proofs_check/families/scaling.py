@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from specbound import ConvSpec, certify
 from specbound.operators import ConvLayer, conv_matrix, symbol
+from specbound.rigorous._routes import channel_blocks, support_layer
 from specbound.rigorous.gram import RigorousGram
 from specbound.rigorous.rounding import frobenius_upper, scale_back_outward
-from specbound.rigorous.routes import channel_blocks, support_layer
 
 from ..exact import fraction_sq_norm, mp_sigma_max
 from ..harness import Search, Skip, combine, describe, run
@@ -398,7 +398,7 @@ for _id, _cut, _relied, _expected, _title, _statement in (
         "Cutting a kernel to the bounding box of its non-zero taps keeps its symbol's "
         "singular values",
         "sigma(K^(w)) = sigma(K_box^(w)) at every frequency w, K_box = "
-        "specbound.rigorous.routes.support_layer(K): the two symbols differ by the scalar "
+        "specbound.rigorous._routes.support_layer(K): the two symbols differ by the scalar "
         "e^{i w.t0}.",
     ),
     (
@@ -495,7 +495,7 @@ for _id, _blocks, _relied, _expected, _title in (
             id=_id,
             title=_title,
             statement="sigma(K^(w)) = max_b sigma(K_b^(w)) over the connected components b of "
-            "the graph of channel pairs with a non-zero tap (specbound.rigorous.routes."
+            "the graph of channel pairs with a non-zero tap (specbound.rigorous._routes."
             "channel_blocks), each cut to its bounding box"
             + ("" if _relied else " (with one block per output channel: false, must FAIL)"),
             latex=r"\sigma_1(\hat K(\omega)) = \max_b \sigma_1(\hat K_b(\omega))",

@@ -129,6 +129,10 @@ from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import layer_axis_indices
 from .rounding import U, gamma, up
 
+MAX_BAND_BYTES = 2**33
+"""Largest band (bytes) the verified Cholesky route of :func:`specbound.certify` allocates
+(8 GiB); read at call time, so ``specbound.rigorous.cholesky.MAX_BAND_BYTES = ...`` changes it."""
+
 SIDES = ("input", "output")
 ORDERS = ("rows", "cols")
 BASE_COLUMNS = 32  # the recursion factors panels of at most this many columns column by column

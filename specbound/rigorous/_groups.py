@@ -33,10 +33,7 @@ import torch
 
 from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import padding_operator_norm
-from .bracket import max_lower, max_upper
-from .cholesky import verified_norm_upper
-from .rounding import up
-from .routes import (
+from ._routes import (
     CHOLESKY_THETA,
     Bracket,
     Context,
@@ -45,6 +42,9 @@ from .routes import (
     padded_route,
     zero_given_route,
 )
+from .bracket import max_lower, max_upper
+from .cholesky import verified_norm_upper
+from .rounding import up
 from .symbol import PolyphaseSymbol
 from .verified import verified_bracket
 

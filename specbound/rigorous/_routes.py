@@ -21,6 +21,7 @@ from ..operators.dense import conv_matrix
 from ..operators.indexing import padding_operator_norm
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec
+from . import cholesky
 from .bracket import max_lower, max_upper, relative_gap
 from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
@@ -30,9 +31,6 @@ from .witness import lanczos_direction, operator_lower, plane_wave, power_refine
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
 DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
-CHOLESKY_MAX_BYTES = 2**33
-"""Largest band (bytes) the verified Cholesky route allocates (8 GiB; read at call time, so
-``specbound.rigorous.routes.CHOLESKY_MAX_BYTES = ...`` changes it)."""
 CHOLESKY_THETA = 0.5  # the first mu is lower * (1 + theta * rtol)
 CHOLESKY_TRIES = 3  # factorizations at most per bracket
 
@@ -553,13 +551,14 @@ def gemm_rate(device: torch.device) -> float:
 
 def cholesky_plan(layer: ConvLayer, ctx: Context) -> tuple[BandLayout, str | None]:
     """The band layout of the verified Cholesky step, and why it cannot run (``None`` when it
-    can): a band above :data:`CHOLESKY_MAX_BYTES`, or an estimated factorization time (flops
-    over :func:`gemm_rate`) beyond what ``max_seconds`` leaves."""
+    can): a band above :data:`~specbound.rigorous.cholesky.MAX_BAND_BYTES`, or an estimated
+    factorization time (flops over :func:`gemm_rate`) beyond what ``max_seconds`` leaves."""
     layout = choose_layout(layer)
-    if layout.band_bytes > CHOLESKY_MAX_BYTES:
+    if layout.band_bytes > cholesky.MAX_BAND_BYTES:
         return layout, (
             f"verified Cholesky skipped: its band needs {layout.band_bytes / 2**30:.3g} GiB, "
-            f"above CHOLESKY_MAX_BYTES = {CHOLESKY_MAX_BYTES / 2**30:.3g} GiB"
+            f"above specbound.rigorous.cholesky.MAX_BAND_BYTES = "
+            f"{cholesky.MAX_BAND_BYTES / 2**30:.3g} GiB"
         )
     if ctx.deadline is None:  # no budget: no estimate needed (and no GEMM timing paid)
         return layout, None
@@ -590,8 +589,8 @@ def cholesky_tighten(layer: ConvLayer, ctx: Context, bracket: Bracket) -> Bracke
     moves ``mu`` down with it), then ``mu`` moves to the geometric mean of ``mu`` and the
     current upper bound, up to :data:`CHOLESKY_TRIES` factorizations in all. Skipped, with a
     note, when the gap is already within ``rtol``, when there is no positive lower bound,
-    when the band exceeds :data:`CHOLESKY_MAX_BYTES`, or when the estimated time exceeds
-    what is left before the deadline.
+    when the band exceeds :data:`~specbound.rigorous.cholesky.MAX_BAND_BYTES`, or when the
+    estimated time exceeds what is left before the deadline.
     """
     if relative_gap(bracket.upper, bracket.lower) <= ctx.rtol or ctx.out_of_time():
         return bracket
