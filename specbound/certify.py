@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .bounds.base import spec_from_args
-from .operators.conv_layer import ConvLayer, check_signal_size
+from .operators.conv_layer import CONV_MODULES, ConvLayer, check_signal_size
 from .rigorous._groups import grouped_route
 from .rigorous._routes import (
     Bracket,
@@ -312,23 +312,13 @@ def _kernel_and_spec(kernel: Any, spec_fields: dict[str, Any]) -> tuple[Any, Con
             )
         # the weight is converted to float64 once, by ConvLayer (memory: one copy)
         return kernel.weight.detach()[:, :, None, None], ConvSpec("zeros", 0, (1, 1))
-    if isinstance(kernel, _CONV_MODULES):
+    if isinstance(kernel, CONV_MODULES):
         spec = ConvSpec.from_module(kernel, input_size=spec_fields["input_size"])
         return as_kernel(kernel.weight.detach(), spec.ndim), spec
     if isinstance(kernel, torch.nn.Module):
         raise TypeError(_unsupported_module(kernel))
     spec = ConvSpec(**spec_fields)
     return as_kernel(kernel, spec.ndim), spec
-
-
-_CONV_MODULES = (
-    torch.nn.Conv1d,
-    torch.nn.Conv2d,
-    torch.nn.Conv3d,
-    torch.nn.ConvTranspose1d,
-    torch.nn.ConvTranspose2d,
-    torch.nn.ConvTranspose3d,
-)
 
 
 def _certifiable(layer: ConvLayer) -> tuple[ConvLayer | None, list[str]]:

@@ -18,8 +18,8 @@ from hypothesis.extra import numpy as hnp
 
 import specbound as sb
 from specbound.operators import ConvLayer, conv_matrix, exact_norm
-from specbound.rigorous import _routes as routes
 from specbound.rigorous import _groups as groups_mod
+from specbound.rigorous import _routes as routes
 from specbound.rigorous._groups import split_groups
 from specbound.rigorous.cholesky import verified_norm_upper
 

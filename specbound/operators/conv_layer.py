@@ -627,3 +627,15 @@ def check_signal_size(layer: ConvLayer) -> None:
             f"{layer.in_dim} and its output {layer.out_dim} entries, above the "
             f"{limit} this library handles (specbound.spec.MAX_SIGNAL_ENTRIES)"
         )
+
+
+CONV_MODULES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
+)
+"""The torch convolution module types whose geometry :meth:`ConvSpec.from_module` reads (and
+their subclasses)."""

@@ -38,12 +38,12 @@ from ._routes import (
     Bracket,
     Context,
     cholesky_plan,
+    cholesky_test,
     embedding_layers,
     padded_route,
     zero_given_route,
 )
 from .bracket import max_lower, max_upper
-from .cholesky import verified_norm_upper
 from .rounding import up
 from .symbol import PolyphaseSymbol
 from .verified import verified_bracket
@@ -205,15 +205,7 @@ def _settle(sub: ConvLayer, ctx: Context, lower: float) -> float | None:
     if skip is not None:
         return None
     mu = lower * (1 + CHOLESKY_THETA * ctx.rtol)
-    res = verified_norm_upper(
-        sub,
-        mu,
-        lower=lower,
-        kernel_error=ctx.kernel_error,
-        device=ctx.device,
-        deadline=ctx.deadline,
-        layout=layout,
-    )
+    res = cholesky_test(sub, ctx, mu, lower, layout)
     return res.upper if res.accepted else None
 
 

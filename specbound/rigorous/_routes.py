@@ -549,6 +549,20 @@ def gemm_rate(device: torch.device) -> float:
     return _GEMM_RATE[key]
 
 
+def cholesky_test(layer: ConvLayer, ctx: Context, mu: float, lower: float, layout: BandLayout):
+    """One verified Cholesky test (L9) of ``||A|| <= mu`` on ``layout``, within the context's
+    deadline, device and kernel error; ``lower`` only sets the test's shift."""
+    return verified_norm_upper(
+        layer,
+        mu,
+        lower=lower,
+        kernel_error=ctx.kernel_error,
+        device=ctx.device,
+        deadline=ctx.deadline,
+        layout=layout,
+    )
+
+
 def cholesky_plan(layer: ConvLayer, ctx: Context) -> tuple[BandLayout, str | None]:
     """The band layout of the verified Cholesky step, and why it cannot run (``None`` when it
     can): a band above :data:`~specbound.rigorous.cholesky.MAX_BAND_BYTES`, or an estimated
@@ -606,15 +620,7 @@ def cholesky_tighten(layer: ConvLayer, ctx: Context, bracket: Bracket) -> Bracke
     mu = lower * (1 + CHOLESKY_THETA * ctx.rtol)
     tries, refined = [], False
     while len(tries) < CHOLESKY_TRIES and mu < upper and not ctx.out_of_time():
-        res = verified_norm_upper(
-            layer,
-            mu,
-            lower=lower,
-            kernel_error=ctx.kernel_error,
-            device=ctx.device,
-            deadline=ctx.deadline,
-            layout=layout,
-        )
+        res = cholesky_test(layer, ctx, mu, lower, layout)
         floor = f", rounding bound {res.rounding:.2g} mu^2" if res.accepted else ""
         tries.append(
             f"mu = lower*(1 + {mu / lower - 1:.3g}): {res.reason}{floor} ({res.seconds:.3g} s)"

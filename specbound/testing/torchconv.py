@@ -16,17 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..operators.conv_layer import CONV_MODULES
+
 __all__ = ["CONV_MODULES", "torch_conv_matrix"]
 
-CONV_MODULES: tuple[type[torch.nn.Module], ...] = (
-    torch.nn.Conv1d,
-    torch.nn.Conv2d,
-    torch.nn.Conv3d,
-    torch.nn.ConvTranspose1d,
-    torch.nn.ConvTranspose2d,
-    torch.nn.ConvTranspose3d,
-)
-"""The module types :func:`torch_conv_matrix` accepts (and their subclasses)."""
+
 
 _MAX_ENTRIES = 1 << 27  # 1 GiB of float64: a larger dense matrix is refused before any work
 
