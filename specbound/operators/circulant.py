@@ -95,17 +95,7 @@ def circulant_engine(layer: ConvLayer, kernel: torch.Tensor | None = None) -> Fr
     """The frequency engine of a circulant layer (refuses others, ``require_circulant``);
     ``kernel`` (default: the layer's, as float64) may carry leading batch dimensions."""
     require_circulant(layer)
-    if kernel is None:
-        kernel = torch.tensor(layer.kernel, dtype=torch.float64)
-    (top, _), (left, _) = layer.pads
-    return FrequencyEngine(
-        kernel,
-        layer.input_size,
-        lo=(top, left),
-        stride=layer.spec.stride,
-        dilation=layer.spec.dilation,
-        groups=layer.groups,
-    )
+    return layer.frequency_engine(kernel)
 
 
 def polyphase_kernel(layer: ConvLayer) -> np.ndarray:

@@ -29,6 +29,7 @@ from ..spec import (
     check_dense_size,
     check_spec,
 )
+from .frequency import FrequencyEngine
 from .indexing import axis_index, padded_index
 
 LAYOUTS = ("channels_first", "pixels_first")
@@ -315,6 +316,42 @@ class ConvLayer(LinearOperator):
             raise ValueError(f"{what} is defined for forward layers: use forward_layer()")
 
     # ------------------------------------------------------------------ related layers
+    def frequency_engine(
+        self, kernel: torch.Tensor | None = None, *, offsets: bool = True
+    ) -> FrequencyEngine:
+        """The layer's frequency matrices: the one frequency engine of the library
+        (:class:`~specbound.operators.frequency.FrequencyEngine`) for this geometry.
+
+        On the grid of ``input_size`` (each axis a multiple of the stride) it gives the
+        (polyphase) frequency matrices of the layer as a circulant, full or half spectrum,
+        chunked; at points it gives the symbol at any frequencies (every size). ``kernel``
+        (default: the layer's, float64 on :attr:`device`) may carry leading batch dimensions
+        and any float dtype (differentiable); ``offsets=False`` drops the low pads (a unimodular
+        factor per frequency: the same singular values).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import specbound as sb
+        >>> spec = sb.ConvSpec("circular", "same", 4)
+        >>> layer = sb.operators.ConvLayer(np.ones((1, 1, 3, 3)), spec)
+        >>> engine = layer.frequency_engine()
+        >>> float(engine.on_grid()[0].abs().max())  # the DC frequency: the sum of the taps
+        9.0
+        """
+        if kernel is None:
+            kernel = torch.tensor(self.kernel, dtype=torch.float64, device=self.device)
+        lo = tuple(p[0] for p in self.pads) if offsets else 0
+        return FrequencyEngine(
+            kernel,
+            self.spec.input_size,
+            lo=lo,
+            stride=self.spec.stride,
+            dilation=self.spec.dilation,
+            groups=self.groups,
+            ndim=self.d,
+        )
+
     def with_kernel(self, kernel: KernelLike) -> ConvLayer:
         """The same geometry with another kernel of the same shape (validated)."""
         if isinstance(kernel, np.ndarray) and kernel.dtype == np.float64:
