@@ -11,6 +11,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ..spec import ConvSpec
 from ._errors import AuditError
 from ._graph import _op_name
 
@@ -69,9 +70,10 @@ def conv_subclass_agrees(m: nn.Module, shape: tuple[int, ...] | None = None) -> 
         if isinstance(m, nn.Linear):
             shape = shape or (m.in_features,)
         elif shape is None:
-            side = max(8, 2 * max(m.dilation) * (max(m.kernel_size) - 1) + 4)
-            n = (side,) if isinstance(m, nn.Conv1d) else (side, side)
-            shape = (m.in_channels, *n)
+            spec = ConvSpec.from_module(m)  # the one reader of a conv's geometry
+            ks = tuple(w.shape[2:])
+            side = max(8, 2 * max(spec.dilation) * (max(ks) - 1) + 4)
+            shape = (w.shape[1] * spec.groups, *(side,) * len(ks))
         gen = torch.Generator().manual_seed(0)
         x = torch.randn((1, *shape), generator=gen).to(device=w.device, dtype=w.dtype)
         with torch.no_grad():

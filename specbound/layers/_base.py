@@ -50,6 +50,14 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
+def module_geometry(module: nn.Conv2d) -> tuple[ConvSpec, tuple[int, int], AxisPads]:
+    """``(spec, kernel size, pads)`` of a ``torch.nn.Conv2d``, its geometry read by
+    :meth:`ConvSpec.from_module` (the one reader of a torch convolution's geometry)."""
+    spec = ConvSpec.from_module(module)
+    ks = (int(module.weight.shape[2]), int(module.weight.shape[3]))
+    return spec, ks, spec.pads(ks)
+
+
 def resolve_geometry(
     in_channels: int,
     out_channels: int,

@@ -67,8 +67,8 @@ from ._base import (
     CachedTransform,
     ConstrainedConv2d,
     check_tensor_name,
+    module_geometry,
     padding_compensation,
-    resolve_geometry,
 )
 
 PRESCALES = ("gram", "frobenius")
@@ -588,7 +588,7 @@ def bcop_(
             f"bcop_ needs stride 1 (got stride={tuple(module.stride)}); use BCOPConv2d, which "
             "implements a stride by space-to-depth"
         )
-    spec, ks, pads = _module_geometry(module)
+    spec, ks, pads = module_geometry(module)
     norm = padding_compensation(spec, ks, pads)
     transform = BCOPKernel(
         module.out_channels,
@@ -601,20 +601,6 @@ def bcop_(
     )
     parametrize.register_parametrization(module, tensor_name, transform, unsafe=True)
     return module
-
-
-def _module_geometry(module: nn.Conv2d) -> tuple[Any, tuple[int, int], tuple[int, int, int, int]]:
-    pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-    return resolve_geometry(
-        module.in_channels,
-        module.out_channels,
-        tuple(module.kernel_size),
-        stride=tuple(module.stride),
-        padding=pad,
-        dilation=tuple(module.dilation),
-        groups=module.groups,
-        padding_mode=module.padding_mode,
-    )
 
 
 __all__ = [

@@ -63,8 +63,8 @@ from ._base import (
     ConstrainedConv2d,
     check_tensor_name,
     linear_certify,
+    module_geometry,
     padding_compensation,
-    resolve_geometry,
 )
 
 
@@ -659,17 +659,7 @@ class SRLinear(RescaledLinear):
 def _attach(module: nn.Module, tensor_name: str, transform_factory: Any) -> nn.Module:
     check_tensor_name(module, tensor_name)
     if isinstance(module, nn.Conv2d):
-        pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-        spec, ks, pads = resolve_geometry(
-            module.in_channels,
-            module.out_channels,
-            tuple(module.kernel_size),
-            stride=tuple(module.stride),
-            padding=pad,
-            dilation=tuple(module.dilation),
-            groups=module.groups,
-            padding_mode=module.padding_mode,
-        )
+        spec, ks, pads = module_geometry(module)
         transform = transform_factory(module.groups, padding_compensation(spec, ks, pads))
     elif isinstance(module, nn.Linear):
         transform = transform_factory(1, 1.0)
