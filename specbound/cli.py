@@ -608,9 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument(
         "--max-seconds-per-layer",
         type=_positive_float,
-        default=30.0,
+        default=120.0,
         metavar="T",
-        help="time budget of each layer's certificate, in seconds (default 30)",
+        help="time budget of each layer's certificate, in seconds (default 120)",
     )
     aud.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     aud.add_argument("--json", action="store_true", help="print JSON")

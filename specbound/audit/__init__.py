@@ -196,7 +196,7 @@ def audit(
         is left of the budget as its own ``max_seconds``) plus the cheap bounds of the layers
         left (milliseconds each).
     max_seconds_per_layer : float or None
-        Budget of each :func:`specbound.certify` call (default 30 s; ``None``: no limit). The
+        Budget of each :func:`specbound.certify` call (default 120 s; ``None``: no limit). The
         bracket stays rigorous and the layer's ``converged`` says whether ``rtol`` was met.
     on_layer : callable, optional
         Called with each :class:`LayerBound` of the report, in report order, as soon as it is
