@@ -197,7 +197,8 @@ def test_rows_stream_before_the_report_and_budgets_are_options(capsys):
     assert "rtol 0.01 (default)" in report and "PARTIAL" not in report
     assert cli.main([*argv, "--max-seconds", "1e-6", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["partial"] and out["budget"] == {"max_seconds": 1e-06, "max_seconds_per_layer": 120.0}
+    budget = {"max_seconds": 1e-06, "max_seconds_per_layer": 120.0}
+    assert out["partial"] and out["budget"] == budget
     convs = [r for r in out["layers"] if r["type"] in ("Conv2d+BatchNorm2d", "Linear")]
     assert len(convs) == 21 and all(r["kind"] == "bound" for r in convs)
     assert 0 < out["upper"] < math.inf
