@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..operators.conv_layer import ConvLayer
-from ..operators.indexing import padding_operator_norm
 from ..rigorous.rounding import U, frobenius_upper, pow2_scale, up
 from ..spec import ConvSpec
 
@@ -59,11 +58,7 @@ def tap_sum_upper(kernel: np.ndarray, spec: ConvSpec) -> float:
     per_tap = _frobenius_chunked(taps)  # (g, T), each >= ||K_{g,t}||_F (L1)
     sums = [math.fsum(row) for row in per_tap.tolist()]  # one rounding each
     worst = max(sums, default=0.0)
-    pad_norm = 1.0
-    if spec.padding != "zeros":  # zeros: P is an isometric embedding
-        # the Kronecker product of the per-axis maps (docs/certify.md L16)
-        for n, (lo, hi) in zip(spec.input_size, layer.pads, strict=True):
-            pad_norm = pad_norm * padding_operator_norm(n, lo, hi, spec.padding)
+    pad_norm = layer.padding_norm()  # the per-axis maps' Kronecker product (L16)
     # d square roots and d - 1 products (pad_norm = 1.0 * first is exact)
     return up(up(worst, 1) * up(pad_norm, 2 * layer.d - 1), 1)
 

@@ -17,7 +17,6 @@ from torch import nn
 
 from ..certify import Certificate
 from ..operators.conv_layer import ConvLayer
-from ..operators.indexing import padding_operator_norm
 from ..rigorous.rounding import U, frobenius_upper
 from ..spec import ConvSpec
 from ._analysis import Analysis
@@ -561,10 +560,7 @@ def certified_row(an: Analysis, op: _Op) -> None:
                 )
             cert = an.certifier(k4, spec)
             pads = layer.pads
-            pad_norm = 1.0
-            if spec.padding != "zeros":  # the per-axis maps' Kronecker product (L16)
-                for n_ax, (lo, hi) in zip(hw, pads, strict=True):
-                    pad_norm = pad_norm * padding_operator_norm(n_ax, lo, hi, spec.padding)
+            pad_norm = layer.padding_norm()  # the per-axis maps' Kronecker product (L16)
             # pad_norm: d square roots and d - 1 products (2-D's count of 2 is covered by
             # _up's (ops + 1) u and its final ulp; 3-D takes the full count)
             pad_ops = 2 if d == 2 else 2 * d - 1

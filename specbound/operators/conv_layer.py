@@ -30,7 +30,7 @@ from ..spec import (
     check_spec,
 )
 from .frequency import FrequencyEngine
-from .indexing import axis_index, padded_index
+from .indexing import axis_index, padded_index, padding_operator_norm
 
 LAYOUTS = ("channels_first", "pixels_first")
 
@@ -316,6 +316,18 @@ class ConvLayer(LinearOperator):
             raise ValueError(f"{what} is defined for forward layers: use forward_layer()")
 
     # ------------------------------------------------------------------ related layers
+    def padding_norm(self) -> float:
+        """``||P||_2`` of the padding map at :attr:`input_size`: the product over the axes of
+        the per-axis norms (the Kronecker product of the per-axis maps, docs/certify.md L16;
+        :func:`~specbound.operators.indexing.padding_operator_norm`), 1 for zero padding.
+        The float64 result is the product of ``d`` square roots, taken in axis order."""
+        if self.spec.padding == "zeros":  # an isometric embedding
+            return 1.0
+        norm = 1.0
+        for n, (lo, hi) in zip(self.input_size, self.pads, strict=True):
+            norm = norm * padding_operator_norm(n, lo, hi, self.spec.padding)
+        return norm
+
     def frequency_engine(
         self, kernel: torch.Tensor | None = None, *, offsets: bool = True
     ) -> FrequencyEngine:

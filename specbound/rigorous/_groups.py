@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from ..operators.conv_layer import ConvLayer
-from ..operators.indexing import padding_operator_norm
 from ._routes import (
     CHOLESKY_THETA,
     Bracket,
@@ -144,10 +143,8 @@ def group_caps(split: GroupSplit, ctx: Context) -> np.ndarray:
     factor = 1.0
     if layer.spec.padding != "zeros":
         (top, bottom), (left, right) = layer.pads
-        (h, w), mode = layer.input_size, layer.spec.padding
-        factor = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
-            w, left, right, mode
-        )
+        (h, w) = layer.input_size
+        factor = layer.padding_norm()
         layer = ConvLayer(
             layer.kernel,
             layer.spec.replace(
@@ -182,13 +179,7 @@ def _zero_group_upper(sub: ConvLayer, ctx: Context) -> float:
     if ctx.kernel_error == 0.0:
         return 0.0
     kh, kw = sub.kernel_size
-    factor = 1.0
-    if sub.spec.input_size is not None and sub.spec.padding != "zeros":
-        (top, bottom), (left, right) = sub.pads
-        (h, w), mode = sub.input_size, sub.spec.padding
-        factor = padding_operator_norm(h, top, bottom, mode) * padding_operator_norm(
-            w, left, right, mode
-        )
+    factor = 1.0 if sub.spec.input_size is None else sub.padding_norm()
     return up(ctx.kernel_error * kh * kw * factor, 6)  # two sqrt, three products
 
 

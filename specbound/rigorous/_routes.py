@@ -18,7 +18,6 @@ import torch
 from ..operators.circulant import embedding_size_axis
 from ..operators.conv_layer import ConvLayer
 from ..operators.dense import conv_matrix
-from ..operators.indexing import padding_operator_norm
 from ..operators.sparse import conv_sparse
 from ..spec import ConvSpec
 from . import cholesky
@@ -658,11 +657,8 @@ def padded_route(layer: ConvLayer, ctx: Context, *, dense: bool = True) -> Brack
     misses ``rtol`` (:func:`cholesky_tighten`). Lower: Lanczos on the true operator."""
     if dense and dense_fits(layer):
         return dense_route(layer, ctx)
-    mode = layer.spec.padding
     axes = list(zip(layer.input_size, layer.pads, strict=True))
-    p_norm = 1.0
-    for n, (lo, hi) in axes:  # L16: the norm of a Kronecker product, axis by axis
-        p_norm = p_norm * padding_operator_norm(n, lo, hi, mode)
+    p_norm = layer.padding_norm()  # L16: the norm of a Kronecker product, axis by axis
     valid = ConvLayer(
         layer.kernel,
         ConvSpec(
