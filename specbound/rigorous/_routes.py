@@ -505,7 +505,7 @@ def _embedding_bracket(
         if best is None:  # the witness of the first embedding seeds Lanczos
             crop = (slice(None), *(slice(0, n) for n in layer.input_size))
             seed = b.witness["input"][crop] if b.witness else None
-            x = _witness_direction(layer, seed, ctx)
+            x = _witness_direction(layer, seed, ctx, b.upper * (1 - 0.75 * ctx.rtol))
             lower = operator_lower(layer, x, ctx.device)
             best = Bracket(b.upper, lower, b.upper_method, "lanczos_witness", {"input": x}, notes)
         elif b.upper < best.upper:
@@ -514,17 +514,18 @@ def _embedding_bracket(
     return best
 
 
-def _witness_direction(layer: ConvLayer, seed: np.ndarray | None, ctx: Context) -> np.ndarray:
-    """Lanczos from ``seed``; under a deadline, power steps on ``A^T A`` instead, as many as
-    half the time left allows (measured on one step), so that ``max_seconds`` holds."""
-    if ctx.deadline is None:
-        return lanczos_direction(layer, seed, ctx.device)
-    t0 = time.perf_counter()
-    x = power_refine(layer, seed, 1, ctx.device)
-    step = max(time.perf_counter() - t0, 1e-6)
-    left = ctx.deadline - time.perf_counter()
-    n_iter = int(min(300, max(0.0, 0.5 * left / step)))
-    return power_refine(layer, x, n_iter, ctx.device) if n_iter else x
+def _witness_direction(
+    layer: ConvLayer, seed: np.ndarray | None, ctx: Context, target: float | None = None
+) -> np.ndarray:
+    """Lanczos from ``seed`` to a relative accuracy of ``rtol / 8`` (or until its ratio
+    ``||A x|| / ||x||`` reaches ``target``, e.g. ``1 - 3 rtol / 4`` times the upper bound); under a
+    deadline it stops at half the time left, so that ``max_seconds`` holds."""
+    deadline = None
+    if ctx.deadline is not None:
+        now = time.perf_counter()
+        deadline = now + 0.5 * max(0.0, ctx.deadline - now)
+    tol = min(max(ctx.rtol / 8, 1e-12), 1e-4)
+    return lanczos_direction(layer, seed, ctx.device, tol=tol, deadline=deadline, target=target)
 
 
 # ---------------------------------------------------------------------------- verified Cholesky
@@ -676,7 +677,7 @@ def padded_route(layer: ConvLayer, ctx: Context, *, dense: bool = True) -> Brack
     # 2-D count of 2 (kept: its results unchanged) is covered by up()'s (ops + 1) u and its
     # final step of one ulp (> u relative), 3-D takes the full count
     upper = up(p_norm * inner.upper, 2 if layer.d == 2 else 2 * layer.d)
-    x = _witness_direction(layer, None, ctx)
+    x = _witness_direction(layer, None, ctx, upper * (1 - 0.75 * ctx.rtol))
     lower = operator_lower(layer, x, ctx.device)
     notes = [f"upper: ||padding operator|| = {p_norm:.6g} times the unpadded layer's bound"]
     result = Bracket(

@@ -116,10 +116,6 @@ def time_budget(deadline: float | None) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
-class _OutOfTime(Exception):
-    """Raised inside the ARPACK mat-vec callback once the deadline has passed."""
-
-
 def lanczos_direction(
     layer: ConvLayer,
     x: np.ndarray | None,
@@ -129,54 +125,72 @@ def lanczos_direction(
     maxiter: int = 300,
     ncv: int | None = None,
     deadline: float | None = None,
+    target: float | None = None,
 ) -> np.ndarray:
-    """Top right singular vector of ``A`` by Lanczos (``scipy.sparse.linalg.eigsh`` on
-    ``A^T A``, matrix-free) from ``x`` (random if None); heuristic, for witnesses.
+    """Top right singular vector of ``A`` by Lanczos on ``A^T A`` (matrix-free, in torch on
+    the layer's device) from ``x`` (random if None); heuristic, for witnesses.
 
-    ``tol``, ``maxiter`` and ``ncv`` (Lanczos vectors kept between restarts; ARPACK's
-    default when None) are passed to ``eigsh``. A start with ``A^T A x = 0`` (``x`` only on
-    input pixels the layer never reads, e.g. with stride or dilation) is replaced by a random
-    one, which ARPACK needs (it refuses a start outside the range of the operator). At
-    ``deadline`` (:func:`time.perf_counter`; by default that of the enclosing
-    :func:`time_budget`) the run stops and the mat-vec input with the largest Rayleigh
-    quotient is returned (ARPACK's Ritz vector is not reachable mid-run).
+    Lanczos with full reorthogonalisation (Golub & Van Loan, *Matrix Computations*, 4th ed.,
+    Sec. 10.1 and 10.3.1), restarted from the current Ritz vector every ``ncv`` steps (40
+    when None), at most ``maxiter`` products with ``A^T A`` in all. It stops once the top
+    Ritz pair's residual is at most ``tol`` times its value, once the Ritz value reaches
+    ``target^2`` (``target``: a ratio ``||A x|| / ||x||`` good enough for the caller, e.g.
+    a fraction of a known upper bound), at an invariant subspace, or at ``deadline``
+    (:func:`time.perf_counter`; by default that of the enclosing :func:`time_budget`), and
+    returns the Ritz vector. A start with ``A^T A x = 0`` (``x`` only on input pixels the
+    layer never reads, e.g. with stride or dilation) is replaced by a random one.
     """
-    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
-
     deadline = _DEADLINE.get() if deadline is None else deadline
     op = layer.to(device)
-    n = op.shape[1]
+    shape = (1, layer.c_in, *layer.input_size)
+    n = math.prod(shape)
     if n < 8:
         return power_refine(layer, x, 200, device, seed, deadline=deadline)
-    rng = np.random.default_rng(seed)
-    best = {"ratio": -1.0, "vector": None}
+    reach = math.inf if target is None else target * target
+    m = max(3, min(n, 40 if ncv is None else int(ncv)))
 
-    def gram_matvec(v: np.ndarray) -> np.ndarray:
-        if deadline is not None and time.perf_counter() > deadline and best["vector"] is not None:
-            raise _OutOfTime
-        v = np.asarray(v, dtype=np.float64).ravel()
-        g = op.rmatvec(op.matvec(v))
-        vv = float(v @ v)
-        if vv > 0 and float(v @ g) / vv > best["ratio"]:
-            best["ratio"], best["vector"] = float(v @ g) / vv, v.copy()
-        return g
+    def gram(v: torch.Tensor) -> torch.Tensor:
+        return op.apply_adjoint(op.apply(v.reshape(shape))).reshape(-1)
 
-    v0 = None if x is None else np.asarray(x, dtype=np.float64).ravel()
-    if v0 is None or not np.any(gram_matvec(v0)):
-        v0 = rng.standard_normal(n)
-        if not np.any(gram_matvec(v0)):  # A^T A vanishes on a random vector: A = 0
-            return v0.reshape(layer.c_in, *layer.input_size)
-    gram = LinearOperator((n, n), matvec=gram_matvec, dtype=np.float64)
-    try:
-        if ncv is not None:
-            ncv = min(max(ncv, 3), n)
-        _, vec = eigsh(gram, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
-        vec = vec[:, 0]
-    except ArpackNoConvergence as err:
-        vec = err.eigenvectors[:, 0] if err.eigenvectors.size else best["vector"]
-    except (_OutOfTime, ArpackError):
-        vec = best["vector"]
-    return vec.reshape(layer.c_in, *layer.input_size)
+    gen = torch.Generator().manual_seed(seed)
+    if x is None:
+        v = torch.randn(n, generator=gen, dtype=torch.float64).to(op.device)
+    else:
+        v = torch.as_tensor(x, dtype=torch.float64, device=op.device).reshape(-1).clone()
+    if not bool(torch.any(gram(v) != 0)):
+        v = torch.randn(n, generator=gen, dtype=torch.float64).to(op.device)
+        if not bool(torch.any(gram(v) != 0)):  # A^T A vanishes on a random vector: A = 0
+            return v.reshape(shape[1:]).cpu().numpy()
+    basis = torch.empty(m, n, dtype=torch.float64, device=op.device)
+    used = 0
+    while True:
+        basis[0] = v / torch.linalg.vector_norm(v)
+        t = torch.zeros(m, m, dtype=torch.float64)
+        for j in range(m):
+            w = gram(basis[j])
+            used += 1
+            t[j, j] = float(basis[j] @ w)
+            for _ in range(2):  # full reorthogonalisation, twice
+                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+            b_j = float(torch.linalg.vector_norm(w))
+            values, vectors = torch.linalg.eigh(t[: j + 1, : j + 1])
+            theta, s = float(values[-1]), vectors[:, -1]
+            scale = float(t.diagonal()[: j + 1].abs().max())
+            invariant = b_j <= 64 * U * scale or scale == 0.0
+            done = (
+                invariant
+                or theta >= reach
+                or b_j * abs(float(s[-1])) <= tol * theta
+                or used >= maxiter
+                or (deadline is not None and time.perf_counter() > deadline)
+            )
+            if done or j + 1 == m:
+                v = s.to(basis) @ basis[: j + 1]
+                break
+            t[j, j + 1] = t[j + 1, j] = b_j
+            basis[j + 1] = w / b_j
+        if done:
+            return v.reshape(shape[1:]).cpu().numpy()
 
 
 def power_refine(
