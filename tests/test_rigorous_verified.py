@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from proofs_check.exact import mp_sigma_max
+from specbound.rigorous import verified
 from specbound.rigorous.verified import sigma_at_most, verified_bracket, verified_sigma
 
 ENTRIES = st.floats(-4, 4, allow_nan=False, allow_subnormal=False)
@@ -73,6 +74,39 @@ def test_refuses_just_below_the_norm(m):
     accepted = sigma_at_most(torch.from_numpy(m), mu_above)
     for ok, e in zip(accepted.tolist(), exact, strict=True):
         assert ok or e == 0  # 1e-6 above is far outside the rounding floor of 6x6 matrices
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.sampled_from([1e-12, 1e-8, 1e-3]), st.booleans())
+@example(np.zeros((1, 2, 2)), 1e-8, False)
+@example(np.array([[[1.0, 0.0], [0.0, 1.0]], [[3.0, 0.0], [0.0, 2.0**-600]]]), 1e-12, True)
+@example(np.swapaxes(np.array([[[2.0**-1000, 0.0]], [[2.0**600, 1.0]]]), 1, 2).copy(), 1e-12, True)
+def test_shared_level_bounds_every_matrix_and_the_max_tightly(m, rel, mislead):
+    """``shared_level``: every matrix's bound is one-sided; the largest is as tight as the
+    own-level bound. ``mislead`` ranks the matrices backwards (the power estimates replaced),
+    so that the shared level sits below some matrices' norms: they must break down and be
+    retested at their own estimates."""
+    real = verified._shared_estimates
+
+    def backwards(c, s2, shared):
+        lam, own = real(c, s2, shared)
+        fake = torch.zeros_like(lam)
+        mask = torch.zeros_like(own)
+        low = int(torch.argmin(lam / s2))
+        fake[low], mask[low] = lam[low], True
+        return fake, mask
+
+    with pytest.MonkeyPatch.context() as patch:
+        if mislead:
+            patch.setattr(verified, "_shared_estimates", backwards)
+        upper, _, _, _ = verified_sigma(torch.from_numpy(m), 0.0, rel, shared_level=True)
+    exact = _exact(m)
+    for u, e in zip(upper.tolist(), exact, strict=True):
+        assert u >= e
+        assert math.isfinite(u)
+    top = float(max(exact))
+    if top > 0:
+        assert float(upper.max()) <= top * (1 + rel + 1e-9) + FLOOR
 
 
 def test_matrix_error_is_added():

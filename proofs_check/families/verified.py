@@ -5,7 +5,9 @@ library code against 40-digit ``mpmath`` singular values.
   matrix of a batch, a number ``>= sigma_1`` of the stored matrix (real or complex), and
   :func:`~specbound.rigorous.verified.sigma_at_most` accepts ``mu`` only when
   ``sigma_1 <= mu``, for ``mu`` from ``1e-6`` below to ``1e-3`` above ``sigma_1``
-  (``1e-12`` and ``1e-15`` below included), at scales ``2^-1000 .. 2^1000``.
+  (``1e-12`` and ``1e-15`` below included), at scales ``2^-1000 .. 2^1000``; with
+  ``shared_level`` (a batch of ten copies scaled by powers of two, most tested at the
+  largest one's level) every bound is ``>= sigma_1`` too.
 
 :func:`naive_sigma_search` is the planted false criterion "a floating-point Cholesky of
 ``fl(t I - fl(M^T M))`` that completes proves ``sigma_1^2 <= t``" (no rounding terms), which
@@ -37,6 +39,8 @@ SOURCE = (
     "Algorithms, 2nd ed., Thm 10.3) and Rump, Verification of positive definiteness, BIT 46 "
     "(2006) 433-452"
 )
+SHARED_COPIES = 10
+"""Batch size of the shared-level check (more than the candidates given their own estimate)."""
 RELATIVE = (-1e-6, -1e-12, -1e-15, 0.0, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3)
 
 
@@ -90,6 +94,17 @@ def _margin(counts: dict[str, int]):
         counts["total"] += 1
         with mpmath.workdps(DPS):
             worst = float(mpmath.mpf(upper) / exact - 1) if exact > 0 else float(upper >= 0)
+        # the shared level: copies scaled by exact powers of two (norms known exactly), more
+        # than the candidates that get their own estimate, so that the last ones are tested
+        # at the largest one's level
+        step = -1 if float(np.max(np.abs(m), initial=0.0)) > 1 else 1
+        powers = [step * j for j in range(SHARED_COPIES)]
+        batch = torch.from_numpy(np.stack([np.asarray(m) * 2.0**j for j in powers]))
+        shared = verified_sigma(batch, 0.0, 1e-9, shared_level=True)[0].tolist()
+        with mpmath.workdps(DPS):
+            for j, u in zip(powers, shared, strict=True):
+                e = exact * mpmath.mpf(2) ** j
+                worst = min(worst, float(mpmath.mpf(u) / e - 1) if e > 0 else float(u >= 0))
             mu = float(exact * (1 + mpmath.mpf(relative)))
         if exact > 0 and bool(sigma_at_most(t, mu)[0]):
             counts["accepted"] += 1
@@ -161,7 +176,8 @@ register(
         "upper >= sigma_1 of each stored matrix, and sigma_at_most(M, mu) accepts only when "
         "sigma_1(M) <= mu (a floating-point Cholesky of fl(t I - fl(R^T R)), R the real form "
         "scaled by a power of two, completes, and t + gamma_{n+1} beta + tau + 2u max|Y_ii| + "
-        "e_G <= mu^2 s^2).",
+        "e_G <= mu^2 s^2). With shared_level=True (matrices tested at the largest level "
+        "verified so far) every upper bound is still >= sigma_1.",
         latex=r"\mathrm{fl\text{-}chol}(\mathrm{fl}(tI - \tilde G))\ \text{completes}\ "
         r"\Longrightarrow\ \sigma_1(M)^2 \le t + \gamma_{n+1}\||\hat U|\|_2^2 + \tau "
         r"+ 2u\max_i|Y_{ii}| + e_G",

@@ -26,7 +26,7 @@ from .cholesky import BandLayout, choose_layout, verified_norm_upper
 from .rounding import U, gamma, up
 from .symbol import PolyphaseSymbol
 from .verified import verified_bracket, verified_sigma
-from .witness import lanczos_direction, operator_lower, plane_wave, power_refine
+from .witness import lanczos_direction, operator_lower, plane_wave
 
 CHUNK_ENTRIES = 2**24  # complex entries of frequency matrices held at once (256 MiB)
 DENSE_GRAM_LIMIT = 1536  # largest Gram size for the rigorous dense route
@@ -92,7 +92,9 @@ def circulant_route(layer: ConvLayer, ctx: Context, rtol: float | None = None) -
         rows = np.arange(start, min(m1, start + rows_per_chunk))
         mats = sym.on_grid(layer.input_size, rows)  # (g, r, *rest, p, q)
         flat = mats.reshape(-1, p, q)
-        res = verified_bracket(flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline)
+        res = verified_bracket(
+            flat, sym.error_bound, rtol, lower=lower, deadline=ctx.deadline, shared_level=True
+        )
         upper = max_upper(upper, float(res.upper.max()))
         notes.extend(n for n in res.notes if n not in notes)  # e.g. Frobenius caps kept
         if res.vector is not None and res.lower > lower:

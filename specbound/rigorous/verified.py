@@ -74,6 +74,11 @@ def _frobenius(m: torch.Tensor) -> torch.Tensor:
     return frobenius_upper(m)
 
 
+def _frobenius_caps(m: torch.Tensor, error: float) -> torch.Tensor:
+    """``||M_i||_F`` bounds (upward) for every exact ``M_i`` within ``error`` of ``m_i``."""
+    return ((_frobenius(m) + error) * (1 + 2 * U)).to(torch.float64)
+
+
 def real_form(m: torch.Tensor) -> torch.Tensor:
     """``[[Mr, -Mi], [Mi, Mr]]`` for a complex batch ``(B, p, q)`` (same singular values, each
     twice; exact); a real batch is returned as it is."""
@@ -82,6 +87,39 @@ def real_form(m: torch.Tensor) -> torch.Tensor:
     top = torch.cat([m.real, -m.imag], dim=-1)
     bottom = torch.cat([m.imag, m.real], dim=-1)
     return torch.cat([top, bottom], dim=-2)
+
+
+POWER_STEPS = 6
+"""Power steps of :func:`_shared_estimates`."""
+SHARED_CANDIDATES = 8
+SHARED_RATIO = 0.97
+"""The matrices of a chunk whose power estimate is among the ``SHARED_CANDIDATES`` largest or
+within ``SHARED_RATIO`` of the largest get their own ``eigvalsh`` estimate."""
+
+
+def _shared_estimates(
+    c: torch.Tensor, s2: torch.Tensor, shared: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Estimates of ``lambda_max`` of the (scaled) Grams ``c`` for ``shared_level``: a few
+    power steps for all (lower estimates), ``eigvalsh`` for the candidates (the largest
+    unscaled power estimates, above ``shared`` or near the chunk's top). Returns the
+    estimates and the candidates' mask. Heuristic: only the levels depend on it."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(c.shape[-1], 1, generator=gen, dtype=torch.float64).to(c)
+    v = v.expand(c.shape[0], -1, -1)
+    for _ in range(POWER_STEPS):
+        v = c @ v
+        v = v / torch.clamp(torch.linalg.vector_norm(v, dim=-2, keepdim=True), min=1e-300)
+    lam = torch.linalg.vector_norm(c @ v, dim=(-2, -1)).real.clamp(min=0.0)  # <= lambda_max
+    unscaled = lam / s2
+    top = float(unscaled.max())
+    own = unscaled >= SHARED_RATIO * top
+    if shared > 0:  # above the level verified so far: would break down there
+        own |= unscaled > shared
+    own[torch.topk(unscaled, min(SHARED_CANDIDATES, unscaled.numel())).indices] = True
+    with _one_cpu_thread(c.device):
+        lam[own] = torch.linalg.eigvalsh(c[own])[..., -1].clamp(min=0.0)
+    return lam.to(torch.float64), own
 
 
 def level_margin(order: int, rel: float) -> float:
@@ -218,6 +256,7 @@ def verified_sigma(
     with_vectors: int = 0,
     skip_above: torch.Tensor | None = None,
     skip_factor: torch.Tensor | None = None,
+    shared_level: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Rigorous upper bounds on ``sigma_1`` of every exact matrix ``M_i`` with
     ``||M_i - m_i||_2 <= error``.
@@ -240,6 +279,13 @@ def verified_sigma(
     skip_factor : torch.Tensor, optional
         ``(B,)``: as ``skip_above = skip_factor * max(skip_above, largest estimate so far)``
         (a threshold relative to the best estimate, e.g. a cell's shrink over ``1 - rtol``).
+    shared_level : bool
+        For callers that need only the largest bound (a circulant layer's norm): the
+        ``eigvalsh`` estimate is computed only for the matrices that a few power steps rank
+        near the top of their chunk, and every other matrix is tested at the largest level
+        verified so far (any level that the factorization accepts gives a valid bound; a
+        matrix that breaks down at the shared level gets its own estimate and is retested).
+        The largest bound is as tight as without it; the others are looser.
 
     Returns
     -------
@@ -274,15 +320,24 @@ def verified_sigma(
     upper = torch.full((b,), math.inf, dtype=torch.float64, device=m.device)
     estimate = torch.zeros(b, dtype=torch.float64, device=m.device)
     per_chunk = max(1, CHUNK_ENTRIES // max(1, 2 * order * order + 2 * k * n))
+    shared = 0.0  # shared_level: the largest verified level so far, unscaled
     for start in range(0, b, per_chunk):
         part = slice(start, min(b, start + per_chunk))
         c, g_err = hermitian_gram(h[part])
-        with _one_cpu_thread(c.device):  # a loop of small LAPACK calls (see SMALL_LAPACK)
-            lam = torch.linalg.eigvalsh(c)[..., -1].clamp(min=0.0)
+        s2 = scale[part] ** 2  # exact: powers of two
+        if shared_level:
+            lam, own = _shared_estimates(c, s2, shared)
+        else:
+            with _one_cpu_thread(c.device):  # a loop of small LAPACK calls (see SMALL_LAPACK)
+                lam = torch.linalg.eigvalsh(c)[..., -1].clamp(min=0.0)
+            own = torch.ones_like(lam, dtype=torch.bool)
         estimate[part] = torch.sqrt(lam)
         g = real_form(c)
         del c
         level = torch.clamp(lam * (1 + margin), min=g_err)
+        if shared_level:
+            shared = max(shared, float(torch.max(level[own] / s2[own])))
+            level = torch.where(own, level, torch.clamp(shared * s2, min=g_err))
         run = torch.ones_like(lam, dtype=torch.bool)
         # estimates only choose who is verified (the others keep a valid Frobenius cap)
         if skip_above is not None or skip_factor is not None:
@@ -297,6 +352,15 @@ def verified_sigma(
             bound = lambda_max_upper(g, g_err, level)
         elif bool(run.any()):
             bound[run] = lambda_max_upper(g[run], g_err[run], level[run])
+        if shared_level:  # a shared level below a matrix's norm: its own estimate, retested
+            miss = ~torch.isfinite(bound) & run & ~own
+            if bool(miss.any()):
+                with _one_cpu_thread(g.device):
+                    lam_m = torch.linalg.eigvalsh(g[miss])[..., -1].clamp(min=0.0)
+                lam[miss] = lam_m
+                estimate[part] = torch.sqrt(lam)
+                level[miss] = torch.clamp(lam_m * (1 + margin), min=g_err[miss])
+                bound[miss] = lambda_max_upper(g[miss], g_err[miss], level[miss])
         retry = ~torch.isfinite(bound) & run
         if bool(retry.any()):
             level2 = level[retry] * (1 + RETRY_FACTOR * margin) + g_err[retry]
@@ -360,10 +424,12 @@ def verified_bracket(
     threshold: torch.Tensor | None = None,
     lazy: bool = False,
     lazy_factor: torch.Tensor | None = None,
+    shared_level: bool = False,
 ) -> MatrixBracket:
     """Drop-in for :func:`~specbound.rigorous.bracket.bracket_matrices` on the verified core:
     ``upper[i] >= sigma_1(M_i)`` for every exact ``M_i`` with ``||M_i - m_i||_2 <= error``,
-    and the best rigorous lower bound ``||M_j v|| / ||v||`` found.
+    and the best rigorous lower bound ``||M_j v|| / ||v||`` found. With ``shared_level``
+    (:func:`verified_sigma`) only the largest upper bound is as tight as the rounding allows.
 
     Matrices whose Frobenius cap is already below their target (``threshold[i]``, or
     ``lower / (1 - rtol)``) keep that cap; the rest are verified (:func:`verified_sigma`)
@@ -374,16 +440,21 @@ def verified_bracket(
     ``lazy_factor`` the skip threshold is ``lazy_factor[i]`` times the larger of that threshold
     and the best estimate so far (useful before any lower bound is known).
     """
-    upper = _frobenius(m) + error
-    upper = (upper * (1 + 2 * U)).to(torch.float64)
-    target = (
-        threshold.to(upper)
-        if threshold is not None
-        else torch.full_like(upper, lower / (1 - rtol) if lower > 0 else 0.0)
-    )
-    active = torch.nonzero(upper > target).flatten()
-    res = MatrixBracket(upper, lower, 0, None)
     p, q = m.shape[-2:]
+    if threshold is None and not lower > 0 and min(p, q) > 1:
+        # every matrix is verified: the Frobenius caps only for those a deadline leaves
+        upper = torch.full((m.shape[0],), math.inf, dtype=torch.float64, device=m.device)
+        target = torch.zeros_like(upper)
+        active = torch.arange(m.shape[0], device=m.device)
+    else:
+        upper = _frobenius_caps(m, error)
+        target = (
+            threshold.to(upper)
+            if threshold is not None
+            else torch.full_like(upper, lower / (1 - rtol) if lower > 0 else 0.0)
+        )
+        active = torch.nonzero(upper > target).flatten()
+    res = MatrixBracket(upper, lower, 0, None)
     if min(p, q) == 1:  # a row or a column: sigma_1 is its Frobenius norm, already bounded
         top = torch.topk(upper, min(n_candidates, upper.numel())).indices
         mt = m[top].to(torch.complex128)
@@ -402,6 +473,8 @@ def verified_bracket(
         per_chunk = min(per_chunk, max(DEADLINE_CHUNK, DEADLINE_ENTRIES // (n * n)))
     for start in range(0, active.numel(), per_chunk):
         if deadline is not None and time.perf_counter() > deadline:
+            rest = active[start:]
+            upper[rest] = torch.minimum(upper[rest], _frobenius_caps(m[rest], error))
             res.notes.append("stopped by max_seconds: some matrices keep their Frobenius cap")
             break
         idx = active[start : start + per_chunk]
@@ -418,6 +491,7 @@ def verified_bracket(
                 else target[idx]
             ),
             skip_factor=(None if lazy_factor is None else lazy_factor.to(upper)[idx]),
+            shared_level=shared_level,
         )
         upper[idx] = torch.minimum(upper[idx], sig)
         if vec is not None:
