@@ -27,9 +27,11 @@ before/after. Writes
 ``certify_groups_<device>.json`` and ``.md``.
 
 A case whose warm-up round has a method taking more than ``--slow`` seconds is measured
-once more only. The load average is recorded at the start and the end: the machine may be
-shared, so read the *ratios*, not the absolute times. Writes ``certify_<device>.json`` and
-``.md`` with the exact command.
+once more only; with ``--huge H``, a case whose warm-up round has a method taking more than
+``H`` seconds is not rerun: that first round is the measurement (minutes per call, where a
+warm run would not differ). The load average is recorded at the start and the end: the
+machine may be shared, so read the *ratios*, not the absolute times. Writes
+``certify_<device>.json`` and ``.md`` with the exact command.
 """
 
 from __future__ import annotations
@@ -176,7 +178,9 @@ def group_methods(kernel, n, groups, regime, device, max_seconds):
     return {"specbound": run(False), "specbound before (whole layer)": run(True)}
 
 
-def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dtype, groups=None):
+def run_case(
+    name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dtype, groups=None, huge=None
+):
     if groups is None:
         fns = methods(kernel, n, regime, device, max_seconds, peer_dtype)
     else:
@@ -197,6 +201,10 @@ def run_case(name, kernel, n, regime, device, repeat, slow, max_seconds, peer_dt
     for k in times:
         times[k].clear()
     rounds = 1 if max(warm.values()) > slow else repeat
+    if huge is not None and max(warm.values()) > huge:
+        rounds = 0  # the first (cold) round is the measurement: minutes per call
+        for k, v in warm.items():
+            times[k].append(v)
     for _ in range(rounds):
         one_round()
     up, low, converged = values["specbound"]
@@ -240,6 +248,9 @@ def main(argv=None) -> int:
     parser.add_argument("--digits", action="store_true", help="add the digits-CNN kernels")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--slow", type=float, default=10.0)
+    parser.add_argument(
+        "--huge", type=float, default=None, help="no rerun when the warm-up took more (s)"
+    )
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--groups", action="store_true", help="the grouped cases instead")
@@ -267,6 +278,7 @@ def main(argv=None) -> int:
                 args.slow,
                 args.max_seconds,
                 getattr(torch, args.peer_dtype),
+                huge=args.huge,
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -290,7 +302,9 @@ def main(argv=None) -> int:
         f"Command: `OMP_NUM_THREADS={meta['omp_num_threads']} {meta['command']}` — torch "
         f"{meta['torch']}, {meta['date']}. Interleaved rounds, median of the warm rounds "
         "(one round when a method's warm-up took more than "
-        f"{args.slow:g} s). Load average (1, 5, 15 min) at start "
+        f"{args.slow:g} s"
+        + ("" if args.huge is None else f"; the first round when one took over {args.huge:g} s")
+        + "). Load average (1, 5, 15 min) at start "
         f"{tuple(round(x, 2) for x in load_start)}, at end "
         f"{tuple(round(x, 2) for x in meta['load_average_end'])}: the machine is shared, "
         f"read the ratios. The peers run in {args.peer_dtype} (orthogonium's default), "
