@@ -17,7 +17,7 @@ import specbound as sb
 from specbound.bounds import compute
 from specbound.certify import certify
 from specbound.operators import ConvLayer, exact_norm
-from specbound.rigorous.fpenv import gradual_underflow, gradual_underflow_guard
+from specbound.rigorous.fpenv import gradual_underflow, gradual_underflow_guard, one_cpu_thread
 from specbound.testing import dense_norm
 
 FEW = settings(max_examples=max(5, settings().max_examples // 4), deadline=None)
@@ -315,3 +315,19 @@ def test_verify_and_exact_norm_at_extreme_scales(scale, mode):
     assert exact_norm(kernel, spec) == pytest.approx(exact, rel=1e-12, abs=0)
     cert_none = certify(kernel, mode, input_size=None, rtol=1e-6)
     assert cert_none.verify()
+
+
+def test_one_cpu_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_cpu_thread("cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError), one_cpu_thread(torch.device("cpu")):
+            raise KeyError  # restored on an exception too
+        assert torch.get_num_threads() == 2
+        with one_cpu_thread("cuda"), one_cpu_thread("cpu", active=False):
+            assert torch.get_num_threads() == 2  # a CUDA device or active=False: untouched
+    finally:
+        torch.set_num_threads(before)

@@ -32,6 +32,7 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.special import betainc
 
 from ..operators.conv_layer import ConvLayer
+from ..rigorous.fpenv import one_cpu_thread
 from ..rigorous.witness import operator_lower
 from ..spec import check_real
 from ._numerics import binary_exponent
@@ -158,9 +159,10 @@ def power(
     """
     scaled = Scaled.of(layer)
     op = scaled.layer.to(device)
-    x, iterations, converged = power_iteration(
-        op, sphere_start(op.shape[1], seed), int(n_iter), float(tol)
-    )
+    with one_cpu_thread(op.device):  # NumPy norms alternate with torch convolutions
+        x, iterations, converged = power_iteration(
+            op, sphere_start(op.shape[1], seed), int(n_iter), float(tol)
+        )
     return lower_bound("power", scaled, x, iterations, {"converged": converged})
 
 
@@ -301,7 +303,8 @@ def lanczos(
     scaled = Scaled.of(layer)
     op = scaled.layer.to(device)
     side = GramSide(op)
-    krylov = lanczos_iteration(side.apply, sphere_start(side.dim, seed), n_iter, float(tol))
+    with one_cpu_thread(op.device):  # NumPy BLAS alternates with torch convolutions
+        krylov = lanczos_iteration(side.apply, sphere_start(side.dim, seed), n_iter, float(tol))
     converged = krylov.invariant or krylov.residual <= tol * krylov.theta
     details = {"converged": converged, "ritz": scaled.unscale(math.sqrt(max(krylov.theta, 0.0)))}
     return lower_bound("lanczos", scaled, side.witness(krylov.vector), krylov.dimension, details)
@@ -452,7 +455,8 @@ def lanczos_probabilistic(
     budget = LANCZOS_MAX_BYTES if max_bytes is None else int(max_bytes)
     k = max(1, min(k, LANCZOS_MAX_STEPS, budget // (8 * n)))
     deadline = None if max_seconds is None else start + max_seconds
-    krylov = lanczos_iteration(side.apply, sphere_start(n, seed), k, None, deadline)
+    with one_cpu_thread(op.device):  # NumPy BLAS alternates with torch convolutions
+        krylov = lanczos_iteration(side.apply, sphere_start(n, seed), k, None, deadline)
     # at breakdown K_j = K_k (invariant): the planned k's epsilon holds; else the steps done
     eps = lanczos_epsilon(delta, k if krylov.invariant else krylov.dimension, n)
     y = unit(krylov.vector)

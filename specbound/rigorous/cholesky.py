@@ -127,6 +127,7 @@ import torch
 
 from ..operators.conv_layer import ConvLayer
 from ..operators.indexing import layer_axis_indices
+from .fpenv import one_cpu_thread
 from .rounding import U, gamma, up
 
 MAX_BAND_BYTES = 2**33
@@ -444,22 +445,6 @@ def _float64_gemm():
         yield
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device, active: bool = True):
-    """The panel factorization is thousands of small GEMV and vector calls: on CPU one
-    intra-op thread avoids a thread synchronisation per call (costly on a loaded machine);
-    large GEMM updates keep the caller's thread count (``active=False``)."""
-    threads = torch.get_num_threads()
-    if not active or device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _factor_columns(p: torch.Tensor, c0: int, c1: int) -> None:
     """Columns ``c0..c1`` of the panel, one at a time (left-looking within the range)."""
     for j in range(c0, c1):
@@ -520,7 +505,7 @@ def block_band_cholesky(
     n_blocks, rows, b = band.shape
     p, dim = bandwidth, n_blocks * band.shape[2]
     small = 2.0 * rows * b * b < THREADED_FLOPS
-    with _float64_gemm(), _one_cpu_thread(band.device, small):
+    with _float64_gemm(), one_cpu_thread(band.device, small):
         for k in range(n_blocks):
             if deadline is not None and time.perf_counter() > deadline:
                 return "time"
@@ -533,7 +518,7 @@ def block_band_cholesky(
                     continue
                 below = band[j, off:top]  # rows k b .. of block column j
                 panel[: top - off].addmm_(below, band[j, off : off + b].T, alpha=-1)
-            with _one_cpu_thread(band.device):
+            with one_cpu_thread(band.device):
                 _factor_panel(panel, 0, b, base)
                 diag = panel[:b]
                 diag.copy_(torch.tril(diag))

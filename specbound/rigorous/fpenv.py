@@ -91,3 +91,25 @@ def tf32_disabled() -> Iterator[None]:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device | str | None = None, active: bool = True) -> Iterator[None]:
+    """Hold torch to one intra-op CPU thread for the duration (no effect for a CUDA
+    ``device``, with ``active=False``, or when torch already runs one thread), then restore
+    the thread count.
+
+    For loops of many small operations (a thread synchronisation per call costs more than the
+    work), and for loops that alternate torch with NumPy/SciPy BLAS calls: two thread pools
+    spinning on the same cores (OpenMP's in torch, OpenBLAS's in NumPy) cost several times the
+    work itself.
+    """
+    threads = torch.get_num_threads()
+    if not active or torch.device(device or "cpu").type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -36,7 +36,8 @@ import time
 import torch
 
 from .bracket import MatrixBracket
-from .cholesky import UNDERFLOW_UNIT, _float64_gemm, _one_cpu_thread, _underflow_term
+from .cholesky import UNDERFLOW_UNIT, _float64_gemm, _underflow_term
+from .fpenv import one_cpu_thread
 from .gram import _gram, matvec_norm_lower
 from .rounding import U, frobenius_upper, gamma, pow2_scale
 
@@ -117,7 +118,7 @@ def _shared_estimates(
     if shared > 0:  # above the level verified so far: would break down there
         own |= unscaled > shared
     own[torch.topk(unscaled, min(SHARED_CANDIDATES, unscaled.numel())).indices] = True
-    with _one_cpu_thread(c.device):
+    with one_cpu_thread(c.device):
         lam[own] = torch.linalg.eigvalsh(c[own])[..., -1].clamp(min=0.0)
     return lam.to(torch.float64), own
 
@@ -145,7 +146,7 @@ def _factor(y: torch.Tensor, r0: int, r1: int, bad: torch.Tensor, base: int) -> 
     ``(y - sum of products) / pivot`` or a square root, the sum split into GEMM partial sums
     subtracted one after another (the evaluation-tree argument of L9 (C2) holds)."""
     if r1 - r0 <= base:
-        with _one_cpu_thread(y.device):  # many small vector operations
+        with one_cpu_thread(y.device):  # many small vector operations
             _factor_rows(y, r0, r1, bad)
         return
     mid = r0 + (r1 - r0) // 2
@@ -328,7 +329,7 @@ def verified_sigma(
         if shared_level:
             lam, own = _shared_estimates(c, s2, shared)
         else:
-            with _one_cpu_thread(c.device):  # a loop of small LAPACK calls (see SMALL_LAPACK)
+            with one_cpu_thread(c.device):  # a loop of small LAPACK calls (see SMALL_LAPACK)
                 lam = torch.linalg.eigvalsh(c)[..., -1].clamp(min=0.0)
             own = torch.ones_like(lam, dtype=torch.bool)
         estimate[part] = torch.sqrt(lam)
@@ -355,7 +356,7 @@ def verified_sigma(
         if shared_level:  # a shared level below a matrix's norm: its own estimate, retested
             miss = ~torch.isfinite(bound) & run & ~own
             if bool(miss.any()):
-                with _one_cpu_thread(g.device):
+                with one_cpu_thread(g.device):
                     lam_m = torch.linalg.eigvalsh(g[miss])[..., -1].clamp(min=0.0)
                 lam[miss] = lam_m
                 estimate[part] = torch.sqrt(lam)
@@ -378,7 +379,7 @@ def verified_sigma(
     if with_vectors > 0:
         index = torch.topk(estimate, min(with_vectors, b)).indices
         hc = h[index].to(torch.complex128)
-        with _one_cpu_thread(hc.device):
+        with one_cpu_thread(hc.device):
             _, vecs = torch.linalg.eigh(hc.mH @ hc)
         z = vecs[..., -1]  # (K, n)
         if transposed:  # z holds left vectors u of m: v = m^H u
