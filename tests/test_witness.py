@@ -65,3 +65,15 @@ def test_lanczos_without_target_or_tolerance_stops_at_maxiter():
     v = lanczos_direction(layer, None, tol=0.0, maxiter=7)
     assert time.perf_counter() - t0 < 30
     assert operator_lower(layer, v) > 0
+
+
+def test_lanczos_with_a_basis_cut_by_memory_still_reaches_the_norm(monkeypatch):
+    """A restart length cut to the minimum (3 vectors) by the memory cap: slower, same answer."""
+    from specbound.rigorous import witness
+
+    kernel = np.random.default_rng(3).standard_normal((4, 4, 3, 3))
+    spec = ConvSpec("zeros", "same", (8, 8))
+    layer = ConvLayer(kernel, spec)
+    monkeypatch.setattr(witness, "BASIS_BYTES", 8)
+    v = lanczos_direction(layer, None, tol=1e-12, maxiter=5000)
+    assert operator_lower(layer, v) >= exact_norm(kernel, spec) * (1 - 1e-6)

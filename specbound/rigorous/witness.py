@@ -116,6 +116,11 @@ def time_budget(deadline: float | None) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+BASIS_BYTES = 2**28
+"""Memory of the Lanczos basis of :func:`lanczos_direction` (256 MiB): the restart length
+is cut so that it fits."""
+
+
 def lanczos_direction(
     layer: ConvLayer,
     x: np.ndarray | None,
@@ -132,8 +137,9 @@ def lanczos_direction(
 
     Lanczos with full reorthogonalisation (Golub & Van Loan, *Matrix Computations*, 4th ed.,
     Sec. 10.1 and 10.3.1), restarted from the current Ritz vector every ``ncv`` steps (40
-    when None), at most ``maxiter`` products with ``A^T A`` in all. It stops once the top
-    Ritz pair's residual is at most ``tol`` times its value, once the Ritz value reaches
+    when None; fewer when the basis would exceed :data:`BASIS_BYTES`, at least 3), at most
+    ``maxiter`` products with ``A^T A`` in all. It stops once the top Ritz pair's residual is
+    at most ``tol`` times its value, once the Ritz value reaches
     ``target^2`` (``target``: a ratio ``||A x|| / ||x||`` good enough for the caller, e.g.
     a fraction of a known upper bound), at an invariant subspace, or at ``deadline``
     (:func:`time.perf_counter`; by default that of the enclosing :func:`time_budget`), and
@@ -147,7 +153,8 @@ def lanczos_direction(
     if n < 8:
         return power_refine(layer, x, 200, device, seed, deadline=deadline)
     reach = math.inf if target is None else target * target
-    m = max(3, min(n, 40 if ncv is None else int(ncv)))
+    m = 40 if ncv is None else int(ncv)
+    m = max(3, min(n, m, BASIS_BYTES // (8 * n)))
 
     def gram(v: torch.Tensor) -> torch.Tensor:
         return op.apply_adjoint(op.apply(v.reshape(shape))).reshape(-1)
