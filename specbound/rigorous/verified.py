@@ -94,8 +94,9 @@ POWER_STEPS = 6
 """Power steps of :func:`_shared_estimates`."""
 SHARED_CANDIDATES = 8
 SHARED_RATIO = 0.97
-"""The matrices of a chunk whose power estimate is among the ``SHARED_CANDIDATES`` largest or
-within ``SHARED_RATIO`` of the largest get their own ``eigvalsh`` estimate."""
+"""The matrices whose power estimate is within ``SHARED_RATIO`` of the largest of the chunk and
+the level verified so far, above that level, or (first chunk) among the ``SHARED_CANDIDATES``
+largest, get their own ``eigvalsh`` estimate."""
 
 
 def _shared_estimates(
@@ -114,10 +115,11 @@ def _shared_estimates(
     lam = torch.linalg.vector_norm(c @ v, dim=(-2, -1)).real.clamp(min=0.0)  # <= lambda_max
     unscaled = lam / s2
     top = float(unscaled.max())
-    own = unscaled >= SHARED_RATIO * top
+    own = unscaled >= SHARED_RATIO * max(top, shared)
     if shared > 0:  # above the level verified so far: would break down there
         own |= unscaled > shared
-    own[torch.topk(unscaled, min(SHARED_CANDIDATES, unscaled.numel())).indices] = True
+    else:  # the first chunk: a few candidates for the first shared level
+        own[torch.topk(unscaled, min(SHARED_CANDIDATES, unscaled.numel())).indices] = True
     with one_cpu_thread(c.device):
         lam[own] = torch.linalg.eigvalsh(c[own])[..., -1].clamp(min=0.0)
     return lam.to(torch.float64), own
@@ -378,14 +380,25 @@ def verified_sigma(
     vectors, index = None, torch.zeros(0, dtype=torch.long, device=m.device)
     if with_vectors > 0:
         index = torch.topk(estimate, min(with_vectors, b)).indices
-        hc = h[index].to(torch.complex128)
-        with one_cpu_thread(hc.device):
-            _, vecs = torch.linalg.eigh(hc.mH @ hc)
-        z = vecs[..., -1]  # (K, n)
-        if transposed:  # z holds left vectors u of m: v = m^H u
-            z = (m[index].to(torch.complex128).mH @ z[..., None])[..., 0]
-        vectors = z / torch.clamp(torch.linalg.vector_norm(z, dim=-1, keepdim=True), min=1e-300)
+        vectors = top_vectors(m[index])
     return sigma, estimate, vectors, index
+
+
+def top_vectors(m: torch.Tensor) -> torch.Tensor:
+    """Approximate top right singular vectors ``(B, q)`` (complex128, unit norm) of a batch
+    ``(B, p, q)``, from ``eigh`` of the Gram on the smaller side of each matrix scaled by a
+    power of two (no overflow at extreme scales). Heuristic: for witnesses."""
+    m = m.to(torch.complex128)
+    h = m * pow2_scale(_peak(m))[:, None, None]
+    transposed = h.shape[-2] < h.shape[-1]
+    if transposed:
+        h = h.mH
+    with one_cpu_thread(h.device):
+        _, vecs = torch.linalg.eigh(h.mH @ h)
+    z = vecs[..., -1]  # (B, n)
+    if transposed:  # z holds left vectors u of m: v = m^H u
+        z = (m.mH @ z[..., None])[..., 0]
+    return z / torch.clamp(torch.linalg.vector_norm(z, dim=-1, keepdim=True), min=1e-300)
 
 
 def sigma_at_most(m: torch.Tensor, mu: float | torch.Tensor, error: float = 0.0) -> torch.Tensor:
@@ -429,7 +442,9 @@ def verified_bracket(
 ) -> MatrixBracket:
     """Drop-in for :func:`~specbound.rigorous.bracket.bracket_matrices` on the verified core:
     ``upper[i] >= sigma_1(M_i)`` for every exact ``M_i`` with ``||M_i - m_i||_2 <= error``,
-    and the best rigorous lower bound ``||M_j v|| / ||v||`` found. With ``shared_level``
+    and the best rigorous lower bound ``||M_j v|| / ||v||`` over the approximate top singular
+    vectors of the ``n_candidates`` matrices with the largest estimates (one ``eigh`` call
+    after all chunks). With ``shared_level``
     (:func:`verified_sigma`) only the largest upper bound is as tight as the rounding allows.
 
     Matrices whose Frobenius cap is already below their target (``threshold[i]``, or
@@ -469,6 +484,7 @@ def verified_bracket(
     if active.numel() == 0:
         return res
     n = 2 * min(p, q) if m.is_complex() else min(p, q)
+    estimate = torch.zeros_like(upper)  # float64 estimates of sigma_1 (0: not reached)
     per_chunk = max(1, CHUNK_ENTRIES // max(1, 4 * n * n))
     if deadline is not None:  # small chunks: the deadline is checked often
         per_chunk = min(per_chunk, max(DEADLINE_CHUNK, DEADLINE_ENTRIES // (n * n)))
@@ -479,11 +495,10 @@ def verified_bracket(
             res.notes.append("stopped by max_seconds: some matrices keep their Frobenius cap")
             break
         idx = active[start : start + per_chunk]
-        sig, _est, vec, top = verified_sigma(
+        sig, est, _, _ = verified_sigma(
             m[idx],
             error,
             max(rtol / 4, 1e-15),
-            with_vectors=n_candidates,
             skip_above=(
                 None
                 if not lazy or threshold is None
@@ -495,11 +510,16 @@ def verified_bracket(
             shared_level=shared_level,
         )
         upper[idx] = torch.minimum(upper[idx], sig)
-        if vec is not None:
-            lows = matvec_norm_lower(m[idx][top], vec, error)
-            j = int(torch.argmax(lows))
-            if float(lows[j]) > res.lower:
-                res.lower, res.argmax, res.vector = float(lows[j]), int(idx[top[j]]), vec[j]
+        estimate[idx] = est
+    # witnesses: the matrices with the largest estimates over all chunks (eigh once)
+    reached = torch.nonzero(estimate > 0).flatten()
+    if reached.numel() and n_candidates > 0:
+        top = reached[torch.topk(estimate[reached], min(n_candidates, reached.numel())).indices]
+        vec = top_vectors(m[top])
+        lows = matvec_norm_lower(m[top], vec, error)
+        j = int(torch.argmax(lows))
+        if float(lows[j]) > res.lower:
+            res.lower, res.argmax, res.vector = float(lows[j]), int(top[j]), vec[j]
     return res
 
 
@@ -512,6 +532,7 @@ __all__ = [
     "level_margin",
     "real_form",
     "sigma_at_most",
+    "top_vectors",
     "verified_bracket",
     "verified_sigma",
 ]
