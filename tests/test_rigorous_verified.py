@@ -79,6 +79,7 @@ def test_refuses_just_below_the_norm(m):
 @settings(max_examples=60, deadline=None)
 @given(batches(), st.sampled_from([1e-12, 1e-8, 1e-3]), st.booleans())
 @example(np.zeros((1, 2, 2)), 1e-8, False)
+@example(np.array([[[2.96552899e-221]], [[0.0]]]), 1e-12, False)  # zero next to a tiny norm
 @example(np.array([[[1.0, 0.0], [0.0, 1.0]], [[3.0, 0.0], [0.0, 2.0**-600]]]), 1e-12, True)
 @example(np.swapaxes(np.array([[[2.0**-1000, 0.0]], [[2.0**600, 1.0]]]), 1, 2).copy(), 1e-12, True)
 def test_shared_level_bounds_every_matrix_and_the_max_tightly(m, rel, mislead):

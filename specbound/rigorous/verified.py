@@ -312,7 +312,8 @@ def verified_sigma(
     b = m.shape[0]
     if m.is_complex():
         m = m.to(torch.complex128)
-    scale = pow2_scale(_peak(m))  # exact powers of two: largest component in [1, 2)
+    peak = _peak(m)
+    scale = pow2_scale(peak)  # exact powers of two: largest component in [1, 2)
     h = m * scale[:, None, None]
     transposed = h.shape[-2] < h.shape[-1]
     if transposed:
@@ -341,7 +342,9 @@ def verified_sigma(
         if shared_level:
             shared = max(shared, float(torch.max(level[own] / s2[own])))
             level = torch.where(own, level, torch.clamp(shared * s2, min=g_err))
-        run = torch.ones_like(lam, dtype=torch.bool)
+        # a zero matrix is not tested: its Frobenius norm, 0, is exact (a shared level would
+        # give it the batch's absolute rounding floor instead)
+        run = peak[part] > 0
         # estimates only choose who is verified (the others keep a valid Frobenius cap)
         if skip_above is not None or skip_factor is not None:
             est = torch.sqrt(lam) / scale[part]
@@ -349,7 +352,7 @@ def verified_sigma(
             if skip_factor is not None:
                 best_est = float(torch.max(estimate[: part.stop] / scale[: part.stop]))
                 above = skip_factor[part].to(lam) * torch.clamp(above, min=best_est)
-            run = est <= above
+            run = run & (est <= above)
         bound = torch.full_like(lam, math.inf)
         if bool(run.all()):
             bound = lambda_max_upper(g, g_err, level)
