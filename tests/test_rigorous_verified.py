@@ -162,3 +162,17 @@ def test_rows_and_columns_one_sided(m, column):
     assert res.lower <= max(exact)
     if max(exact) > 0:
         assert res.lower >= float(max(exact)) * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("lower", [0.0, 1.0])
+def test_bracket_past_its_deadline_keeps_frobenius_caps(lower):
+    """A deadline already passed: no matrix is verified, every one keeps its Frobenius cap
+    (computed on the spot when no cap was needed up front, ``lower = 0``)."""
+    gen = torch.Generator().manual_seed(5)
+    m = torch.randn(6, 4, 3, generator=gen, dtype=torch.float64)
+    res = verified_bracket(m, 0.0, 1e-6, lower=lower, deadline=0.0)
+    fro = torch.linalg.matrix_norm(m).tolist()
+    exact = [float(e) for e in _exact(m.numpy())]
+    assert all(math.isfinite(u) for u in res.upper.tolist())
+    assert all(u >= f >= e for u, f, e in zip(res.upper.tolist(), fro, exact, strict=True))
+    assert any("max_seconds" in note for note in res.notes)

@@ -460,8 +460,8 @@ def verified_bracket(
     and the best estimate so far (useful before any lower bound is known).
     """
     p, q = m.shape[-2:]
-    if threshold is None and not lower > 0 and min(p, q) > 1:
-        # every matrix is verified: the Frobenius caps only for those a deadline leaves
+    uncapped = threshold is None and not lower > 0 and min(p, q) > 1
+    if uncapped:  # every matrix is verified: the Frobenius caps only for those a deadline leaves
         upper = torch.full((m.shape[0],), math.inf, dtype=torch.float64, device=m.device)
         target = torch.zeros_like(upper)
         active = torch.arange(m.shape[0], device=m.device)
@@ -493,8 +493,8 @@ def verified_bracket(
         per_chunk = min(per_chunk, max(DEADLINE_CHUNK, DEADLINE_ENTRIES // (n * n)))
     for start in range(0, active.numel(), per_chunk):
         if deadline is not None and time.perf_counter() > deadline:
-            rest = active[start:]
-            upper[rest] = torch.minimum(upper[rest], _frobenius_caps(m[rest], error))
+            if uncapped:
+                upper[active[start:]] = _frobenius_caps(m[active[start:]], error)
             res.notes.append("stopped by max_seconds: some matrices keep their Frobenius cap")
             break
         idx = active[start : start + per_chunk]
